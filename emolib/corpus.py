@@ -1,0 +1,602 @@
+"""The story corpus: emotions, topics, prompts, the leak filter, and a resumable store.
+
+Stories are written by a *writer* model (chosen separately from the analysed model) and kept one record
+each in `runs/corpus/<name>/stories.jsonl`; neutral Person/AI dialogues go beside them in
+`neutral.jsonl`. Every (emotion, topic, sample) prompt is a job with a stable id and seed, so a killed
+run resumes where it stopped, without duplicates or losses, and a larger run extends a smaller one.
+Filters are recorded, not applied destructively: each record says whether it leaked the emotion word,
+and the length rule (in the *analysed* model's tokens) is applied when the corpus is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import EmolibError, StoreError
+from .io import JobStore, atomic_write_json, runs_dir
+
+# rain1955's nine emotions: the `quick` setting.
+QUICK_EMOTIONS = ("happy", "sad", "angry", "afraid", "calm", "desperate", "loving", "guilty", "surprised")
+STORY_MARKER = "<NEW STORY>"
+# The method means activations from the 50th token on (index 50, counting <bos> as 0); a text must
+# have at least this many tokens in the analysed model for the mean to cover >= 14 positions.
+TOKEN_START = 50
+MIN_TOKENS = 64
+
+
+@lru_cache(maxsize=None)
+def _data_text(name: str) -> str:
+    return resources.files("emolib").joinpath("data", name).read_text()
+
+
+def load_emotions() -> list[str]:
+    """Anthropic's 171 emotion words (alphabetical)."""
+    return list(json.loads(_data_text("emotions_171.json")))
+
+
+def load_topics() -> list[str]:
+    """Anthropic's 100 story topics, in the paper's order."""
+    return list(json.loads(_data_text("topics_100.json")))
+
+
+def select_emotions(spec: str | Iterable[str]) -> list[str]:
+    """'all' (171), 'quick' (rain1955's 9), or a list of words from the 171."""
+    known = load_emotions()
+    if spec == "all":
+        return known
+    if spec == "quick":
+        return list(QUICK_EMOTIONS)
+    if isinstance(spec, str):
+        spec = [word.strip() for word in spec.split(",")]
+    chosen = list(dict.fromkeys(spec))
+    for word in chosen:
+        if word not in known:
+            close = difflib.get_close_matches(str(word), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise EmolibError(f"emotion {word!r} is not one of the 171 emotion words (emolib/data/emotions_171.json){hint}")
+    if not chosen:
+        raise EmolibError("no emotions selected; use 'all', 'quick' or a list of emotion words")
+    return chosen
+
+
+def select_topics(n_topics: int, seed: int = 0) -> list[tuple[int, str]]:
+    """The first `n_topics` of a seeded shuffle of the 100 topics, as (index, text).
+
+    A prefix of one fixed permutation, so a larger run contains every topic of a smaller one.
+    """
+    topics = load_topics()
+    if not isinstance(n_topics, int) or not 1 <= n_topics <= len(topics):
+        raise EmolibError(f"n_topics must be an integer in 1..{len(topics)}, got {n_topics!r}")
+    order = sorted(range(len(topics)), key=lambda i: _stable_int(f"topic-order/{seed}/{i}"))
+    return [(i, topics[i]) for i in order[:n_topics]]
+
+
+def _stable_int(text: str) -> int:
+    """A seed that depends only on `text` (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompts
+
+# Fixed instructions first, the topic and emotion last: every prompt of a batch then shares a long
+# token prefix, which the local writer computes once (and the emotion is fresh when writing starts).
+STORY_PROMPT = (
+    "Write {what}. In {each} story a character feels the emotion named below. Never write that emotion word "
+    "or a direct synonym of it: show the feeling only through what the character does, their body "
+    "sensations and body language, what they say and how, what they think, and the situation. {form}\n\n"
+    "Topic: {topic}\nEmotion: {emotion}"
+)
+STORY_FORM_ONE = "The story is one paragraph."
+STORY_FORM_MANY = ("Each story is one paragraph and starts fresh, with new characters. Mix first- and third-person "
+                   "narration and vary the wording. Put the line {marker} before each story.")
+# Neutral dialogues are built turn by turn: the writer drafts the person's message from these
+# instructions, then answers it as a plain factual assistant (what an instruct model does best).
+PERSON_FIRST_PROMPT = (
+    "Write a question that a person asks an AI assistant. The question is practical and factual, about a "
+    "task or information, not about feelings.\nExamples:\n- How do I transfer photos from my phone to my laptop?\n"
+    "- What documents do I need to rent an apartment?\n- How long should I boil an egg for a firm yolk?\n\n"
+    "Write only the question.\nTopic: {topic}"
+)
+PERSON_NEXT_PROMPT = (
+    "Write the next message of the person in a conversation with an AI assistant: one short, practical "
+    "follow-up question about a detail of the answer, with no feelings.\nExamples:\n"
+    "- How long does that usually take?\n- What do I need to buy for the second step?\n"
+    "- Is there a cheaper way to do it?\n\nWrite only the question.\n\nConversation:\n{transcript}"
+)
+NEUTRAL_SYSTEM = ("You are a factual assistant. Answer in plain, neutral language: facts and practical steps only. "
+                  "No feelings, no exclamation marks, no emojis.")
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """Everything that decides what a job's text looks like; a store must match it to be extended."""
+
+    writer: str
+    stories_per_prompt: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 256
+    dialogue_temperature: float = 0.3
+    person_tokens: int = 60
+    ai_tokens: int = 120
+    story_prompt: str = STORY_PROMPT
+    person_first_prompt: str = PERSON_FIRST_PROMPT
+    person_next_prompt: str = PERSON_NEXT_PROMPT
+    neutral_system: str = NEUTRAL_SYSTEM
+
+    STORY_FIELDS = ("writer", "stories_per_prompt", "temperature", "top_p", "repetition_penalty", "max_new_tokens",
+                    "story_prompt")
+    NEUTRAL_FIELDS = ("writer", "dialogue_temperature", "top_p", "repetition_penalty", "person_tokens", "ai_tokens",
+                      "person_first_prompt", "person_next_prompt", "neutral_system")
+
+    def for_kind(self, kind: str) -> dict[str, Any]:
+        """The settings that decide the text of one kind of record ("story" or "neutral")."""
+        fields = self.STORY_FIELDS if kind == "story" else self.NEUTRAL_FIELDS
+        return {name: getattr(self, name) for name in fields}
+
+    def story_messages(self, emotion: str, topic: str) -> list[dict]:
+        """The story request; with several stories, the answer is pre-filled with the first marker."""
+        n = self.stories_per_prompt
+        if n == 1:
+            text = self.story_prompt.format(what="a short story", each="the", form=STORY_FORM_ONE,
+                                            topic=topic.rstrip("."), emotion=emotion)
+            return [{"role": "user", "content": text}]
+        text = self.story_prompt.format(what=f"{n} different short stories", each="each",
+                                        form=STORY_FORM_MANY.format(marker=STORY_MARKER),
+                                        topic=topic.rstrip("."), emotion=emotion)
+        return [{"role": "user", "content": text}, {"role": "assistant", "content": STORY_MARKER + "\n"}]
+
+    def person_messages(self, topic: str, turns: list[tuple[str, str]]) -> list[dict]:
+        """Ask the writer for the person's next message, given the dialogue so far."""
+        if not turns:
+            return [{"role": "user", "content": self.person_first_prompt.format(topic=topic.rstrip("."))}]
+        return [{"role": "user", "content": self.person_next_prompt.format(transcript=format_dialogue(turns))}]
+
+    def ai_messages(self, turns: list[tuple[str, str]]) -> list[dict]:
+        """The dialogue so far as a real chat, so the writer answers as a factual assistant."""
+        chat = [{"role": "user" if speaker == "Person" else "assistant", "content": said} for speaker, said in turns]
+        return [{"role": "system", "content": self.neutral_system}, *chat]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt to the writer, with a stable id and seed."""
+
+    id: str
+    kind: str  # "story" | "neutral"
+    topic_index: int
+    topic: str
+    sample: int
+    seed: int
+    messages: list[dict] = field(hash=False, compare=False)
+    emotion: str | None = None
+    n_exchanges: int | None = None
+
+
+def story_jobs(settings: CorpusSettings, emotions: list[str], topics: list[tuple[int, str]],
+               samples_per_pair: int, seed: int = 0) -> list[Job]:
+    jobs = []
+    for emotion in emotions:
+        for topic_index, topic in topics:
+            for sample in range(samples_per_pair):
+                job_id = f"story/{emotion}/{topic_index:03d}/{sample}"
+                jobs.append(Job(job_id, "story", topic_index, topic, sample, _stable_int(f"{seed}/{job_id}"),
+                                settings.story_messages(emotion, topic), emotion=emotion))
+    return jobs
+
+
+def neutral_jobs(settings: CorpusSettings, topics: list[tuple[int, str]], samples_per_topic: int,
+                 seed: int = 0) -> list[Job]:
+    """Person/AI dialogues of 2-6 exchanges (drawn per job from its seed) on the same topics."""
+    jobs = []
+    for topic_index, topic in topics:
+        for sample in range(samples_per_topic):
+            job_id = f"neutral/{topic_index:03d}/{sample}"
+            job_seed = _stable_int(f"{seed}/{job_id}")
+            n_exchanges = 2 + job_seed % 5
+            jobs.append(Job(job_id, "neutral", topic_index, topic, sample, job_seed,
+                            settings.person_messages(topic, []), n_exchanges=n_exchanges))
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing the writer's output
+
+_MARKER_INLINE = re.compile(r"<\s*new[ _-]*story\s*>", re.IGNORECASE)
+_HEADING = re.compile(
+    r"^[\s*#_>|-]*(?:(?:new[ _-]*story|story|tale)\s*(?:#?\d+|one|two|three|four|five)?\b[^\n]{0,60}|title\s*:[^\n]*)$",
+    re.IGNORECASE,
+)
+_NUMBERED = re.compile(r"^\s*(?:\*\*)?\(?\d{1,2}[.)]\s+(?:\*\*)?(.*)$")
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)]*(?=\s|$)")
+
+
+def split_stories(text: str, finished: bool = True) -> list[str]:
+    """Split one generation into stories on the marker (and the headings or numbered items that small
+    writers use instead).
+
+    A generation cut off by the token limit loses its unfinished last sentence.
+    """
+    text = _MARKER_INLINE.sub("\n<NEW STORY>\n", text)
+    pieces: list[list[str]] = [[]]
+    for line in text.splitlines():
+        stripped = line.strip()
+        numbered = _NUMBERED.match(stripped)
+        if stripped == "<NEW STORY>" or (_HEADING.match(stripped) and len(stripped.split()) <= 8):
+            pieces.append([])
+        elif numbered and len(numbered.group(1).split()) >= 8:  # "1. Once upon a time ..." items
+            pieces.append([numbered.group(1)])
+        else:
+            pieces[-1].append(line)
+    stories = [re.sub(r"\n{3,}", "\n\n", "\n".join(piece)).strip() for piece in pieces]
+    stories = [story for story in stories if story]
+    if stories and not finished:
+        ends = list(_SENTENCE_END.finditer(stories[-1]))
+        stories[-1] = stories[-1][: ends[-1].end()].strip() if ends else ""
+        stories = [story for story in stories if story]
+    return stories
+
+
+_LABEL = re.compile(r"^\s*[*_\"']*\s*(?:person|human|user|ai|assistant|message|question|answer)\s*[*_]*\s*:\s*", re.IGNORECASE)
+
+
+def clean_turn(text: str, finished: bool = True, first_paragraph: bool = False) -> str:
+    """One dialogue turn: labels and wrapping quotes removed, an unfinished last sentence dropped."""
+    text = _LABEL.sub("", text.strip())
+    if first_paragraph:
+        text = text.split("\n\n")[0]
+    text = text.strip().strip('"').strip()
+    if not finished:
+        ends = list(_SENTENCE_END.finditer(text))
+        text = text[: ends[-1].end()] if ends else ""
+    return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def format_dialogue(turns: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{speaker}: {said}" for speaker, said in turns)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The leak filter: the emotion word and its inflections / derived forms
+
+_IRREGULAR: dict[str, tuple[str, ...]] = {
+    "afraid": (),
+    "angry": ("anger", "angers", "angered", "angering"),
+    "ashamed": ("shame", "shamed", "shameful", "shamefully"),
+    "envious": ("envy", "envied", "envies", "envying"),
+    "furious": ("fury",),
+    "guilty": ("guilt", "guiltily", "guiltless"),
+    "hateful": ("hate", "hated", "hates", "hating", "hatred"),
+    "hopeful": ("hope", "hoped", "hopes", "hoping", "hopefully", "hopefulness"),
+    "hope": ("hopeful", "hopefully", "hopefulness"),
+    "jealous": ("jealousy", "jealousies"),
+    "loving": ("love", "loved", "loves", "lovingly"),
+    "proud": ("pride", "proudly"),
+    "sad": ("sadness", "sadly", "sadder", "saddest", "sadden", "saddened", "saddening"),
+    "scared": ("scare", "scares", "scaring", "scary"),
+    "terrified": ("terrify", "terrifies", "terrifying", "terror"),
+    "horrified": ("horrify", "horrifies", "horrifying", "horror"),
+    "grief-stricken": ("grief", "grieve", "grieved", "grieving"),
+    "heartbroken": ("heartbreak", "heartbreaking"),
+    "worried": ("worry", "worries", "worrying", "worrisome"),
+    "amazed": ("amazement", "amazing", "amazingly"),
+    "nervous": ("nerves",),
+}
+
+
+# Derived "roots" that are everyday words with another sense (playful -> play, tired -> tires).
+_NOT_LEAKS = {"play", "plays", "please", "scar", "scars", "tir", "tirs", "tire", "tires", "bor", "bors", "kinds"}
+
+
+def word_forms(word: str) -> set[str]:
+    """The emotion word and its regular inflections/derivations (over-generating is harmless)."""
+    w = word.lower()
+    forms = {w, w + "s", w + "ly", w + "ness"}
+    if w.endswith("y"):
+        root = w[:-1] + "i"
+        forms |= {root + "ly", root + "ness", root + "er", root + "est", w[:-1] + "ies", root + "ed"}
+    if w.endswith("ed"):
+        forms |= {w + "ly", w + "om"}  # frightenedly, boredom
+        for stem in (w[:-2], w[:-1]):  # annoy-ed, amuse-d
+            forms |= {stem, stem + "s", stem + "ment", stem[:-1] + "ing" if stem.endswith("e") else stem + "ing"}
+        if w.endswith("ied"):  # terrified -> terrify
+            forms |= {w[:-3] + "y", w[:-3] + "ies", w[:-3] + "ying"}
+    if w.endswith("ful"):
+        forms |= {w[:-3], w + "ly", w + "ness"}
+    if w.endswith("ous"):
+        forms |= {w + "ly", w + "ness", w[:-3] + "y"}
+    if w.endswith("ic") or w.endswith("ical"):
+        forms |= {w + "ally", w[:-2] + "ally", w.removesuffix("al") + "ally"}
+    if w.endswith("ent") or w.endswith("ant"):
+        forms |= {w[:-1] + "ce", w[:-1] + "cy", w + "ly"}
+    if w.endswith("ive"):
+        forms |= {w + "ly", w + "ness", w[:-3] + "ion"}
+    if w.endswith("ing"):
+        forms |= {w[:-3], w[:-3] + "e", w[:-3] + "es", w[:-3] + "ed", w + "ly"}
+    if w.endswith("ate"):
+        forms |= {w[:-3], w[:-3] + "ation", w[:-1] + "ion", w + "ly"}
+    if w.endswith("e") and not w.endswith("ate"):
+        forms |= {w + "d", w[:-1] + "ing", w + "ment"}
+    if w.endswith("t") and not w.endswith(("ent", "ant")):
+        forms |= {w + "ed", w + "ing", w + "ful", w + "fully"}
+    if len(w) <= 6 and w[-1] not in "aeiouy":
+        forms |= {w + "er", w + "est", w + "en", w + "ed"}
+    forms |= set(_IRREGULAR.get(w, ()))
+    return {form for form in forms if len(form) >= 3 and form not in _NOT_LEAKS}
+
+
+@lru_cache(maxsize=None)
+def leak_pattern(emotion: str) -> re.Pattern:
+    """A regex matching the emotion word, its inflections, and (for phrases) the phrase itself."""
+    parts = re.split(r"[\s-]+", emotion.lower())
+    if len(parts) == 1:
+        alternatives = sorted(word_forms(emotion), key=len, reverse=True)
+    else:  # "at ease", "self-confident", "grief-stricken": the phrase with any joiner, inflecting the last word
+        head = r"[\s-]*".join(re.escape(part) for part in parts[:-1])
+        tails = sorted(word_forms(parts[-1]) | {parts[-1] + "ce", parts[-1][:-1] + "ce"}, key=len, reverse=True)
+        alternatives = [head + r"[\s-]*" + "(?:" + "|".join(map(re.escape, tails)) + ")"]
+        alternatives += sorted(_IRREGULAR.get(emotion.lower(), ()), key=len, reverse=True)
+        return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b", re.IGNORECASE)
+
+
+def find_leaks(text: str, emotion: str) -> list[str]:
+    """The forms of `emotion` that occur in `text` (lower-cased, unique, in order of appearance)."""
+    return list(dict.fromkeys(match.group(0).lower() for match in leak_pattern(emotion).finditer(text)))
+
+
+def find_emotion_words(text: str, emotions: Iterable[str] | None = None) -> list[str]:
+    """Which of the emotion words (any form) occur in `text`: the neutral dialogues' check."""
+    return [emotion for emotion in (emotions or load_emotions()) if leak_pattern(emotion).search(text)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The store
+
+
+def corpus_dir(name: str) -> Path:
+    return runs_dir() / "corpus" / name
+
+
+class Corpus:
+    """A run folder holding stories.jsonl, neutral.jsonl and the settings each was written with.
+
+    Stories and dialogues are checked separately, when first written: a corpus can only be extended
+    with the settings its records were written with, so job ids never stand for two different texts.
+    """
+
+    def __init__(self, folder: str | Path, settings: CorpusSettings):
+        self.folder = Path(folder)
+        self.settings = settings
+        self.stories = JobStore(self.folder / "stories.jsonl")
+        self.neutral = JobStore(self.folder / "neutral.jsonl")
+        self._checked: set[str] = set()
+
+    def _check_settings(self, kind: str) -> None:
+        if kind in self._checked:
+            return
+        path = self.folder / "settings.json"
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        wanted = self.settings.for_kind(kind)
+        if kind in stored:
+            differing = sorted(key for key in wanted if stored[kind].get(key) != wanted[key])
+            if differing:
+                raise StoreError(
+                    f"{self.folder} holds {kind} records written with other settings ({', '.join(differing)} "
+                    "differ); keep the old settings, or pass another corpus name to start a new corpus"
+                )
+        else:
+            atomic_write_json(path, {**stored, kind: wanted})
+        self._checked.add(kind)
+
+    def pending(self, jobs: list[Job]) -> list[Job]:
+        """Jobs not yet stored; checks the settings of each kind that still needs writing."""
+        todo = [job for job in jobs if job.id not in self.store_for(job).done_jobs]
+        for kind in {job.kind for job in todo}:
+            self._check_settings(kind)
+        return todo
+
+    def store_for(self, job: Job) -> JobStore:
+        return self.stories if job.kind == "story" else self.neutral
+
+    def save(self, job: Job, text: str, finished: bool, n_tokens: int) -> list[dict]:
+        """Turn one generation into records (one per story / one dialogue) and append them as a job."""
+        self._check_settings(job.kind)
+        base = {"emotion": job.emotion, "topic_index": job.topic_index, "topic": job.topic, "sample": job.sample,
+                "seed": job.seed, "writer": self.settings.writer, "generated_tokens": n_tokens, "finished": finished}
+        if job.kind == "story":
+            assert job.emotion is not None
+            records = []
+            for k, story in enumerate(split_stories(text, finished)):
+                leaks = find_leaks(story, job.emotion)
+                records.append({**base, "id": f"{job.id}/{k}", "kind": "story", "text": story, "leaks": leaks})
+            if not records:
+                records = [{**base, "id": f"{job.id}/0", "kind": "story", "text": "", "leaks": []}]
+        else:
+            raise ValueError("dialogues are stored with save_dialogue")
+        self.store_for(job).append_job(job.id, records)
+        return records
+
+    def save_dialogue(self, job: Job, turns: list[tuple[str, str]], n_tokens: int) -> dict:
+        self._check_settings(job.kind)
+        dialogue = format_dialogue(turns)
+        record = {"emotion": None, "topic_index": job.topic_index, "topic": job.topic, "sample": job.sample,
+                  "seed": job.seed, "writer": self.settings.writer, "generated_tokens": n_tokens, "finished": True,
+                  "id": f"{job.id}/0", "kind": "neutral", "text": dialogue,
+                  "n_exchanges_asked": job.n_exchanges,
+                  "n_exchanges": sum(1 for (_, asked), (_, said) in zip(turns[::2], turns[1::2]) if asked and said),
+                  "emotion_words": find_emotion_words(dialogue)}
+        self.neutral.append_job(job.id, [record])
+        return record
+
+
+def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
+               progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Generate every pending job through `writer`, storing each job as soon as its batch returns."""
+    import time
+
+    from tqdm import tqdm
+
+    todo = corpus.pending(jobs)
+    stats = {"jobs": len(jobs), "already_done": len(jobs) - len(todo), "generated_tokens": 0, "seconds": 0.0}
+    if not todo:
+        return stats
+    settings = corpus.settings
+    # similar prompt lengths per batch waste less padding
+    todo.sort(key=lambda job: len(job.messages[0]["content"]))
+    started = time.perf_counter()
+    quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
+    with tqdm(total=len(todo), desc=f"writing ({writer.name})", **quiet) as bar:
+        for offset in range(0, len(todo), batch_size):
+            batch = todo[offset: offset + batch_size]
+            outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
+                                      max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                      top_p=settings.top_p, repetition_penalty=settings.repetition_penalty)
+            for job, output in zip(batch, outputs):
+                corpus.save(job, output.text, output.finished, output.n_tokens)
+                stats["generated_tokens"] += output.n_tokens
+            bar.update(len(batch))
+            if on_batch:
+                on_batch(offset + len(batch))
+    stats["seconds"] = time.perf_counter() - started
+    stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
+    return stats
+
+
+def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
+                    progress: bool = True) -> dict[str, float]:
+    """Build each pending dialogue turn by turn, a batch of dialogues in lock-step; store each when done."""
+    import time
+
+    from tqdm import tqdm
+
+    todo = corpus.pending(jobs)
+    stats = {"jobs": len(jobs), "already_done": len(jobs) - len(todo), "generated_tokens": 0, "seconds": 0.0}
+    if not todo:
+        return stats
+    settings = corpus.settings
+    sampling = dict(temperature=settings.dialogue_temperature, top_p=settings.top_p,
+                    repetition_penalty=settings.repetition_penalty)
+    started = time.perf_counter()
+    quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
+    with tqdm(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
+        for offset in range(0, len(todo), batch_size):
+            batch = todo[offset: offset + batch_size]
+            turns: dict[str, list[tuple[str, str]]] = {job.id: [] for job in batch}
+            tokens = dict.fromkeys(turns, 0)
+            for step in range(2 * max(job.n_exchanges or 0 for job in batch)):
+                active = [job for job in batch if step < 2 * (job.n_exchanges or 0)]
+                person_turn = step % 2 == 0
+                if person_turn:
+                    prompts = [settings.person_messages(job.topic, turns[job.id]) for job in active]
+                else:
+                    prompts = [settings.ai_messages(turns[job.id]) for job in active]
+                outputs = writer.generate(prompts, seeds=[job.seed + step for job in active],
+                                          max_new_tokens=settings.person_tokens if person_turn else settings.ai_tokens,
+                                          **sampling)
+                for job, output in zip(active, outputs):
+                    said = (clean_turn(output.text, output.finished, first_paragraph=person_turn)
+                            or clean_turn(output.text, True, first_paragraph=person_turn))
+                    turns[job.id].append(("Person" if person_turn else "AI", said))
+                    tokens[job.id] += output.n_tokens
+            for job in batch:
+                corpus.save_dialogue(job, turns[job.id], tokens[job.id])
+                stats["generated_tokens"] += tokens[job.id]
+            bar.update(len(batch))
+    stats["seconds"] = time.perf_counter() - started
+    stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
+    return stats
+
+
+def records_frame(corpus: Corpus, jobs: list[Job], tokenizer: Any, min_tokens: int = MIN_TOKENS):
+    """The stored records of `jobs` as a DataFrame, with the length rule applied in `tokenizer`'s tokens.
+
+    `status` is 'kept', 'leak' (stories naming their emotion), 'emotional' (dialogues using emotion
+    words), 'malformed' (dialogues with < 2 complete exchanges), 'short' (< min_tokens) or 'empty'.
+    """
+    import pandas as pd
+
+    wanted = {job.id for job in jobs}
+    rows = [r for store in (corpus.stories, corpus.neutral) for r in store.records if r["job"] in wanted]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    texts = frame["text"].tolist()
+    frame["n_tokens"] = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    status = []
+    for row in frame.itertuples():
+        if not row.text:
+            status.append("empty")
+        elif row.kind == "story" and row.leaks:
+            status.append("leak")
+        elif row.kind == "neutral" and row.n_exchanges < 2:
+            status.append("malformed")
+        elif row.kind == "neutral" and row.emotion_words:
+            status.append("emotional")
+        elif row.n_tokens < min_tokens:
+            status.append("short")
+        else:
+            status.append("kept")
+    frame["status"] = status
+    return frame
+
+
+def per_emotion_summary(frame) -> Any:
+    """Counts, leak rate and length per emotion (stories only), sorted by leak rate."""
+    import pandas as pd
+
+    stories = frame[frame["kind"] == "story"]
+    nonempty = stories[stories["status"] != "empty"]
+    table = pd.DataFrame({
+        "stories": nonempty.groupby("emotion").size(),
+        "leaked": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "leak").sum())),
+        "short": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "short").sum())),
+        "kept": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "kept").sum())),
+        "median_tokens": nonempty.groupby("emotion")["n_tokens"].median(),
+    }).fillna(0)
+    table["leak_rate"] = table["leaked"] / table["stories"].clip(lower=1)
+    return table.sort_values(["leak_rate", "kept"], ascending=[False, True])
+
+
+def wrap(text: str, width: int = 100) -> str:
+    """Text wrapped paragraph by paragraph, for printing prompts and examples."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) if line.strip() else "" for line in text.splitlines())
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line.strip() else ">" for line in text.strip().splitlines())
+
+
+def examples_markdown(stories, emotions: list[str]) -> str:
+    """The first kept story of each emotion (by job order), as Markdown block quotes."""
+    parts = []
+    for emotion in emotions:
+        kept = stories[(stories["emotion"] == emotion) & (stories["status"] == "kept")].sort_values("id")
+        if kept.empty:
+            parts.append(f"**{emotion}**: no kept story in this run.")
+            continue
+        row = kept.iloc[0]
+        parts.append(f"**{emotion}** — topic: *{row['topic']}* ({row['n_tokens']} tokens)\n\n{_quote(row['text'])}")
+    return "\n\n".join(parts)
+
+
+def dialogue_examples_markdown(frame, n: int = 3) -> str:
+    """The first `n` kept dialogues (by job order), as Markdown block quotes."""
+    kept = frame[frame["status"] == "kept"].sort_values("id").head(n)
+    if kept.empty:
+        kept = frame.sort_values("id").head(n)
+    parts = [f"*{row['topic']}* — {row['n_exchanges']} exchanges, status {row['status']}\n\n{_quote(row['text'])}"
+             for _, row in kept.iterrows()]
+    return "\n\n".join(parts) or "No dialogues."

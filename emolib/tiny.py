@@ -1,0 +1,98 @@
+"""Random-weight models and a word-level tokenizer, so tests and CI need no downloads.
+
+The tokenizer knows the emotion words, the topic words and common story words, so a tiny model
+"writing" stories produces word salad that exercises the same code paths as a real writer: the story
+marker, the leak filter (it sometimes says the emotion word), and the length rule.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import torch
+
+from .corpus import load_emotions, load_topics
+from .models import ModelProfile
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_start|>", "<|im_end|>"]
+COMMON = """
+the a an and but or so of to in on at for with from by as is was were be been it he she they we i you
+her his their my our your me him them this that there here then when while after before because
+not no never very just still again only all some one two three day night room door hand hands face
+eyes voice heart breath chest feet window street home house kitchen table phone letter car train
+walked looked said asked turned held stood sat waited opened closed smiled laughed cried whispered
+shouted ran stopped felt thought knew wanted tried could would should might did had has have do
+new story person ai help question answer thank thanks please yes okay can how what why where who
+friend mother father sister brother child children man woman people moment time morning evening
+slowly quickly quietly suddenly finally little long old small big warm cold dark light rain sun
+""".split()
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> tuple[str, ...]:
+    words: dict[str, None] = dict.fromkeys([*SPECIALS, "\n"])
+    text = " ".join([*COMMON, *load_emotions(), *load_topics()])
+    for token in re.findall(r"\w+|[^\w\s]", text.lower()):
+        words.setdefault(token)
+    # Sentence-final words ("home.") are never produced by encoding (punctuation is split off) but a
+    # tiny model can generate them, so its "stories" have sentences, like a real writer's.
+    for word in COMMON[:60]:
+        words.setdefault(word + ".")
+    return tuple(words)
+
+
+def tiny_tokenizer():
+    """A deterministic word-level fast tokenizer with ChatML-style special tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: index for index, word in enumerate(_vocabulary())}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Whitespace()])
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>", "<eos>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_model(profile: ModelProfile, vocab_size: int) -> torch.nn.Module:
+    """Build the profile's random model; weights depend only on the profile (seeded, RNG untouched)."""
+    import transformers as tf
+
+    vocab_size = -(-vocab_size // 8) * 8
+    ids = dict(pad_token_id=0, eos_token_id=5, bos_token_id=2)
+    layer_types = ["sliding_attention"] * (profile.n_layers - 1) + ["full_attention"]
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=profile.n_layers,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=32, **ids)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if profile.family == "gemma3":
+            text = tf.Gemma3TextConfig(**common, sliding_window=16, layer_types=layer_types)
+            if profile.name.endswith("-mm"):
+                vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                               num_attention_heads=2, image_size=28, patch_size=14)
+                config = tf.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+                return tf.Gemma3ForConditionalGeneration(config)
+            return tf.Gemma3ForCausalLM(text)
+        if profile.family == "gemma4":
+            text = tf.Gemma4TextConfig(**common, sliding_window=16, global_head_dim=32, hidden_size_per_layer_input=16,
+                                       vocab_size_per_layer_input=vocab_size, layer_types=layer_types)
+            if profile.name.endswith("-mm"):
+                config = tf.Gemma4Config(text_config=text, vision_config=None, audio_config=None)
+                return tf.Gemma4ForConditionalGeneration(config)
+            return tf.Gemma4ForCausalLM(text)
+        return tf.LlamaForCausalLM(tf.LlamaConfig(**{**common, "head_dim": 32}, tie_word_embeddings=True))

@@ -1,0 +1,206 @@
+"""Writers: the fast local path against plain `generate`, and the HTTP backend against a stub server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from emolib import corpus as C
+from emolib import generate, models
+from emolib.errors import EmolibError, WriterError
+
+
+def _prompts(n: int = 6) -> tuple[list[list[dict]], list[int]]:
+    settings = C.CorpusSettings(writer="tiny")
+    jobs = C.story_jobs(settings, ["happy", "sad", "calm"], C.select_topics(n // 3 or 1), 1)
+    # prompts of different lengths, so left padding and the shared prefix both matter
+    messages = [job.messages for job in jobs]
+    messages[0] = [{"role": "user", "content": "Write one word."}]
+    return messages, [job.seed for job in jobs]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-gemma4"])
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
+def test_fast_path_is_token_identical_to_generate_under_greedy(name, repetition_penalty):
+    loaded = models.load(name)
+    messages, seeds = _prompts()
+    plain = generate.LocalWriter(loaded, batch_size=6, quantize=None, fast=False)
+    fast = generate.LocalWriter(loaded, batch_size=6, quantize=None)
+    expected = plain.generate(messages, seeds, max_new_tokens=24, temperature=0, repetition_penalty=repetition_penalty)
+    got = fast.generate(messages, seeds, max_new_tokens=24, temperature=0, repetition_penalty=repetition_penalty)
+    assert [g.text for g in got] == [e.text for e in expected]
+    assert [g.n_tokens for g in got] == [e.n_tokens for e in expected]
+
+
+def test_each_row_samples_from_its_own_seed(tiny_llama):
+    writer = generate.LocalWriter(tiny_llama, batch_size=6, quantize=None)
+    messages, seeds = _prompts()
+    together = writer.generate(messages, seeds, max_new_tokens=20)
+    writer.batch_size = 2
+    apart = writer.generate(messages[::-1], seeds[::-1], max_new_tokens=20)[::-1]
+    assert [a.text for a in apart] == [t.text for t in together]
+    other = writer.generate(messages, [s + 1 for s in seeds], max_new_tokens=20)
+    assert [o.text for o in other] != [t.text for t in together]
+
+
+def test_int8_writer_is_reproducible_for_the_same_batches():
+    writer = generate.LocalWriter(models.load("tiny"), batch_size=6, quantize="int8")
+    assert writer.quantize == "int8"
+    assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in writer.loaded.model.modules())
+    messages, seeds = _prompts()
+    first = writer.generate(messages, seeds, max_new_tokens=20)
+    assert [g.text for g in writer.generate(messages, seeds, max_new_tokens=20)] == [g.text for g in first]
+
+
+def test_sampler_draws_from_the_nucleus():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 500) * 3
+    generators = [torch.Generator().manual_seed(7)]
+    counts = torch.zeros(500)
+    for _ in range(20000):
+        counts[generate.sample_next(logits, None, 1.0, 0.9, 1.0, generators, candidates=32)] += 1
+    probs = logits.softmax(-1)[0]
+    ordered, order = probs.sort(descending=True)
+    keep = ordered.cumsum(0) - ordered < 0.9
+    expected = torch.zeros(500)
+    expected[order[keep]] = ordered[keep] / ordered[keep].sum()
+    assert (counts / 20000 - expected).abs().max() < 0.01
+    assert bool(((counts > 0) <= (expected > 0)).all())
+
+
+def test_min_new_tokens_and_prefill(tiny_gemma3):
+    writer = generate.LocalWriter(tiny_gemma3, batch_size=4, quantize=None)
+    prefilled = [[{"role": "user", "content": "Tell me."}, {"role": "assistant", "content": "<NEW STORY>\n"}]]
+    out = writer.generate(prefilled, [1], max_new_tokens=12, min_new_tokens=12)[0]
+    assert out.text.startswith("<NEW STORY>\n") and out.n_tokens == 12 and not out.finished
+
+
+def test_a_model_without_chat_template_cannot_write():
+    loaded = models.load("tiny")
+    loaded.tokenizer.chat_template = None
+    with pytest.raises(EmolibError, match="no chat template"):
+        generate.LocalWriter(loaded)
+
+
+def test_measure_throughput_reports_both_modes(tiny_llama):
+    writer = generate.LocalWriter(tiny_llama, batch_size=64, quantize=None)
+    speed = generate.measure_throughput(writer, _prompts()[0], new_tokens=8)
+    assert speed["sequential_tokens_per_s"] > 0 and speed["batched_tokens_per_s"] > 0
+    assert writer.batch_size == 64
+
+
+# --- the OpenAI-compatible backend, against a stub server on 127.0.0.1 ------------------------------
+
+
+class Stub:
+    """A scripted chat-completions server: each request takes the next behaviour from `script`."""
+
+    def __init__(self, script: list[str]):
+        self.script = list(script)
+        self.requests: list[dict] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                behaviour = stub.script.pop(0) if stub.script else "ok"
+                if behaviour == "slow":
+                    time.sleep(1.0)
+                if behaviour in ("500", "429", "404"):
+                    self.send_response(int(behaviour))
+                    self.end_headers()
+                    self.wfile.write(b"nope")
+                    return
+                if behaviour == "malformed":
+                    payload = b'{"choices": [{"message": {}}]'
+                else:
+                    text = f"story for seed {body['seed']}. The end."
+                    payload = json.dumps({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                                          "usage": {"completion_tokens": 9}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def stub():
+    servers = []
+
+    def make(script):
+        servers.append(Stub(script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_http_writer_sends_the_chat_and_parses_the_answer(stub):
+    server = stub([])
+    writer = generate.OpenAIWriter(server.url, "my-writer", api_key="k", backoff=0.01)
+    messages = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<NEW STORY>\n"}]] * 2
+    outputs = writer.generate(messages, [5, 6], max_new_tokens=50, temperature=0.7, top_p=0.9, repetition_penalty=1.1)
+    assert [o.text for o in outputs] == ["story for seed 5. The end.", "story for seed 6. The end."]
+    assert all(o.finished and o.n_tokens == 9 for o in outputs)
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer k"
+    body = request["body"]
+    assert body["model"] == "my-writer" and body["max_tokens"] == 50 and body["repetition_penalty"] == 1.1
+    assert body["messages"] == [{"role": "user", "content": "hi"}]  # the pre-fill is not sent
+
+
+def test_http_writer_retries_server_errors_and_malformed_json(stub):
+    server = stub(["500", "malformed", "429"])
+    writer = generate.OpenAIWriter(server.url, "w", retries=3, backoff=0.01, concurrency=1)
+    assert writer.generate([[{"role": "user", "content": "x"}]], [1])[0].text.startswith("story")
+    assert len(server.requests) == 4
+
+
+def test_http_writer_gives_up_with_one_line(stub):
+    server = stub(["malformed"] * 10)
+    writer = generate.OpenAIWriter(server.url, "w", retries=2, backoff=0.01, concurrency=1)
+    with pytest.raises(WriterError, match=r"failed 3 times \(malformed answer") as caught:
+        writer.generate([[{"role": "user", "content": "x"}]], [1])
+    assert "\n" not in str(caught.value)
+
+
+def test_http_writer_times_out(stub):
+    server = stub(["slow", "slow"])
+    writer = generate.OpenAIWriter(server.url, "w", timeout=0.2, retries=1, backoff=0.01, concurrency=1)
+    with pytest.raises(WriterError, match=r"no answer within 0.2 s"):
+        writer.generate([[{"role": "user", "content": "x"}]], [1])
+
+
+def test_http_writer_does_not_retry_a_refusal(stub):
+    server = stub(["404"])
+    writer = generate.OpenAIWriter(server.url, "missing-model", backoff=0.01)
+    with pytest.raises(WriterError, match=r"HTTP 404.*'missing-model'"):
+        writer.generate([[{"role": "user", "content": "x"}]], [1])
+    assert len(server.requests) == 1
+
+
+def test_http_writer_down():
+    writer = generate.OpenAIWriter("http://127.0.0.1:9/v1", "w", retries=1, backoff=0.01)
+    started = time.perf_counter()
+    with pytest.raises(WriterError, match="cannot connect"):
+        writer.generate([[{"role": "user", "content": "x"}]], [1])
+    assert time.perf_counter() - started < 5
+    with pytest.raises(EmolibError, match="must start with http"):
+        generate.OpenAIWriter("localhost:8000", "w")

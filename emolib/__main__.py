@@ -34,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                              help="a notebook parameter, as with papermill -p")
         command.add_argument("--out", default="", help="write executed chapters here instead of book/<model>/")
+    command = sub.add_parser("extract", help="extract a corpus's activations (run under torchrun/accelerate to split it)")
+    command.add_argument("--model", default="270m")
+    command.add_argument("--corpus", default="smollm2", help="folder under runs/corpus/")
+    command.add_argument("--layers", default="default", help='"default", "all", or comma-separated indices')
+    command.add_argument("--emotions", default="all")
+    command.add_argument("--token-budget", type=int, default=0, help="padded tokens per pass; 0: 1024 on CPU, 16384 on GPU")
+    command.add_argument("--shard-texts", type=int, default=256)
+    command.add_argument("--max-emotion-words", type=int, default=None,
+                         help="neutral dialogues with more distinct emotion words are left out (default 2)")
     sub.add_parser("build", help="build the HTML book from executed chapters (no execution)")
     sub.add_parser("models", help="list the model profiles")
     args = parser.parse_args(argv)
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             for profile in PROFILES.values():
                 print(f"{profile.name:16} {profile.n_layers:3} layers  {profile.description}")
             return 0
+        if args.command == "extract":
+            return _extract(args)
         if args.command in ("run", "book"):
             chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
             parameters = {name: _parameter(value) for name, value in args.parameter}
@@ -63,6 +74,32 @@ def main(argv: list[str] | None = None) -> int:
     except EmolibError as error:
         print(f"emolib: error: {error}", file=sys.stderr)
         return 2
+
+
+def _extract(args: argparse.Namespace) -> int:
+    """One process of a (possibly distributed) extraction; rank 0 merges the manifest at the end."""
+    import os
+
+    from . import extract, models
+
+    device = "auto"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        device = state.device
+    layers: object = args.layers
+    if layers not in ("default", "all"):
+        layers = [int(x) for x in str(layers).split(",")]
+    loaded = models.load(args.model, device=device)
+    chosen = models.check_layers(loaded.profile, layers)  # type: ignore[arg-type]
+    store, stats, *_ = extract.extract_corpus(loaded, args.corpus, chosen, emotions=args.emotions,
+                                              token_budget=args.token_budget, shard_texts=args.shard_texts,
+                                              max_emotion_words=args.max_emotion_words)
+    rank = os.environ.get("RANK", "0")
+    print(f"[emolib] rank {rank}: {stats['shards']} shards ({stats['already_done']} already done) in {store.folder}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 from .errors import EmolibError
 from .io import atomic_write_bytes, atomic_write_json, project_root
 
-CHAPTERS = ("01_stories", "02_neutral")
+CHAPTERS = ("01_stories", "02_neutral", "03_extract")
 MODEL_TITLES = {
     "270m": "Gemma 3 270M (embedded)",
     "smollm2": "SmolLM2 135M (embedded)",
@@ -62,7 +62,8 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
         _hide_parameter_cells(partial)
         os.replace(partial, target)
         timings[chapter] = round(time.perf_counter() - started, 1)
-        log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {target.relative_to(root)}")
+        shown = target.relative_to(root) if target.is_relative_to(root) else target
+        log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
     if published:
         _record_timings(out_dir, timings)
     return timings

@@ -30,6 +30,9 @@ STORY_MARKER = "<NEW STORY>"
 # have at least this many tokens in the analysed model for the mean to cover >= 14 positions.
 TOKEN_START = 50
 MIN_TOKENS = 64
+# A neutral dialogue is "emotional" when it uses more than this many distinct emotion words: small
+# writers say "sorry for any confusion" or "keep it safe" in plainly factual answers.
+MAX_EMOTION_WORDS = 2
 
 
 @lru_cache(maxsize=None)
@@ -110,8 +113,12 @@ PERSON_NEXT_PROMPT = (
     "Write the next message of the person in a conversation with an AI assistant: one short, practical "
     "follow-up question about a detail of the answer, with no feelings.\nExamples:\n"
     "- How long does that usually take?\n- What do I need to buy for the second step?\n"
-    "- Is there a cheaper way to do it?\n\nWrite only the question.\n\nConversation:\n{transcript}"
+    "- Is there a cheaper way to do it?\n\nWrite only the question.\n\nThe latest exchange:\n{transcript}"
 )
+# With a local writer, a dialogue is one continuous chat: the writer writes the person's messages in
+# the user role and its answers in the assistant role, and emolib inserts the chat template's role
+# markers at each turn's end (ChatScript). The topic is given in the system prompt.
+DIALOGUE_TOPIC = " The user asks practical questions about this topic: {topic}."
 NEUTRAL_SYSTEM = ("You are a factual assistant. Answer in plain, neutral language: facts and practical steps only. "
                   "No feelings, no exclamation marks, no emojis.")
 
@@ -127,17 +134,18 @@ class CorpusSettings:
     repetition_penalty: float = 1.1
     max_new_tokens: int = 256
     dialogue_temperature: float = 0.3
-    person_tokens: int = 60
-    ai_tokens: int = 120
+    person_tokens: int = 50
+    ai_tokens: int = 100
     story_prompt: str = STORY_PROMPT
     person_first_prompt: str = PERSON_FIRST_PROMPT
     person_next_prompt: str = PERSON_NEXT_PROMPT
     neutral_system: str = NEUTRAL_SYSTEM
+    dialogue_topic: str = DIALOGUE_TOPIC
 
     STORY_FIELDS = ("writer", "stories_per_prompt", "temperature", "top_p", "repetition_penalty", "max_new_tokens",
                     "story_prompt")
     NEUTRAL_FIELDS = ("writer", "dialogue_temperature", "top_p", "repetition_penalty", "person_tokens", "ai_tokens",
-                      "person_first_prompt", "person_next_prompt", "neutral_system")
+                      "person_first_prompt", "person_next_prompt", "neutral_system", "dialogue_topic")
 
     def for_kind(self, kind: str) -> dict[str, Any]:
         """The settings that decide the text of one kind of record ("story" or "neutral")."""
@@ -160,12 +168,17 @@ class CorpusSettings:
         """Ask the writer for the person's next message, given the dialogue so far."""
         if not turns:
             return [{"role": "user", "content": self.person_first_prompt.format(topic=topic.rstrip("."))}]
-        return [{"role": "user", "content": self.person_next_prompt.format(transcript=format_dialogue(turns))}]
+        # the latest exchange is what a follow-up asks about, and keeps the prompt short
+        return [{"role": "user", "content": self.person_next_prompt.format(transcript=format_dialogue(turns[-2:]))}]
 
-    def ai_messages(self, turns: list[tuple[str, str]]) -> list[dict]:
+    def dialogue_system(self, topic: str) -> str:
+        return self.neutral_system + self.dialogue_topic.format(topic=topic.rstrip("."))
+
+    def ai_messages(self, turns: list[tuple[str, str]], topic: str = "") -> list[dict]:
         """The dialogue so far as a real chat, so the writer answers as a factual assistant."""
         chat = [{"role": "user" if speaker == "Person" else "assistant", "content": said} for speaker, said in turns]
-        return [{"role": "system", "content": self.neutral_system}, *chat]
+        system = self.dialogue_system(topic) if topic else self.neutral_system
+        return [{"role": "system", "content": system}, *chat]
 
 
 @dataclass(frozen=True)
@@ -264,6 +277,36 @@ def clean_turn(text: str, finished: bool = True, first_paragraph: bool = False) 
 
 def format_dialogue(turns: list[tuple[str, str]]) -> str:
     return "\n".join(f"{speaker}: {said}" for speaker, said in turns)
+
+
+class ChatScript:
+    """Drives one dialogue as a single continuous chat (see `_dialogues_in_one_pass`).
+
+    The person speaks first, in the user role; each time a turn ends — the model ends its message,
+    or the turn reaches its token cap — the chat template's markers for the other role are inserted.
+    After the last answer the row ends. The turns are kept as token ids, marker-free.
+    """
+
+    def __init__(self, n_exchanges: int, to_assistant: list[int], to_user: list[int], eos_id: int,
+                 person_tokens: int, ai_tokens: int):
+        self.n_exchanges, self.eos_id, self.limits = n_exchanges, eos_id, (person_tokens, ai_tokens)
+        self.switch = (to_assistant, to_user)  # after a user turn, after an assistant turn
+        self.turns: list[list[int]] = [[]]
+        self.finished = False
+
+    def after(self, token: int) -> list[int]:
+        turn = len(self.turns) - 1
+        ended_by_model = token == self.eos_id
+        if not ended_by_model:
+            self.turns[-1].append(token)
+            if len(self.turns[-1]) < self.limits[turn % 2]:
+                return []
+        if turn + 1 >= 2 * self.n_exchanges:
+            self.finished = True
+            return [] if ended_by_model else [self.eos_id]
+        self.turns.append([])
+        switch = self.switch[turn % 2]
+        return switch[1:] if ended_by_model and switch[:1] == [self.eos_id] else list(switch)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -375,7 +418,8 @@ class Corpus:
     with the settings its records were written with, so job ids never stand for two different texts.
     """
 
-    def __init__(self, folder: str | Path, settings: CorpusSettings):
+    def __init__(self, folder: str | Path, settings: CorpusSettings | None = None):
+        """`settings=None` opens a corpus read-only (what the analysis chapters do)."""
         self.folder = Path(folder)
         self.settings = settings
         self.stories = JobStore(self.folder / "stories.jsonl")
@@ -385,17 +429,20 @@ class Corpus:
     def _check_settings(self, kind: str) -> None:
         if kind in self._checked:
             return
+        if self.settings is None:
+            raise StoreError(f"{self.folder} was opened read-only (no settings); pass CorpusSettings to write to it")
         path = self.folder / "settings.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
         wanted = self.settings.for_kind(kind)
-        if kind in stored:
+        has_records = bool((self.stories if kind == "story" else self.neutral).records)
+        if kind in stored and has_records:
             differing = sorted(key for key in wanted if stored[kind].get(key) != wanted[key])
             if differing:
                 raise StoreError(
                     f"{self.folder} holds {kind} records written with other settings ({', '.join(differing)} "
                     "differ); keep the old settings, or pass another corpus name to start a new corpus"
                 )
-        else:
+        elif stored.get(kind) != wanted:  # nothing written yet under the old settings: adopt the new ones
             atomic_write_json(path, {**stored, kind: wanted})
         self._checked.add(kind)
 
@@ -475,7 +522,8 @@ def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int 
 
 def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
                     progress: bool = True) -> dict[str, float]:
-    """Build each pending dialogue turn by turn, a batch of dialogues in lock-step; store each when done."""
+    """Write every pending dialogue: as one continuous chat with a local writer (ChatScript), turn by
+    turn through an HTTP writer (servers reuse the shared prefix of each turn's request)."""
     import time
 
     from tqdm import tqdm
@@ -484,50 +532,83 @@ def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size:
     stats = {"jobs": len(jobs), "already_done": len(jobs) - len(todo), "generated_tokens": 0, "seconds": 0.0}
     if not todo:
         return stats
-    settings = corpus.settings
-    sampling = dict(temperature=settings.dialogue_temperature, top_p=settings.top_p,
-                    repetition_penalty=settings.repetition_penalty)
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
+    one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
     with tqdm(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
         for offset in range(0, len(todo), batch_size):
             batch = todo[offset: offset + batch_size]
-            turns: dict[str, list[tuple[str, str]]] = {job.id: [] for job in batch}
-            tokens = dict.fromkeys(turns, 0)
-            for step in range(2 * max(job.n_exchanges or 0 for job in batch)):
-                active = [job for job in batch if step < 2 * (job.n_exchanges or 0)]
-                person_turn = step % 2 == 0
-                if person_turn:
-                    prompts = [settings.person_messages(job.topic, turns[job.id]) for job in active]
-                else:
-                    prompts = [settings.ai_messages(turns[job.id]) for job in active]
-                outputs = writer.generate(prompts, seeds=[job.seed + step for job in active],
-                                          max_new_tokens=settings.person_tokens if person_turn else settings.ai_tokens,
-                                          **sampling)
-                for job, output in zip(active, outputs):
-                    said = (clean_turn(output.text, output.finished, first_paragraph=person_turn)
-                            or clean_turn(output.text, True, first_paragraph=person_turn))
-                    turns[job.id].append(("Person" if person_turn else "AI", said))
-                    tokens[job.id] += output.n_tokens
-            for job in batch:
-                corpus.save_dialogue(job, turns[job.id], tokens[job.id])
-                stats["generated_tokens"] += tokens[job.id]
-            bar.update(len(batch))
+            write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
+            stats["generated_tokens"] += write(corpus, batch, writer, bar)
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
+    stats["mode"] = "one continuous chat per dialogue" if one_pass else "turn by turn"
     return stats
 
 
-def records_frame(corpus: Corpus, jobs: list[Job], tokenizer: Any, min_tokens: int = MIN_TOKENS):
-    """The stored records of `jobs` as a DataFrame, with the length rule applied in `tokenizer`'s tokens.
+def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, bar: Any) -> int:
+    settings = corpus.settings
+    tokenizer = writer.loaded.tokenizer
+    opening, to_assistant, to_user = writer.chat_markers()
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    prompts = [writer.render([{"role": "system", "content": settings.dialogue_system(job.topic)}]) + opening
+               for job in batch]
+    scripts = [ChatScript(job.n_exchanges or 2, encode(to_assistant), encode(to_user), writer.eos_id,
+                          settings.person_tokens, settings.ai_tokens) for job in batch]
+    longest = max(job.n_exchanges or 2 for job in batch) * (settings.person_tokens + settings.ai_tokens + 16)
+    outputs = writer.generate(prompts, [job.seed for job in batch], max_new_tokens=longest,
+                              temperature=settings.dialogue_temperature, top_p=settings.top_p,
+                              repetition_penalty=settings.repetition_penalty, forcing=scripts)
+    for job, script in zip(batch, scripts):
+        turns = []
+        for index, ids in enumerate(script.turns):
+            said = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            ended = bool(re.search(r"[.!?…][\"'”’)]*$", said))
+            turns.append(("Person" if index % 2 == 0 else "AI", clean_turn(said, ended) or clean_turn(said, True)))
+        corpus.save_dialogue(job, turns, sum(len(ids) for ids in script.turns))
+        bar.update(1)
+    del outputs  # the text is in the scripts' turns
+    return sum(len(ids) for script in scripts for ids in script.turns)
 
-    `status` is 'kept', 'leak' (stories naming their emotion), 'emotional' (dialogues using emotion
-    words), 'malformed' (dialogues with < 2 complete exchanges), 'short' (< min_tokens) or 'empty'.
+
+def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, bar: Any) -> int:
+    settings = corpus.settings
+    sampling = dict(temperature=settings.dialogue_temperature, top_p=settings.top_p,
+                    repetition_penalty=settings.repetition_penalty)
+    turns: dict[str, list[tuple[str, str]]] = {job.id: [] for job in batch}
+    tokens = dict.fromkeys(turns, 0)
+    for step in range(2 * max(job.n_exchanges or 0 for job in batch)):
+        active = [job for job in batch if step < 2 * (job.n_exchanges or 0)]
+        person_turn = step % 2 == 0
+        if person_turn:
+            prompts = [settings.person_messages(job.topic, turns[job.id]) for job in active]
+        else:
+            prompts = [settings.ai_messages(turns[job.id], job.topic) for job in active]
+        outputs = writer.generate(prompts, seeds=[job.seed + step for job in active],
+                                  max_new_tokens=settings.person_tokens if person_turn else settings.ai_tokens, **sampling)
+        for job, output in zip(active, outputs):
+            said = (clean_turn(output.text, output.finished, first_paragraph=person_turn)
+                    or clean_turn(output.text, True, first_paragraph=person_turn))
+            turns[job.id].append(("Person" if person_turn else "AI", said))
+            tokens[job.id] += output.n_tokens
+            if step == 2 * (job.n_exchanges or 0) - 1:  # its last turn: store it now
+                corpus.save_dialogue(job, turns[job.id], tokens[job.id])
+                bar.update(1)
+    return sum(tokens.values())
+
+
+def records_frame(corpus: Corpus, jobs: list[Job] | None, tokenizer: Any, min_tokens: int = MIN_TOKENS,
+                  max_emotion_words: int = MAX_EMOTION_WORDS):
+    """The stored records of `jobs` (None: all) as a DataFrame, with the length rule in `tokenizer`'s tokens.
+
+    `status` is 'kept', 'leak' (stories naming their emotion), 'emotional' (dialogues using more than
+    `max_emotion_words` distinct emotion words), 'malformed' (dialogues with < 2 complete exchanges),
+    'short' (< min_tokens) or 'empty'.
     """
     import pandas as pd
 
-    wanted = {job.id for job in jobs}
-    rows = [r for store in (corpus.stories, corpus.neutral) for r in store.records if r["job"] in wanted]
+    wanted = None if jobs is None else {job.id for job in jobs}
+    rows = [r for store in (corpus.stories, corpus.neutral) for r in store.records if wanted is None or r["job"] in wanted]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -541,7 +622,7 @@ def records_frame(corpus: Corpus, jobs: list[Job], tokenizer: Any, min_tokens: i
             status.append("leak")
         elif row.kind == "neutral" and row.n_exchanges < 2:
             status.append("malformed")
-        elif row.kind == "neutral" and row.emotion_words:
+        elif row.kind == "neutral" and len(row.emotion_words) > max_emotion_words:
             status.append("emotional")
         elif row.n_tokens < min_tokens:
             status.append("short")
@@ -549,6 +630,29 @@ def records_frame(corpus: Corpus, jobs: list[Job], tokenizer: Any, min_tokens: i
             status.append("kept")
     frame["status"] = status
     return frame
+
+
+def kept_texts(corpus: Corpus, tokenizer: Any, emotions: str | Iterable[str] = "all", min_tokens: int = MIN_TOKENS,
+               max_emotion_words: int = MAX_EMOTION_WORDS):
+    """Everything the analysis uses from a corpus: (kept stories, kept neutral dialogues, all records).
+
+    `emotions="all"` keeps every emotion the corpus has stories for.
+    """
+    frame = records_frame(corpus, None, tokenizer, min_tokens, max_emotion_words)
+    if frame.empty:
+        raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
+    kept = frame[frame["status"] == "kept"]
+    stories = kept[kept["kind"] == "story"]
+    if emotions != "all":
+        stories = stories[stories["emotion"].isin(select_emotions(emotions))]
+    neutral = kept[kept["kind"] == "neutral"]
+    if stories.empty:
+        raise EmolibError(f"{corpus.folder} has no kept story for the chosen emotions "
+                          f"(every story leaked, was too short for the length rule, or none was written)")
+    if len(neutral) < 2:
+        raise EmolibError(f"{corpus.folder} has {len(neutral)} kept neutral dialogue(s); the denoising needs at "
+                          "least 2 — run chapter 02 with more topics")
+    return stories, neutral, frame
 
 
 def per_emotion_summary(frame) -> Any:

@@ -89,18 +89,22 @@ def _common_prefix(prompts: list[list[int]]) -> int:
     return n
 
 
-def sample_next(logits: torch.Tensor, seen: torch.Tensor | None, temperature: float, top_p: float,
+def sample_next(logits: torch.Tensor, history: torch.Tensor | None, temperature: float, top_p: float,
                 repetition_penalty: float, generators: list[torch.Generator] | None,
-                candidates: int = 256) -> torch.Tensor:
+                candidates: int = 1024) -> torch.Tensor:
     """One token per row: repetition penalty (HF semantics), temperature, nucleus, per-row RNG.
+
+    `history` holds each row's prompt and generated tokens (padded with a token already in the row):
+    the penalty is gathered and scattered over those positions only, as transformers does.
 
     The nucleus is searched among the top `candidates` tokens (a `topk`, not a 49k-wide sort); a row
     whose nucleus is wider than that is sorted in full, so the result is exact either way.
     """
     logits = logits.float()
-    if repetition_penalty != 1.0 and seen is not None:
-        penalised = torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
+    if repetition_penalty != 1.0 and history is not None:
+        scores = logits.gather(1, history)
+        scores = torch.where(scores < 0, scores * repetition_penalty, scores / repetition_penalty)
+        logits = logits.scatter(1, history, scores)
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -137,8 +141,9 @@ class LocalWriter:
     `fast=False` falls back to plain batched `model.generate` (the reference the tests compare with).
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 64, quantize: str | None = "auto",
-                 share_prefix: bool = True, drop_finished: bool = True, fast: bool = True):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 64, quantize: str | None = None,
+                 share_prefix: bool = True, drop_finished: bool = True, fast: bool = True,
+                 token_budget: int = 16384):
         tokenizer = loaded.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise EmolibError(
@@ -148,6 +153,7 @@ class LocalWriter:
         self.loaded = loaded
         self.name = loaded.profile.name
         self.batch_size = batch_size
+        self.token_budget = token_budget  # rows x longest prompt per batch: long prompts make smaller batches
         # Sliding-window layers count cache slots, so the padding gap after a shared prefix would change
         # what a short row sees: share prefixes only where every layer attends to the whole context.
         self.share_prefix = share_prefix and not _has_sliding_window(loaded.model)
@@ -162,8 +168,32 @@ class LocalWriter:
         elif quantize is not None:
             raise EmolibError(f"quantize must be 'auto', 'int8' or None, got {quantize!r}")
 
-    def encode(self, messages: list[dict]) -> list[int]:
-        """Chat-template token ids; a final assistant message is a pre-fill that the model continues."""
+    def render(self, messages: list[dict]) -> str:
+        return self.loaded.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    def chat_markers(self) -> tuple[str, str, str] | None:
+        """The chat template's text (opening a user turn, user -> assistant, assistant -> user), found by
+        rendering marked messages; None where the template does not render them as plain markers."""
+        if not hasattr(self, "_markers"):
+            system = [{"role": "system", "content": "\x01S"}]
+            try:
+                head = self.render(system)
+                one = self.loaded.tokenizer.apply_chat_template(system + [{"role": "user", "content": "\x01U"}],
+                                                                add_generation_prompt=True, tokenize=False)
+                two = self.render(system + [{"role": "user", "content": "\x01U"}, {"role": "assistant", "content": "\x01A"},
+                                            {"role": "user", "content": "\x01V"}])
+                ok = one.startswith(head) and two.startswith(head) and all(m in two for m in ("\x01U", "\x01A", "\x01V"))
+            except Exception:  # templates that reject a system role, or alternate strictly
+                ok = False
+            self._markers = ((one[len(head): one.index("\x01U")], one[one.index("\x01U") + 2:],
+                              two[two.index("\x01A") + 2: two.index("\x01V")]) if ok else None)
+        return self._markers
+
+    def encode(self, messages: list[dict] | str) -> list[int]:
+        """Chat-template token ids; a final assistant message is a pre-fill that the model continues.
+        A string is taken as already rendered text."""
+        if isinstance(messages, str):
+            return self.loaded.tokenizer.encode(messages, add_special_tokens=False)
         prefill = messages[-1]["role"] == "assistant"
         ids = self.loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=not prefill,
                                                         continue_final_message=prefill, tokenize=True)
@@ -173,29 +203,47 @@ class LocalWriter:
 
     def generate(self, messages_list: list[list[dict]], seeds: list[int], max_new_tokens: int = 256,
                  temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.0,
-                 min_new_tokens: int = 0) -> list[Generation]:
+                 min_new_tokens: int = 0, forcing: list[Any] | None = None) -> list[Generation]:
+        """Sample a continuation per chat. `forcing` (one per row, fast path only) is an object whose
+        `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label)."""
         prompts = [self.encode(messages) for messages in messages_list]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
-        run = self._decode if self.fast else self._hf_generate
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start: start + self.batch_size]
-            new_ids = run([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature,
-                          top_p, repetition_penalty, min_new_tokens)
+        if forcing is not None and not self.fast:
+            raise EmolibError("forced tokens need the fast decode loop (fast=True)")
+        for chunk in self._batches([len(p) for p in prompts]):
+            args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,
+                    repetition_penalty, min_new_tokens)
+            if self.fast:
+                new_ids = self._decode(*args, forcing=[forcing[i] for i in chunk] if forcing else None)
+            else:
+                new_ids = self._hf_generate(*args)
             for i, new in zip(chunk, new_ids):
                 finished = self.eos_id in new
                 if finished:
                     new = new[: new.index(self.eos_id)]
                 text = self.loaded.tokenizer.decode(new, skip_special_tokens=True)
-                last = messages_list[i][-1]
+                last = messages_list[i][-1] if not isinstance(messages_list[i], str) else {"role": "text"}
                 if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
                     text = last["content"] + text
                 results[i] = Generation(text, len(new), finished)
         return [result for result in results if result is not None]
 
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Prompts sorted by length, cut into batches of at most `batch_size` rows and `token_budget`
+        padded prompt tokens (a batch of long transcripts pads every row to the longest)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        batches: list[list[int]] = [[]]
+        for index in order:
+            current = batches[-1]
+            if current and (len(current) >= self.batch_size or (len(current) + 1) * lengths[index] > self.token_budget):
+                batches.append(current := [])
+            current.append(index)
+        return [batch for batch in batches if batch]
+
     @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int, temperature: float,
-                top_p: float, repetition_penalty: float, min_new_tokens: int) -> list[list[int]]:
+                top_p: float, repetition_penalty: float, min_new_tokens: int,
+                forcing: list[Any] | None = None) -> list[list[int]]:
         model, device = self.loaded.model, self.loaded.device
         batch = len(prompts)
         shared = _common_prefix(prompts) if self.share_prefix and batch > 1 else 0
@@ -222,41 +270,50 @@ class LocalWriter:
         out = model(input_ids=suffix_ids.to(device), attention_mask=mask[:, :shared + width],
                     position_ids=positions.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
-        vocab = logits.shape[-1]
-        seen = None
-        if repetition_penalty != 1.0:
-            seen = torch.zeros((batch, vocab), dtype=torch.bool, device=device)
-            for row, prompt in enumerate(prompts):
-                seen[row, torch.tensor(prompt, device=device)] = True
+        history = write_at = None
+        if repetition_penalty != 1.0:  # each row's tokens so far, padded with its own first token
+            history = torch.tensor([p + [p[0]] * (max(map(len, prompts)) + max_new_tokens - len(p)) for p in prompts],
+                                   device=device)
+            write_at = torch.tensor([len(p) for p in prompts], device=device)
         generators = None
         if temperature > 0:
             generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
         next_position = torch.tensor([len(p) for p in prompts], device=device)
         generated: list[list[int]] = [[] for _ in range(batch)]
+        queued: list[list[int]] = [[] for _ in range(batch)]
         rows = torch.arange(batch)  # original row of each live row
         length = shared + width
         for step in range(max_new_tokens):
             if step < min_new_tokens:
                 logits[:, self.eos_id] = float("-inf")
-            tokens = sample_next(logits, seen, temperature, top_p, repetition_penalty, generators)
+            tokens = sample_next(logits, history, temperature, top_p, repetition_penalty, generators)
             token_list = tokens.tolist()
+            if forcing is not None:  # queued tokens replace the sample; a sampled token may queue more
+                for live, row in enumerate(rows.tolist()):
+                    if queued[row]:
+                        token_list[live] = queued[row].pop(0)
+                    else:
+                        queued[row].extend(forcing[row].after(token_list[live]))
+                tokens = torch.tensor(token_list, device=device)
             done = set()
             for live, (row, token) in enumerate(zip(rows.tolist(), token_list)):
                 generated[row].append(token)
-                if token == self.eos_id:
+                # with forcing, an end-of-turn token ends the row only when its script is finished
+                if token == self.eos_id and (forcing is None or (forcing[row].finished and not queued[row])):
                     done.add(live)
             if step == max_new_tokens - 1 or len(done) == len(token_list):
                 break
-            if seen is not None:
-                seen[torch.arange(len(token_list)), tokens] = True
+            if history is not None:
+                history[torch.arange(len(token_list), device=device), write_at] = tokens
+                write_at = write_at + 1
             mask[:, length] = 1
             length += 1
             if done and self.drop_finished:
                 keep = torch.tensor([i for i in range(len(token_list)) if i not in done])
                 cache.batch_select_indices(keep.to(device))
                 rows, tokens, mask, next_position = rows[keep], tokens[keep.to(device)], mask[keep], next_position[keep]
-                if seen is not None:
-                    seen = seen[keep.to(device)]
+                if history is not None:
+                    history, write_at = history[keep.to(device)], write_at[keep.to(device)]
                 if generators is not None:
                     generators = [generators[i] for i in keep.tolist()]
             out = model(input_ids=tokens[:, None], attention_mask=mask[:, :length],

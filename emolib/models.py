@@ -51,6 +51,11 @@ class ModelProfile:
     def all_layers(self) -> tuple[int, ...]:
         return tuple(range(self.n_layers))
 
+    @property
+    def analysis_layer(self) -> int:
+        """About two thirds of the way through the model, where the method reads emotions (E4B: 28 of 42)."""
+        return round(self.n_layers * 2 / 3)
+
 
 PROFILES: dict[str, ModelProfile] = {
     p.name: p

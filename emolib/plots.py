@@ -83,3 +83,38 @@ def status_by_emotion(stories, title: str) -> go.Figure:
                       margin=dict(t=60, l=60, r=20, b=110))
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=9))
     return fig
+
+
+def lines(frame, x: str, y: str, title: str, *, color: str | None = None, x_title: str | None = None,
+          y_title: str | None = None, markers: bool = True, height: int = 400) -> go.Figure:
+    import plotly.express as px
+
+    fig = px.line(frame, x=x, y=y, color=color, markers=markers, title=title, height=height)
+    fig.update_layout(xaxis_title=x_title or x, yaxis_title=y_title or y, margin=dict(t=60, l=60, r=20, b=60))
+    return fig
+
+
+def variance_curves(pcs, n_components: int = 20, variance: float = 0.5) -> go.Figure:
+    """Cumulative neutral variance explained by the first components, one line per layer, with the cut."""
+    fig = go.Figure()
+    for slot, layer in enumerate(pcs.layers):
+        cumulative = pcs.cumulative(slot)[:n_components].tolist()
+        fig.add_trace(go.Scatter(x=list(range(1, len(cumulative) + 1)), y=cumulative, mode="lines+markers",
+                                 name=f"layer {layer} (k={pcs.k[slot]})",
+                                 hovertemplate=f"layer {layer}<br>%{{x}} components: %{{y:.1%}}<extra></extra>"))
+    fig.add_hline(y=variance, line_dash="dash", annotation_text=f"{variance:.0%} of neutral variance")
+    fig.update_layout(title="Neutral variance explained by the top principal components", height=440,
+                      xaxis_title="components", yaxis_title="cumulative share of variance", yaxis_tickformat=".0%",
+                      margin=dict(t=60, l=60, r=20, b=60))
+    return fig
+
+
+def heatmap(matrix, labels: list[str], title: str, *, zmin: float = -1.0, zmax: float = 1.0,
+            colorscale: str = VALENCE_SCALE, height: int = 520) -> go.Figure:
+    """A labelled square matrix (cosine similarities), hover shows both names and the value."""
+    values = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+    fig = go.Figure(go.Heatmap(z=values, x=labels, y=labels, zmin=zmin, zmax=zmax, colorscale=colorscale,
+                               hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>", colorbar=dict(title="cosine")))
+    fig.update_layout(title=title, height=height, margin=dict(t=60, l=100, r=20, b=100),
+                      yaxis=dict(autorange="reversed"))
+    return fig

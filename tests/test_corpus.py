@@ -186,3 +186,46 @@ def test_records_frame_applies_the_filters(tmp_path, tiny_gemma3):
     assert dict(zip(frame["job"], frame["status"])) == {jobs[0].id: "kept", jobs[1].id: "leak", jobs[2].id: "empty"}
     summary = C.per_emotion_summary(frame)
     assert summary.loc["happy", "leak_rate"] == 0.5 and summary.loc["happy", "kept"] == 1
+
+
+def test_settings_bind_only_once_records_exist(tmp_path):
+    first = C.CorpusSettings(writer="scripted", ai_tokens=50)
+    store = C.Corpus(tmp_path / "c", first)
+    store.pending(C.neutral_jobs(first, C.select_topics(1), 1))  # checked, but nothing written
+    second = C.CorpusSettings(writer="scripted", ai_tokens=99)
+    C.write_dialogues(C.Corpus(tmp_path / "c", second), C.neutral_jobs(second, C.select_topics(1), 1),
+                      ScriptedWriter(), progress=False)
+    with pytest.raises(StoreError, match="ai_tokens"):
+        C.write_dialogues(C.Corpus(tmp_path / "c", first), C.neutral_jobs(first, C.select_topics(2), 1),
+                          ScriptedWriter(), progress=False)
+    with pytest.raises(StoreError, match="read-only"):
+        C.Corpus(tmp_path / "c").save(C.story_jobs(first, ["sad"], C.select_topics(1), 1)[0], "x", True, 1)
+
+
+def test_a_local_writer_writes_each_dialogue_as_one_chat(tmp_path):
+    from emolib import generate, models
+
+    writer = generate.LocalWriter(models.load("tiny-llama"), batch_size=8)
+    opening, to_assistant, to_user = writer.chat_markers()
+    assert (opening, to_assistant, to_user) == ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n",
+                                                 "<|im_end|>\n<|im_start|>user\n")
+    settings = C.CorpusSettings(writer="tiny", person_tokens=8, ai_tokens=12)
+    store = C.Corpus(tmp_path / "c", settings)
+    jobs = C.neutral_jobs(settings, C.select_topics(6), 1)
+    stats = C.write_dialogues(store, jobs, writer, progress=False)
+    assert stats["mode"] == "one continuous chat per dialogue"
+    for job, record in zip(sorted(jobs, key=lambda j: j.id), sorted(store.neutral.records, key=lambda r: r["job"])):
+        lines = record["text"].splitlines()
+        speakers = [line.split(":")[0] for line in lines]
+        assert speakers == ["Person", "AI"] * job.n_exchanges
+        assert record["n_exchanges"] <= job.n_exchanges and "<|im_" not in record["text"]
+
+
+def test_chat_script_inserts_markers_and_ends_after_the_last_answer():
+    script = C.ChatScript(2, to_assistant=[9, 1, 7], to_user=[9, 1, 8], eos_id=9, person_tokens=3, ai_tokens=2)
+    assert script.after(5) == [] and script.after(9) == [1, 7]  # the model ended its message
+    assert script.after(6) == [] and script.after(6) == [9, 1, 8]  # the answer hit its cap: full switch
+    assert script.after(4) == [] and script.after(4) == [] and script.after(4) == [9, 1, 7]
+    assert script.after(3) == [] and not script.finished
+    assert script.after(3) == [9] and script.finished
+    assert script.turns == [[5], [6, 6], [4, 4, 4], [3, 3]]

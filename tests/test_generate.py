@@ -204,3 +204,13 @@ def test_http_writer_down():
     assert time.perf_counter() - started < 5
     with pytest.raises(EmolibError, match="must start with http"):
         generate.OpenAIWriter("localhost:8000", "w")
+
+
+def test_long_prompts_make_smaller_batches(tiny_llama):
+    writer = generate.LocalWriter(tiny_llama, batch_size=4, quantize=None, token_budget=100)
+    batches = writer._batches([10, 50, 12, 40, 11, 30, 9])
+    assert sorted(i for batch in batches for i in batch) == list(range(7))
+    for batch in batches:
+        longest = max([10, 50, 12, 40, 11, 30, 9][i] for i in batch)
+        assert len(batch) <= 4 and (len(batch) * longest <= 100 or len(batch) == 1)
+    assert batches[0] == [6, 0, 4, 2]  # shortest first

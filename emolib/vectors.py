@@ -1,0 +1,303 @@
+"""Emotion vectors: the object, how it is built, and how it leaves (safetensors, llama.cpp GGUF).
+
+Built as the method says: each emotion's mean activation over its stories, minus the mean over all
+emotions; then denoised by projecting out the top principal components of the neutral dialogues'
+activations that together explain half of their variance (k is chosen per layer and recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import EmolibError
+from .io import atomic_write_bytes, atomic_write_json, runs_dir
+
+
+def vectors_dir(model: str, corpus: str) -> Path:
+    """Where chapter 3 saves a model's vectors for a corpus: runs/vectors/<model>/<corpus>/."""
+    return runs_dir() / "vectors" / model / corpus
+
+
+@dataclass
+class EmotionVectors:
+    """`vectors[e, l]` is emotion `emotions[e]`'s vector at layer `layers[l]` (fp32, E x L x d)."""
+
+    emotions: list[str]
+    layers: tuple[int, ...]
+    vectors: torch.Tensor
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.emotions = list(self.emotions)
+        self.layers = tuple(int(layer) for layer in self.layers)
+        self.vectors = self.vectors.to(torch.float32)
+        if self.vectors.ndim != 3 or self.vectors.shape[:2] != (len(self.emotions), len(self.layers)):
+            raise EmolibError(f"vectors must be (emotions={len(self.emotions)}, layers={len(self.layers)}, d); "
+                              f"got {tuple(self.vectors.shape)}")
+        if len(set(self.emotions)) != len(self.emotions):
+            raise EmolibError("emotion names must be unique")
+
+    # -- access ---------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.vectors.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.emotions)
+
+    def index(self, emotion: str) -> int:
+        try:
+            return self.emotions.index(emotion)
+        except ValueError:
+            raise EmolibError(f"no vector for emotion {emotion!r}; these vectors hold {len(self.emotions)} "
+                              f"emotions ({', '.join(self.emotions[:5])}, ...)") from None
+
+    def layer_index(self, layer: int) -> int:
+        try:
+            return self.layers.index(layer)
+        except ValueError:
+            raise EmolibError(f"no vectors at layer {layer}; these were extracted at layers {list(self.layers)}") from None
+
+    def __getitem__(self, emotion: str) -> torch.Tensor:
+        return self.vectors[self.index(emotion)]
+
+    def at(self, layer: int) -> torch.Tensor:
+        """All emotions at one layer: (E, d)."""
+        return self.vectors[:, self.layer_index(layer)]
+
+    def direction(self, emotion: str, layer: int) -> torch.Tensor:
+        """The unit vector of `emotion` at `layer`."""
+        vector = self.vectors[self.index(emotion), self.layer_index(layer)]
+        return vector / vector.norm().clamp_min(1e-12)
+
+    def select(self, emotions: Sequence[str] | None = None, layers: Sequence[int] | None = None) -> "EmotionVectors":
+        emotions = list(emotions) if emotions is not None else self.emotions
+        layers = tuple(layers) if layers is not None else self.layers
+        rows = [self.index(e) for e in emotions]
+        cols = [self.layer_index(layer) for layer in layers]
+        return EmotionVectors(emotions, layers, self.vectors[rows][:, cols].clone(), dict(self.metadata))
+
+    def unit(self) -> "EmotionVectors":
+        return self._new(self.vectors / self.vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def cosine(self, layer: int) -> torch.Tensor:
+        """Cosine similarity between every pair of emotions at one layer: (E, E)."""
+        unit = self.at(layer) / self.at(layer).norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return unit @ unit.T
+
+    # -- arithmetic (repeng-style: vectors combine like the directions they are) -------------------------
+    def _new(self, vectors: torch.Tensor) -> "EmotionVectors":
+        return EmotionVectors(self.emotions, self.layers, vectors, dict(self.metadata))
+
+    def _check(self, other: "EmotionVectors") -> None:
+        if other.emotions != self.emotions or other.layers != self.layers or other.hidden_size != self.hidden_size:
+            raise EmolibError("these vectors have different emotions, layers or width; select() a common subset first")
+
+    def __add__(self, other: "EmotionVectors") -> "EmotionVectors":
+        self._check(other)
+        return self._new(self.vectors + other.vectors)
+
+    def __sub__(self, other: "EmotionVectors") -> "EmotionVectors":
+        self._check(other)
+        return self._new(self.vectors - other.vectors)
+
+    def __neg__(self) -> "EmotionVectors":
+        return self._new(-self.vectors)
+
+    def __mul__(self, scale: float) -> "EmotionVectors":
+        return self._new(self.vectors * float(scale))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scale: float) -> "EmotionVectors":
+        return self._new(self.vectors / float(scale))
+
+    # -- files ----------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """`<path>.safetensors` (the tensor) and `<path>.json` (everything else), both written atomically."""
+        from safetensors.torch import save
+
+        path = Path(path).with_suffix("")
+        header = {"emotions": json.dumps(self.emotions), "layers": json.dumps(list(self.layers)), "format": "emolib.vectors/1"}
+        atomic_write_bytes(path.with_suffix(".safetensors"), save({"vectors": self.vectors.contiguous()}, metadata=header))
+        atomic_write_json(path.with_suffix(".json"), {"emotions": self.emotions, "layers": list(self.layers),
+                                                     "hidden_size": self.hidden_size, "metadata": self.metadata})
+        return path.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path, *, model: Any = None) -> "EmotionVectors":
+        """Load vectors; with `model` (a profile name or LoadedModel), refuse vectors made for another model."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path).with_suffix("")
+        for part in (path.with_suffix(".safetensors"), path.with_suffix(".json")):
+            if not part.exists():
+                raise EmolibError(f"no vectors at {path}: {part.name} is missing")
+        try:
+            tensors = load_file(str(path.with_suffix(".safetensors")))
+            side = json.loads(path.with_suffix(".json").read_text())
+        except (SafetensorError, json.JSONDecodeError) as broken:
+            raise EmolibError(f"{path}: the vector files are corrupted ({type(broken).__name__}); rebuild them") from None
+        vectors = cls(side["emotions"], tuple(side["layers"]), tensors["vectors"], side.get("metadata", {}))
+        if model is not None:
+            name = model if isinstance(model, str) else model.profile.name
+            made_for = vectors.metadata.get("model")
+            if made_for is not None and made_for != name:
+                raise EmolibError(f"{path} holds vectors for model {made_for!r} (d={vectors.hidden_size}), not {name!r}; "
+                                  f"use vectors extracted from {name}")
+            if not isinstance(model, str) and model.hidden_size != vectors.hidden_size:
+                raise EmolibError(f"{path}: vectors have width {vectors.hidden_size}, model {name} has {model.hidden_size}")
+        return vectors
+
+    def to_control_vector(self, path: str | Path, emotion: str, layers: Sequence[int] | None = None,
+                          scale: str = "norm", strength: float = 1.0) -> Path:
+        """Export one emotion as llama.cpp's control-vector GGUF (the format repeng writes).
+
+        llama.cpp adds tensor `direction.N` to the output of block N — emolib's layer N — and has no slot
+        for block 0, so layer 0 is left out. With `scale="norm"` each direction is the unit vector times
+        the layer's mean residual norm, so a llama.cpp strength s adds s * mean|h| * v_hat, like
+        `emolib.steer` with alpha = s; `"unit"` writes unit vectors, `"raw"` the vectors as they are.
+        """
+        import gguf
+        import numpy as np
+
+        layers = [layer for layer in (layers or self.layers) if layer != 0]
+        if not layers:
+            raise EmolibError("llama.cpp control vectors cannot steer layer 0; choose layers >= 1")
+        norms = self.metadata.get("residual_norm", {})
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        writer = gguf.GGUFWriter(str(tmp), "controlvector")
+        writer.add_string("controlvector.model_hint", str(self.metadata.get("model_type") or self.metadata.get("model", "")))
+        writer.add_uint32("controlvector.layer_count", len(layers))
+        for layer in layers:
+            if scale == "raw":
+                vector = self.vectors[self.index(emotion), self.layer_index(layer)]
+            elif scale in ("unit", "norm"):
+                vector = self.direction(emotion, layer)
+                if scale == "norm":
+                    if str(layer) not in norms:
+                        raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
+                    vector = vector * norms[str(layer)]
+            else:
+                raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
+            writer.add_tensor(f"direction.{layer}", (vector * strength).numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+        return path
+
+
+def read_control_vector(path: str | Path) -> dict[int, torch.Tensor]:
+    """The directions of a control-vector GGUF, keyed by layer (to check an export, or use repeng's)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {int(t.name.split(".")[1]): torch.tensor(t.data.copy()) for t in reader.tensors if t.name.startswith("direction.")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building
+
+
+@dataclass
+class NeutralPCs:
+    """Per layer: the neutral activations' principal axes and how much variance each explains."""
+
+    layers: tuple[int, ...]
+    components: list[torch.Tensor]  # per layer (n_components, d), unit rows
+    explained: list[torch.Tensor]  # per layer, variance ratio of every component
+    k: list[int]  # per layer, components projected out
+
+    def cumulative(self, layer_slot: int) -> torch.Tensor:
+        return self.explained[layer_slot].cumsum(0)
+
+
+def neutral_pcs(neutral: torch.Tensor, layers: Sequence[int], variance: float = 0.5,
+                k: int | None = None) -> NeutralPCs:
+    """PCA per layer of neutral activations (N, L, d); k = fewest components reaching `variance`."""
+    if neutral.shape[0] < 2:
+        raise EmolibError("at least 2 neutral texts are needed for the denoising PCA; write more dialogues")
+    components, explained, ks = [], [], []
+    for slot in range(neutral.shape[1]):
+        data = neutral[:, slot].double()
+        data = data - data.mean(dim=0)
+        _, singular, v_t = torch.linalg.svd(data, full_matrices=False)
+        ratio = singular ** 2 / (singular ** 2).sum().clamp_min(1e-30)
+        chosen = k if k is not None else int((ratio.cumsum(0) < variance).sum()) + 1
+        components.append(v_t.float())
+        explained.append(ratio.float())
+        ks.append(min(chosen, v_t.shape[0]))
+    return NeutralPCs(tuple(layers), components, explained, ks)
+
+
+def project_out(vectors: torch.Tensor, pcs: NeutralPCs, k: Sequence[int] | None = None) -> torch.Tensor:
+    """Remove each layer's top-k neutral directions from (E, L, d) vectors."""
+    out = vectors.clone()
+    for slot in range(vectors.shape[1]):
+        basis = pcs.components[slot][: (k or pcs.k)[slot]]
+        out[:, slot] -= (out[:, slot] @ basis.T) @ basis
+    return out
+
+
+@dataclass
+class VectorBuild:
+    """Everything chapter 3 shows: means, raw and denoised vectors, the neutral PCA, counts and norms."""
+
+    raw: EmotionVectors
+    denoised: EmotionVectors
+    pcs: NeutralPCs
+    counts: dict[str, int]
+    residual_norm: dict[int, float]
+    neutral: torch.Tensor  # (N, L, d) neutral activations
+
+
+def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str], *, variance: float = 0.5,
+          k: int | None = None, metadata: dict | None = None) -> VectorBuild:
+    """Emotion vectors from an ActivationStore: `stories` maps emotion -> text ids; streams shard by shard."""
+    emotions = [e for e, ids in stories.items() if ids]
+    if len(emotions) < 2:
+        raise EmolibError("vectors need stories for at least 2 emotions (each is its mean minus the mean of all)")
+    label = {text_id: e for e, ids in stories.items() for text_id in ids}
+    plan = json.loads((Path(store.folder) / "plan.json").read_text())
+    layers = tuple(plan["layers"])
+    sums = counts = norm_sum = None
+    norm_count = 0
+    seen: dict[str, int] = {e: 0 for e in emotions}
+    for ids, means, norms in store.iter_shards(set(label)):
+        if sums is None:
+            sums = torch.zeros((len(emotions), *means.shape[1:]), dtype=torch.float64)
+            norm_sum = torch.zeros(means.shape[1], dtype=torch.float64)
+        for i, text_id in enumerate(ids):
+            slot = emotions.index(label[text_id])
+            sums[slot] += means[i].double()
+            seen[label[text_id]] += 1
+        norm_sum += norms.double().sum(dim=0)
+        norm_count += len(ids)
+    missing = [e for e in emotions if seen[e] == 0]
+    if sums is None or missing:
+        raise EmolibError(f"no activations for {len(missing) or len(emotions)} emotions (e.g. {(missing or emotions)[0]}); "
+                          "run the extraction first")
+    counts = torch.tensor([seen[e] for e in emotions], dtype=torch.float64)
+    means = (sums / counts[:, None, None]).float()
+    raw_vectors = means - means.mean(dim=0, keepdim=True)
+    neutral, _ = store.load(list(neutral_ids))
+    pcs = neutral_pcs(neutral, layers, variance, k)
+    residual_norm = {layer: float(norm_sum[slot] / norm_count) for slot, layer in enumerate(layers)}
+    meta = {**(metadata or {}), "counts": seen, "residual_norm": {str(k_): v for k_, v in residual_norm.items()},
+            "construction": "emotion mean minus the mean over emotions (unweighted)",
+            "neutral_texts": len(neutral_ids)}
+    raw = EmotionVectors(emotions, layers, raw_vectors, {**meta, "denoised": False})
+    denoised = EmotionVectors(emotions, layers, project_out(raw_vectors, pcs), {
+        **meta, "denoised": True, "denoise_variance": variance, "denoise_k": dict(zip(map(str, layers), pcs.k))})
+    return VectorBuild(raw, denoised, pcs, seen, residual_norm, neutral)

@@ -1,0 +1,88 @@
+"""Emotion vectors: construction, denoising, files, llama.cpp export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emolib import vectors as V
+from emolib.errors import EmolibError
+
+
+def _vectors(e: int = 4, layers=(1, 2), d: int = 8, seed: int = 0) -> V.EmotionVectors:
+    generator = torch.Generator().manual_seed(seed)
+    names = ["happy", "sad", "calm", "angry", "afraid", "loving"][:e]
+    return V.EmotionVectors(names, layers, torch.randn(e, len(layers), d, generator=generator),
+                            {"model": "tiny", "residual_norm": {str(layer): 10.0 * layer for layer in layers}})
+
+
+def test_arithmetic_and_selection():
+    a, b = _vectors(), _vectors(seed=1)
+    torch.testing.assert_close((a + b - b).vectors, a.vectors)
+    torch.testing.assert_close((2 * a).vectors, a.vectors * 2)
+    torch.testing.assert_close((-a / 2).vectors, -a.vectors / 2)
+    sub = a.select(["calm", "happy"], [2])
+    torch.testing.assert_close(sub["calm"][0], a["calm"][1])
+    assert torch.allclose(a.direction("sad", 2).norm(), torch.tensor(1.0))
+    cosine = a.cosine(1)
+    assert cosine.shape == (4, 4) and torch.allclose(cosine.diagonal(), torch.ones(4))
+    with pytest.raises(EmolibError, match="different emotions, layers or width"):
+        a + a.select(["happy", "sad"])
+    with pytest.raises(EmolibError, match="no vector for emotion 'bored'"):
+        a["bored"]
+    with pytest.raises(EmolibError, match=r"no vectors at layer 7; these were extracted at layers \[1, 2\]"):
+        a.at(7)
+
+
+def test_save_load_round_trip_and_model_check(tmp_path):
+    a = _vectors()
+    a.save(tmp_path / "v")
+    assert (tmp_path / "v.safetensors").exists() and (tmp_path / "v.json").exists()
+    b = V.EmotionVectors.load(tmp_path / "v", model="tiny")
+    assert b.emotions == a.emotions and b.layers == a.layers and torch.equal(b.vectors, a.vectors)
+    assert b.metadata["residual_norm"] == a.metadata["residual_norm"]
+    with pytest.raises(EmolibError, match="holds vectors for model 'tiny' \\(d=8\\), not '270m'"):
+        V.EmotionVectors.load(tmp_path / "v", model="270m")
+    (tmp_path / "v.safetensors").write_bytes(b"garbage")
+    with pytest.raises(EmolibError, match="corrupted"):
+        V.EmotionVectors.load(tmp_path / "v")
+    with pytest.raises(EmolibError, match="missing"):
+        V.EmotionVectors.load(tmp_path / "nothing")
+
+
+def test_denoising_removes_exactly_the_neutral_subspace():
+    generator = torch.Generator().manual_seed(3)
+    d = 16
+    # neutral variance lives mostly in two planted directions
+    basis = torch.linalg.qr(torch.randn(d, d, generator=generator))[0]
+    scales = torch.tensor([10.0, 6.0] + [0.5] * (d - 2))
+    neutral = (torch.randn(300, d, generator=generator) * scales) @ basis.T
+    pcs = V.neutral_pcs(neutral[:, None, :], layers=[0], variance=0.5)
+    assert pcs.k == [1]
+    pcs2 = V.neutral_pcs(neutral[:, None, :], layers=[0], variance=0.8)
+    assert pcs2.k == [2]
+    vectors = torch.randn(5, 1, d, generator=generator)
+    cleaned = V.project_out(vectors, pcs2)
+    top = pcs2.components[0][:2]
+    assert (cleaned[:, 0] @ top.T).abs().max() < 1e-4  # nothing left along the removed directions
+    rest = torch.eye(d) - top.T @ top
+    torch.testing.assert_close(cleaned[:, 0], vectors[:, 0] @ rest, rtol=1e-4, atol=1e-4)  # the rest untouched
+    # the planted axes are what was found
+    assert abs(float(top[0] @ basis[:, 0])) > 0.95 and abs(float(top[1] @ basis[:, 1])) > 0.95
+
+
+def test_control_vector_export_reads_back(tmp_path):
+    a = _vectors(layers=(0, 1, 2))
+    path = a.to_control_vector(tmp_path / "happy.gguf", "happy")
+    read = V.read_control_vector(path)
+    assert sorted(read) == [1, 2]  # llama.cpp has no slot for block 0
+    for layer in (1, 2):
+        torch.testing.assert_close(read[layer], a.direction("happy", layer) * 10.0 * layer)
+    unit = V.read_control_vector(a.to_control_vector(tmp_path / "u.gguf", "sad", layers=[2], scale="unit", strength=-1))
+    torch.testing.assert_close(unit[2], -a.direction("sad", 2))
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    fields = {f.name: f for f in reader.fields.values()}
+    assert "controlvector.layer_count" in fields and "controlvector.model_hint" in fields
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "controlvector"

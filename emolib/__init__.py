@@ -1,8 +1,15 @@
 """emolib: emotion vectors in open language models, from stories to steering.
 
 One module per stage: `models` (profiles and loading), `corpus` (stories and dialogues), `generate`
-(writers), `plots` (offline plotly), `book` (papermill + jupyter-book runner).
+(writers), `extract`, `vectors`, `geometry`, `lens`, `validate`, `steer`,
+`plots` (offline plotly), `book` (papermill + jupyter-book runner).
 """
+
+import warnings
+
+# tqdm.auto warns on import when ipywidgets is absent; emolib's bars are plain text on purpose
+# (executed notebooks stay diffable), so the warning is noise in every chapter's first cell.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 

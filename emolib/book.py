@@ -20,7 +20,7 @@ from typing import Any
 from .errors import EmolibError
 from .io import atomic_write_bytes, atomic_write_json, project_root
 
-CHAPTERS = ("01_stories", "02_neutral", "03_extract")
+CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation")
 MODEL_TITLES = {
     "270m": "Gemma 3 270M (embedded)",
     "smollm2": "SmolLM2 135M (embedded)",

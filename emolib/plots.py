@@ -118,3 +118,80 @@ def heatmap(matrix, labels: list[str], title: str, *, zmin: float = -1.0, zmax: 
     fig.update_layout(title=title, height=height, margin=dict(t=60, l=100, r=20, b=100),
                       yaxis=dict(autorange="reversed"))
     return fig
+
+
+def emotion_map(frame, x: str, y: str, title: str, *, color: str | None = None, color_title: str = "",
+                hover: list[str] | None = None, label_all: bool = True, height: int = 640) -> go.Figure:
+    """Emotions as labelled points (a PCA map); colour by a rating (valence: red unpleasant, blue pleasant)."""
+    frame = frame.reset_index()
+    customdata = frame[hover].values if hover else None
+    hovertemplate = "<b>%{text}</b><br>" + f"{x}: %{{x:.3g}}<br>{y}: %{{y:.3g}}"
+    if hover:
+        hovertemplate += "".join(f"<br>{h}: %{{customdata[{i}]}}" for i, h in enumerate(hover))
+    marker = dict(size=8, line=dict(width=0.5, color="#444"))
+    if color is not None:
+        values = frame[color]
+        marker.update(color=values, colorscale=VALENCE_SCALE, colorbar=dict(title=color_title or color),
+                      cmid=float(values.median()) if values.notna().any() else None)
+    fig = go.Figure(go.Scatter(x=frame[x], y=frame[y], mode="markers+text" if label_all else "markers",
+                               text=frame[frame.columns[0]], textposition="top center", textfont=dict(size=9),
+                               marker=marker, customdata=customdata, hovertemplate=hovertemplate + "<extra></extra>"))
+    fig.update_layout(title=title, height=height, xaxis_title=x, yaxis_title=y, margin=dict(t=60, l=60, r=20, b=60))
+    return fig
+
+
+def rating_scatter(scores, ratings, title: str, *, x_title: str, y_title: str) -> go.Figure:
+    """Component score against human rating, one labelled point per emotion, with the least-squares line."""
+    import numpy as np
+
+    xs, ys = np.asarray(ratings, float), np.asarray(scores, float)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    line = np.array([xs.min(), xs.max()])
+    fig = go.Figure([
+        go.Scatter(x=xs, y=ys, mode="markers", text=list(ratings.index), marker=dict(size=7, color=xs, colorscale=VALENCE_SCALE),
+                   hovertemplate="<b>%{text}</b><br>rating %{x:.2f}<br>score %{y:.3g}<extra></extra>", name="emotions"),
+        go.Scatter(x=line, y=slope * line + intercept, mode="lines", line=dict(dash="dash", color="black"), name="fit",
+                   hoverinfo="skip"),
+    ])
+    r = float(np.corrcoef(xs, ys)[0, 1])
+    fig.update_layout(title=f"{title} (r = {r:.2f}, n = {len(xs)})", height=420, xaxis_title=x_title, yaxis_title=y_title,
+                      showlegend=False, margin=dict(t=60, l=60, r=20, b=60))
+    return fig
+
+
+def dendrogram(vectors, labels: list[str], title: str, n_groups: int | None = None, height: int = 520) -> go.Figure:
+    """Hierarchical clustering (average linkage, cosine distance) as a dendrogram, with the chosen cut."""
+    import numpy as np
+    import plotly.figure_factory as ff
+
+    from .geometry import linkage
+
+    tree = linkage(vectors)
+    n_groups = min(n_groups, len(tree)) if n_groups else n_groups  # a cut needs at least one merge above it
+    fig = ff.create_dendrogram(np.asarray(vectors), labels=labels, linkagefun=lambda _: tree,
+                               color_threshold=float(tree[-(n_groups - 1), 2]) if n_groups else None)
+    if n_groups:
+        cut = float((tree[-n_groups, 2] + tree[-(n_groups - 1), 2]) / 2)
+        fig.add_hline(y=cut, line_dash="dash", annotation_text=f"{n_groups} groups")
+    fig.update_layout(title=title, height=height, yaxis_title="cosine distance", showlegend=False,
+                      margin=dict(t=60, l=60, r=20, b=120))
+    fig.update_xaxes(tickfont=dict(size=7), tickangle=-90)
+    return fig
+
+
+def band(frame, x: str, y: str, low: str, high: str, title: str, *, color: str | None = None,
+         x_title: str | None = None, y_title: str | None = None, height: int = 420) -> go.Figure:
+    """Lines with shaded confidence bands, one per `color` group."""
+    fig = go.Figure()
+    groups = [(None, frame)] if color is None else list(frame.groupby(color, sort=False))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for i, (name, part) in enumerate(groups):
+        colour = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=list(part[x]) + list(part[x])[::-1], y=list(part[high]) + list(part[low])[::-1],
+                                 fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False))
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers", name=str(name) if name is not None else y,
+                                 line=dict(color=colour)))
+    fig.update_layout(title=title, height=height, xaxis_title=x_title or x, yaxis_title=y_title or y,
+                      margin=dict(t=60, l=60, r=20, b=60))
+    return fig

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import EmolibError
@@ -252,14 +253,71 @@ def project_out(vectors: torch.Tensor, pcs: NeutralPCs, k: Sequence[int] | None 
 
 @dataclass
 class VectorBuild:
-    """Everything chapter 3 shows: means, raw and denoised vectors, the neutral PCA, counts and norms."""
+    """Everything chapter 3 makes and later chapters analyse: raw and denoised vectors, the neutral
+    PCA, which texts went in, and where their activations are."""
 
     raw: EmotionVectors
     denoised: EmotionVectors
     pcs: NeutralPCs
     counts: dict[str, int]
     residual_norm: dict[int, float]
-    neutral: torch.Tensor  # (N, L, d) neutral activations
+    stories: dict[str, list[str]]  # emotion -> story ids
+    neutral_ids: list[str]
+    activations: str  # the ActivationStore folder
+
+    def save(self, folder: str | Path) -> Path:
+        """vectors(.safetensors/.json), vectors_raw, neutral_pcs.safetensors and texts.json in `folder`."""
+        from safetensors.torch import save
+
+        folder = Path(folder)
+        self.denoised.save(folder / "vectors")
+        self.raw.save(folder / "vectors_raw")
+        tensors = {}
+        for slot, layer in enumerate(self.pcs.layers):
+            tensors[f"components.{layer}"] = self.pcs.components[slot][:64].contiguous()
+            tensors[f"explained.{layer}"] = self.pcs.explained[slot].contiguous()
+        atomic_write_bytes(folder / "neutral_pcs.safetensors",
+                           save(tensors, metadata={"k": json.dumps(dict(zip(map(str, self.pcs.layers), self.pcs.k)))}))
+        atomic_write_json(folder / "texts.json", {"stories": self.stories, "neutral": self.neutral_ids,
+                                                 "activations": self.activations})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, model: Any = None) -> "VectorBuild":
+        from safetensors.torch import load_file, safe_open
+
+        folder = Path(folder)
+        if not (folder / "texts.json").exists():
+            raise EmolibError(f"no vectors in {folder}; run chapter 3 (03_extract) for this model and corpus first")
+        denoised = EmotionVectors.load(folder / "vectors", model=model)
+        raw = EmotionVectors.load(folder / "vectors_raw", model=model)
+        tensors = load_file(str(folder / "neutral_pcs.safetensors"))
+        with safe_open(str(folder / "neutral_pcs.safetensors"), framework="pt") as handle:
+            ks = json.loads(handle.metadata()["k"])
+        layers = denoised.layers
+        pcs = NeutralPCs(layers, [tensors[f"components.{layer}"] for layer in layers],
+                         [tensors[f"explained.{layer}"] for layer in layers], [ks[str(layer)] for layer in layers])
+        texts = json.loads((folder / "texts.json").read_text())
+        norms = {int(k): v for k, v in denoised.metadata.get("residual_norm", {}).items()}
+        return cls(raw, denoised, pcs, denoised.metadata.get("counts", {}), norms, texts["stories"], texts["neutral"],
+                   texts["activations"])
+
+    def store(self):
+        from .extract import ActivationStore
+
+        return ActivationStore(runs_dir() / self.activations)  # an absolute path stays absolute
+
+    def story_activations(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Per-story activations at one layer: (acts (N, d), emotion index (N,), topic (N,), ids)."""
+        ids = [text_id for emotion in self.denoised.emotions for text_id in self.stories[emotion]]
+        labels = np.array([i for i, emotion in enumerate(self.denoised.emotions) for _ in self.stories[emotion]])
+        topics = np.array([int(text_id.split("/")[2]) for text_id in ids])
+        means, _ = self.store().load(ids)
+        return means[:, self.denoised.layer_index(layer)].numpy(), labels, topics, ids
+
+    def neutral_basis(self, layer: int) -> np.ndarray:
+        slot = self.denoised.layer_index(layer)
+        return self.pcs.components[slot][: self.pcs.k[slot]].numpy()
 
 
 def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str], *, variance: float = 0.5,
@@ -300,4 +358,8 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     raw = EmotionVectors(emotions, layers, raw_vectors, {**meta, "denoised": False})
     denoised = EmotionVectors(emotions, layers, project_out(raw_vectors, pcs), {
         **meta, "denoised": True, "denoise_variance": variance, "denoise_k": dict(zip(map(str, layers), pcs.k))})
-    return VectorBuild(raw, denoised, pcs, seen, residual_norm, neutral)
+    folder, runs = Path(store.folder).resolve(), runs_dir().resolve()
+    # relative to the runs folder where possible, so a moved runs folder still resolves
+    activations = str(folder.relative_to(runs)) if folder.is_relative_to(runs) else str(folder)
+    return VectorBuild(raw, denoised, pcs, seen, residual_norm, {e: list(stories[e]) for e in emotions},
+                       list(neutral_ids), activations)

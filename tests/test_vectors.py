@@ -86,3 +86,33 @@ def test_control_vector_export_reads_back(tmp_path):
     fields = {f.name: f for f in reader.fields.values()}
     assert "controlvector.layer_count" in fields and "controlvector.model_hint" in fields
     assert bytes(fields["general.architecture"].parts[-1]).decode() == "controlvector"
+
+
+def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
+    from emolib import extract, models
+
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path))
+    loaded = models.load("tiny")
+    words = "the light fell on the table while she waited for the letter in the rain".split()
+    texts = {f"story/{e}/{t:03d}/0/0": " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(70))
+             for i, (e, t) in enumerate([(e, t) for e in ("happy", "sad", "calm") for t in (1, 2, 3)])}
+    neutral = {f"neutral/{t:03d}/0/0": " ".join(words[(t + j) % len(words)] for j in range(80)) for t in range(5)}
+    every = {**texts, **neutral}
+    prepared, _ = extract.Texts.tokenize(list(every), list(every.values()), loaded.tokenizer)
+    store = extract.ActivationStore(extract.activations_dir("tiny", "t", (1, 3)))
+    store.extract(loaded, (1, 3), prepared, progress=False)
+    stories = {e: [i for i in texts if f"/{e}/" in i] for e in ("happy", "sad", "calm")}
+    built = V.build(store, stories, list(neutral), metadata={"model": "tiny"})
+    built.save(tmp_path / "v")
+    again = V.VectorBuild.load(tmp_path / "v", model="tiny")
+    assert torch.equal(again.denoised.vectors, built.denoised.vectors) and torch.equal(again.raw.vectors, built.raw.vectors)
+    assert again.pcs.k == built.pcs.k and again.stories == built.stories and again.neutral_ids == list(neutral)
+    acts, labels, topics, ids = again.story_activations(3)
+    assert acts.shape == (9, 64) and labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and topics.tolist() == [1, 2, 3] * 3
+    # the vectors are the story means minus their mean, with the neutral basis projected out
+    means = torch.tensor(acts).reshape(3, 3, 64).mean(1)
+    raw = means - means.mean(0)
+    basis = torch.tensor(again.neutral_basis(3))
+    torch.testing.assert_close(again.denoised.at(3), raw - (raw @ basis.T) @ basis, rtol=1e-4, atol=1e-3)
+    with pytest.raises(EmolibError, match="run chapter 3"):
+        V.VectorBuild.load(tmp_path / "nothing")

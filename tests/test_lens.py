@@ -1,0 +1,46 @@
+"""Logit lens: the model's own norm convention, and planted directions read back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emolib import lens, models
+
+
+@pytest.mark.parametrize("name,gain", [("tiny", "1+w"), ("tiny-gemma4", "w"), ("tiny-llama", "w")])
+def test_lens_uses_each_familys_norm_convention(name, gain):
+    loaded = models.load(name)
+    norm = models.final_norm(loaded.model)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, norm.weight.numel()))  # make the convention matter
+    vectors = torch.randn(3, loaded.hidden_size) * 1000
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon")
+    scaled = vectors / torch.sqrt(vectors.pow(2).mean(-1, keepdim=True) + eps)
+    scaled = scaled * ((1 + norm.weight) if gain == "1+w" else norm.weight)
+    expected = scaled @ loaded.model.get_output_embeddings().weight.T
+    torch.testing.assert_close(lens.lens_logits(loaded.model, vectors, chunk=100), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_a_planted_direction_reads_back_as_its_word(tiny_llama):
+    tokenizer = tiny_llama.tokenizer
+    head = tiny_llama.model.get_output_embeddings().weight
+    ids = [tokenizer.convert_tokens_to_ids(w) for w in ("happy", "afraid")]
+    logits = lens.lens_logits(tiny_llama.model, head[ids] * 50)
+    tops = lens.top_tokens(logits, tokenizer, k=3)
+    assert tops[0][0][0] == "happy" and tops[1][0][0] == "afraid"
+    bottom = lens.top_tokens(-logits, tokenizer, k=1, bottom=True)
+    assert bottom[0][0][0] == "happy"
+    assert lens.lens_hits(logits, tokenizer, ["happy", "afraid"], k=3).tolist() == [True, True]
+    table = lens.lens_table(tiny_llama.model, tokenizer, head[ids] * 50, ["happy", "afraid"], k=2)
+    assert table.loc["happy", "top tokens"].startswith("happy")
+    assert set(lens.PUBLISHED_LENS) == {"happy", "desperate", "afraid", "calm", "angry", "sad", "loving", "guilty"}
+
+
+def test_words_only_drops_fragments(tiny_llama):
+    tokenizer = tiny_llama.tokenizer
+    logits = torch.zeros(1, len(tokenizer))
+    for token, value in (("<unk>", 9.0), (",", 8.0), ("rain", 7.0)):
+        logits[0, tokenizer.convert_tokens_to_ids(token)] = value
+    assert lens.top_tokens(logits, tokenizer, k=1)[0] == [("rain", 7.0)]
+    assert lens.top_tokens(logits, tokenizer, k=1, words_only=False)[0][0][1] == 9.0

@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo tor
 TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p dialogues_per_topic 2 \
 	-p batch_size 8 -p max_emotion_words 1000
 
-.PHONY: setup book chapters build test test-notebooks clean
+.PHONY: setup book chapters build test test-notebooks lab browser-test clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 
 # Stories -> every chapter for the embedded analysed model -> the rendered book in _build/html.
 book: setup
-	$(PY) -m emolib book --model 270m
+	$(PY) -m emolib book
 
 chapters: setup
 	$(PY) -m emolib run --model 270m
@@ -42,6 +42,17 @@ test: setup
 test-notebooks: setup
 	rm -rf tests/notebooks && EMOLIB_RUNS=$$(mktemp -d) TQDM_DISABLE=1 HF_HUB_OFFLINE=1 \
 		$(PY) -m emolib run --model tiny --out tests/notebooks $(TINY_PARAMS)
+
+# JupyterLab on the chapter sources, with the project's environment as the notebooks' kernel.
+lab: setup
+	$(PY) -m pip install -q --disable-pip-version-check "jupyterlab>=4,<5"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (emolib)"
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Headless Chromium (Debian: apt-get install chromium) opens every page of the built book offline,
+# checks that every plotly figure drew, and screenshots the geometry chapter into _build/.
+browser-test: setup
+	$(PY) -m emolib browser-check
 
 clean:
 	rm -rf _build book/_vendor runs

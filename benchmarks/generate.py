@@ -10,8 +10,10 @@ penalty 1.1, max 128 new tokens), fp32 on this machine's cores:
   (c) emolib `LocalWriter` (slab KV cache, shared prompt prefix computed once, finished rows dropped,
       per-row seeded sampling, batch 128)
   (d) llama.cpp through llama-cpp-python on the very same GGUF file, single stream — only when it is
-      installed: `pip install llama-cpp-python` (it compiles llama.cpp from source, ~15 min on 2 cores;
-      a benchmark-only extra, never a requirement of emolib or its CI)
+      installed: `.venv/bin/pip install diskcache llama-cpp-python` (it compiles llama.cpp from source,
+      ~15-20 min on 2 cores; CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON" skips what the benchmark does not use; a benchmark-only
+      extra, never a requirement of emolib or its CI)
 Each row prints tokens/s, its ratio to (c), and the leak rate and mean length of its stories, so speed
 is never bought with quality. Targets (issue 9): (c) >= 2x (d) and >= 4x (a).
 

@@ -1,6 +1,6 @@
 """Command line: `python -m emolib {book,run,build,models}`.
 
-    python -m emolib book                      # run every chapter for the embedded model, then build
+    python -m emolib book                      # every chapter for the embedded models, comparison, appendix, build
     python -m emolib run --model 31b -p n_topics 100 -p writer_url http://127.0.0.1:8000/v1
     python -m emolib build                     # re-render whatever chapters are executed
 """
@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "book"):
         command = sub.add_parser(name, help="run chapters with papermill" + (" and build the book" if name == "book" else ""))
-        command.add_argument("--model", action="append", help="analysed model profile (repeatable); default 270m")
+        command.add_argument("--model", action="append",
+                             help="analysed model profile (repeatable); default: " +
+                                  ("270m" if name == "run" else "the embedded models, 270m and smollm2"))
         command.add_argument("--chapters", default="", help="comma-separated chapter names; default all")
         command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                              help="a notebook parameter, as with papermill -p")
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--max-emotion-words", type=int, default=None,
                          help="neutral dialogues with more distinct emotion words are left out (default 2)")
     sub.add_parser("build", help="build the HTML book from executed chapters (no execution)")
+    sub.add_parser("browser-check", help="open the built book in headless Chromium (offline) and check every figure drew")
+    sub.add_parser("compare", help="rerun the comparison chapter and the appendix from the saved results")
     sub.add_parser("models", help="list the model profiles")
     args = parser.parse_args(argv)
 
@@ -62,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
             chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
             parameters = {name: _parameter(value) for name, value in args.parameter}
             started = time.perf_counter()
-            models = args.model or ["270m"]
+            models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
             if args.out and len(models) > 1:
                 raise EmolibError("--out takes one --model")
             for model in models:
                 book.run_chapters(model, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
+            if args.command == "book" and not args.out:
+                book.run_across()
             print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")
+        if args.command == "browser-check":
+            drawn = book.browser_check()
+            print(f"[emolib] {sum(drawn.values())} figures drew on {len(drawn)} pages, offline")
+            return 0
+        if args.command == "compare":
+            book.run_across()
         if args.command in ("book", "build"):
             book.build()
         return 0

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EmolibError
-from .io import atomic_write_bytes, atomic_write_json, project_root
+from .io import atomic_write_bytes, atomic_write_json, file_sha256, project_root  # noqa: F401 (file_sha256: for chapters)
 
-CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation")
+CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation", "07_steering")
 MODEL_TITLES = {
     "270m": "Gemma 3 270M (embedded)",
     "smollm2": "SmolLM2 135M (embedded)",
     "e4b": "Gemma 4 E4B",
     "31b": "Gemma 4 31B (4-bit)",
 }
+ACROSS = ("comparison", "appendix")  # book-level chapters, run after the models' chapters into book/
+EMBEDDED = ("270m", "smollm2")  # the analysed models `make book` runs here
 HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"}
 
 
@@ -43,14 +45,15 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     out_dir = out_dir or root / "book" / model
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    check_parameters(root, chapters, parameters or {})
     for chapter in chapters:
         source = root / "notebooks" / f"{chapter}.ipynb"
-        if not source.exists():
-            raise EmolibError(f"no chapter {chapter!r}: {source} does not exist (chapters: {', '.join(CHAPTERS)})")
         target = out_dir / f"{chapter}.ipynb"
         partial = out_dir / f".{chapter}.partial.ipynb"
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
+        previous = os.environ.get("EMOLIB_RESULTS")
+        os.environ["EMOLIB_RESULTS"] = str(out_dir / "results")  # the kernel inherits it: results land beside
         try:
             papermill.execute_notebook(str(source), str(partial), parameters={"model": model, **(parameters or {})},
                                        cwd=str(root), progress_bar=False, kernel_name="python3")
@@ -59,6 +62,11 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
             os.replace(partial, failed)
             raise EmolibError(f"chapter {chapter} failed for model {model}: {error.ename}: "
                               f"{_strip_ansi(error.evalue)} (executed notebook kept at {failed})") from None
+        finally:
+            if previous is None:
+                os.environ.pop("EMOLIB_RESULTS", None)
+            else:
+                os.environ["EMOLIB_RESULTS"] = previous
         _hide_parameter_cells(partial)
         os.replace(partial, target)
         timings[chapter] = round(time.perf_counter() - started, 1)
@@ -67,6 +75,99 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     if published:
         _record_timings(out_dir, timings)
     return timings
+
+
+def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:
+    """Before anything runs: every chapter exists, every parameter is one some chapter declares, and its
+    value has the type of that chapter's default (an int stays an int, a float takes ints too, a
+    string option may also be a list, as `layers` is)."""
+    import ast
+
+    import papermill
+
+    declared: dict[str, list[tuple[str, Any]]] = {}
+    for chapter in chapters:
+        source = root / "notebooks" / f"{chapter}.ipynb"
+        if not source.exists():
+            raise EmolibError(f"no chapter {chapter!r}: {source} does not exist (chapters: {', '.join(CHAPTERS)})")
+        for name, info in papermill.inspect_notebook(str(source)).items():
+            try:
+                default = ast.literal_eval(info["default"])
+            except (ValueError, SyntaxError):
+                continue
+            declared.setdefault(name, []).append((chapter, default))
+    for name, value in parameters.items():
+        if name not in declared:
+            raise EmolibError(f"no chapter among {', '.join(chapters)} takes a parameter {name!r}; "
+                              f"they take: {', '.join(sorted(declared))}")
+        for chapter, default in declared[name]:
+            expected = type(default)
+            ok = (isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)) or \
+                 (expected is float and isinstance(value, int) and not isinstance(value, bool)) or \
+                 (expected is str and isinstance(value, (list, tuple)))  # "default" or [12] for layers
+            if not ok:
+                raise EmolibError(f"parameter {name} of {chapter} must be {expected.__name__} like its default "
+                                  f"{default!r}, got {value!r} ({type(value).__name__})")
+
+
+def run_across(root: Path | None = None, log=print) -> dict[str, float]:
+    """Execute the comparison chapter and the appendix into `book/` from the results on disk."""
+    import papermill
+
+    root = root or project_root()
+    timings = {}
+    for chapter in ACROSS:
+        target, partial = root / "book" / f"{chapter}.ipynb", root / "book" / f".{chapter}.partial.ipynb"
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), cwd=str(root),
+                                       progress_bar=False, kernel_name="python3")
+        except papermill.PapermillExecutionError as error:
+            failed = root / "book" / f".{chapter}.failed.ipynb"
+            os.replace(partial, failed)
+            raise EmolibError(f"chapter {chapter} failed: {error.ename}: {_strip_ansi(error.evalue)} "
+                              f"(executed notebook kept at {failed})") from None
+        _hide_parameter_cells(partial)
+        os.replace(partial, target)
+        timings[chapter] = round(time.perf_counter() - started, 1)
+        log(f"[emolib] {chapter} done in {timings[chapter]:.0f} s -> book/{chapter}.ipynb")
+    return timings
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays, tuples, NaN (as null)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_results(model: str, chapter: str, results: dict[str, Any]) -> Path:
+    """A chapter's key numbers as JSON beside its executed notebook (`book/<model>/results/<chapter>.json`,
+    or where the runner points `$EMOLIB_RESULTS`): what the comparison chapter and the appendix read."""
+    folder = Path(os.environ.get("EMOLIB_RESULTS") or project_root() / "book" / model / "results")
+    return atomic_write_json(folder / f"{chapter}.json", _plain({"model": model, "chapter": chapter, **results}))
+
+
+def load_results(book_dir: Path | None = None) -> dict[str, dict[str, dict]]:
+    """{model: {chapter: results}} for every model with results under `book/`."""
+    book_dir = book_dir or project_root() / "book"
+    found: dict[str, dict[str, dict]] = {}
+    for path in sorted(book_dir.glob("*/results/*.json")):
+        found.setdefault(path.parent.parent.name, {})[path.stem] = json.loads(path.read_text())
+    return dict(sorted(found.items(), key=lambda item: (list(MODEL_TITLES).index(item[0])
+                                                          if item[0] in MODEL_TITLES else 99, item[0])))
 
 
 def _strip_ansi(text: str) -> str:
@@ -110,6 +211,9 @@ def write_toc(root: Path | None = None) -> Path:
             lines.append(f"      - file: book/{model}/{notebook.stem}")
     if len(lines) == 4:
         raise EmolibError("no executed chapters under book/<model>/ yet; run `python -m emolib run --model 270m` first")
+    across = [chapter for chapter in ACROSS if (root / "book" / f"{chapter}.ipynb").exists()]
+    if across:
+        lines += ["  - caption: \"Across models\"", "    chapters:"] + [f"      - file: book/{c}" for c in across]
     return atomic_write_bytes(root / "_toc.yml", ("\n".join(lines) + "\n").encode())
 
 
@@ -135,6 +239,54 @@ def external_references(html_dir: Path) -> list[str]:
         for match in pattern.finditer(page.read_text(errors="replace")):
             found.append(f"{page.relative_to(html_dir)}: <{match.group(1)}> {match.group(2)}")
     return found
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def browser_check(html_dir: Path | None = None, pages: list[str] | None = None, screenshot: str = "geometry",
+                  log=print, timeout: float = 120.0) -> dict[str, int]:
+    """Open pages of the built book in headless Chromium with every network route closed, and check that
+    each plotly figure drew (its div holds an SVG plot). Returns {page: figures drawn}; raises on a
+    figure that did not draw. Screenshots the first page whose name contains `screenshot`."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise EmolibError("no Chromium found; install it (Debian: apt-get install chromium) to run the browser check")
+    html_dir = html_dir or project_root() / "_build" / "html"
+    if not (html_dir / "index.html").exists():
+        raise EmolibError(f"no built book at {html_dir}; run `python -m emolib build` first")
+    pages = pages or sorted(str(p.relative_to(html_dir)) for p in html_dir.glob("book/**/*.html"))
+    offline = ["--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run", "--virtual-time-budget=15000"]
+    drawn: dict[str, int] = {}
+    shot_done = False
+    for page in pages:
+        url = (html_dir / page).resolve().as_uri()
+        result = subprocess.run([chromium, *offline, "--dump-dom", url], capture_output=True, text=True, timeout=timeout)
+        dom = result.stdout
+        if result.returncode != 0 or "</html>" not in dom:
+            raise EmolibError(f"Chromium could not open {page}: {result.stderr.strip()[-300:]}")
+        parts = re.split(r'<div id="(fig-[0-9a-f]{12})"', dom)  # [before, id, after, id, after, ...]
+        figures = parts[1::2]
+        missing = [fig for fig, after in zip(parts[1::2], parts[2::2]) if 'class="main-svg"' not in after]
+        if missing:
+            raise EmolibError(f"{page}: {len(missing)} of {len(figures)} figures did not draw, e.g. {missing[0]} "
+                              f"(is book/_vendor/plotly.min.js in the build?)")
+        drawn[page] = len(figures)
+        log(f"[emolib] {page}: {len(figures)} figures drew")
+        if screenshot and screenshot in page and not shot_done:
+            target = html_dir.parent / f"screenshot-{Path(page).stem}.png"
+            subprocess.run([chromium, *offline, "--window-size=1280,2600", f"--screenshot={target}", url],
+                           capture_output=True, timeout=timeout)
+            shot_done = target.exists()
+            if shot_done:
+                log(f"[emolib] screenshot: {target}")
+    return drawn
 
 
 def build(root: Path | None = None, log=print) -> Path:

@@ -424,6 +424,9 @@ class Corpus:
         self.settings = settings
         self.stories = JobStore(self.folder / "stories.jsonl")
         self.neutral = JobStore(self.folder / "neutral.jsonl")
+        # which jobs went into each batch, logged before the batch runs: a resumed run redoes a batch
+        # that a kill cut short with exactly the same rows, so its texts are bit-identical
+        self.batches = JobStore(self.folder / "batches.jsonl")
         self._checked: set[str] = set()
 
     def _check_settings(self, kind: str) -> None:
@@ -487,6 +490,31 @@ class Corpus:
         return record
 
 
+def plan_writing(corpus: Corpus, jobs: list[Job], batch_size: int, key: Callable[[Job], Any] | None = None) -> list[list[Job]]:
+    """Batches still to run: first any logged batch a kill cut short (same rows as before), then the
+    other pending jobs sorted by `key` and cut into batches — the same cut an uninterrupted run makes."""
+    todo = {job.id for job in corpus.pending(jobs)}
+    by_id = {job.id: job for job in jobs}
+    batches: list[list[Job]] = []
+    planned: set[str] = set()
+    for logged in corpus.batches.records:
+        members = logged["jobs"]
+        if any(m in todo for m in members) and all(m in by_id for m in members) and not planned & set(members):
+            batches.append([by_id[m] for m in members])
+            planned.update(members)
+    rest = [job for job in jobs if job.id in todo and job.id not in planned]
+    if key is not None:
+        rest.sort(key=key)
+    return batches + [rest[i: i + batch_size] for i in range(0, len(rest), batch_size)]
+
+
+def _log_batch(corpus: Corpus, batch: list[Job]) -> None:
+    ids = [job.id for job in batch]
+    name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+    if name not in corpus.batches.done_jobs:
+        corpus.batches.append_job(name, [{"jobs": ids}])
+
+
 def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
                progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Generate every pending job through `writer`, storing each job as soon as its batch returns."""
@@ -500,21 +528,26 @@ def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int 
         return stats
     settings = corpus.settings
     # similar prompt lengths per batch waste less padding
-    todo.sort(key=lambda job: len(job.messages[0]["content"]))
+    batches = plan_writing(corpus, jobs, batch_size, key=lambda job: len(job.messages[0]["content"]))
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
+    written = 0
     with tqdm(total=len(todo), desc=f"writing ({writer.name})", **quiet) as bar:
-        for offset in range(0, len(todo), batch_size):
-            batch = todo[offset: offset + batch_size]
+        for batch in batches:
+            _log_batch(corpus, batch)
             outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
                                       max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                       top_p=settings.top_p, repetition_penalty=settings.repetition_penalty)
+            done = corpus.stories.done_jobs
             for job, output in zip(batch, outputs):
+                if job.id in done:  # stored before a kill cut its batch short
+                    continue
                 corpus.save(job, output.text, output.finished, output.n_tokens)
                 stats["generated_tokens"] += output.n_tokens
-            bar.update(len(batch))
+                written += 1
+                bar.update(1)
             if on_batch:
-                on_batch(offset + len(batch))
+                on_batch(written)
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
     return stats
@@ -536,8 +569,8 @@ def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size:
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
     with tqdm(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
-        for offset in range(0, len(todo), batch_size):
-            batch = todo[offset: offset + batch_size]
+        for batch in plan_writing(corpus, jobs, batch_size):
+            _log_batch(corpus, batch)
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
             stats["generated_tokens"] += write(corpus, batch, writer, bar)
     stats["seconds"] = time.perf_counter() - started
@@ -565,6 +598,8 @@ def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, bar: A
             said = tokenizer.decode(ids, skip_special_tokens=True).strip()
             ended = bool(re.search(r"[.!?…][\"'”’)]*$", said))
             turns.append(("Person" if index % 2 == 0 else "AI", clean_turn(said, ended) or clean_turn(said, True)))
+        if job.id in corpus.neutral.done_jobs:  # stored before a kill cut its batch short
+            continue
         corpus.save_dialogue(job, turns, sum(len(ids) for ids in script.turns))
         bar.update(1)
     del outputs  # the text is in the scripts' turns
@@ -592,8 +627,9 @@ def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, bar: 
             turns[job.id].append(("Person" if person_turn else "AI", said))
             tokens[job.id] += output.n_tokens
             if step == 2 * (job.n_exchanges or 0) - 1:  # its last turn: store it now
-                corpus.save_dialogue(job, turns[job.id], tokens[job.id])
-                bar.update(1)
+                if job.id not in corpus.neutral.done_jobs:  # stored before a kill cut its batch short
+                    corpus.save_dialogue(job, turns[job.id], tokens[job.id])
+                    bar.update(1)
     return sum(tokens.values())
 
 

@@ -138,14 +138,17 @@ class LocalWriter:
     - rows that finished are dropped from the batch, so they stop costing compute;
     - on CPU the linear layers run in dynamic int8 (decode is memory-bound: ~3x at batch 16);
     - every row samples from its own seeded generator, so its text depends on its seed.
+    `live_rows` names, during each forward pass, which of `generate`'s inputs the batch rows are (None
+    while a shared prefix is computed once for all), so hooks can treat rows differently (per-row
+    steering batches many conditions into one call).
     `fast=False` falls back to plain batched `model.generate` (the reference the tests compare with).
     """
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 64, quantize: str | None = None,
                  share_prefix: bool = True, drop_finished: bool = True, fast: bool = True,
-                 token_budget: int = 16384):
+                 token_budget: int = 16384, require_chat: bool = True):
         tokenizer = loaded.tokenizer
-        if not getattr(tokenizer, "chat_template", None):
+        if require_chat and not getattr(tokenizer, "chat_template", None):
             raise EmolibError(
                 f"{loaded.profile.name} has no chat template, so it cannot be a story writer; "
                 "use writer='smollm2' or an OpenAI-compatible server (writer_url=...)"
@@ -156,8 +159,11 @@ class LocalWriter:
         self.token_budget = token_budget  # rows x longest prompt per batch: long prompts make smaller batches
         # Sliding-window layers count cache slots, so the padding gap after a shared prefix would change
         # what a short row sees: share prefixes only where every layer attends to the whole context.
-        self.share_prefix = share_prefix and not _has_sliding_window(loaded.model)
+        # (Prompts of equal length leave no gap, so they share a prefix even then.)
+        self.share_prefix = share_prefix
+        self.sliding_window = _has_sliding_window(loaded.model)
         self.drop_finished, self.fast = drop_finished, fast
+        self.live_rows: torch.Tensor | None = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
         if quantize == "auto":
@@ -203,19 +209,27 @@ class LocalWriter:
 
     def generate(self, messages_list: list[list[dict]], seeds: list[int], max_new_tokens: int = 256,
                  temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.0,
-                 min_new_tokens: int = 0, forcing: list[Any] | None = None) -> list[Generation]:
+                 min_new_tokens: int = 0, forcing: list[Any] | None = None,
+                 progress: str | None = None) -> list[Generation]:
         """Sample a continuation per chat. `forcing` (one per row, fast path only) is an object whose
-        `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label)."""
+        `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label).
+        `progress` names a tqdm bar over the rows (None: no bar)."""
+        from tqdm import tqdm
+
         prompts = [self.encode(messages) for messages in messages_list]
         results: list[Generation | None] = [None] * len(prompts)
         if forcing is not None and not self.fast:
             raise EmolibError("forced tokens need the fast decode loop (fast=True)")
+        quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
+        bar = tqdm(total=len(prompts), desc=progress, unit="text", **quiet)
         for chunk in self._batches([len(p) for p in prompts]):
+            self._chunk = torch.tensor(chunk)
             args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,
                     repetition_penalty, min_new_tokens)
             if self.fast:
                 new_ids = self._decode(*args, forcing=[forcing[i] for i in chunk] if forcing else None)
             else:
+                self.live_rows = self._chunk
                 new_ids = self._hf_generate(*args)
             for i, new in zip(chunk, new_ids):
                 finished = self.eos_id in new
@@ -226,6 +240,10 @@ class LocalWriter:
                 if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
                     text = last["content"] + text
                 results[i] = Generation(text, len(new), finished)
+            bar.update(len(chunk))
+        bar.close()
+        self.live_rows = None
+        del self._chunk
         return [result for result in results if result is not None]
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
@@ -246,7 +264,8 @@ class LocalWriter:
                 forcing: list[Any] | None = None) -> list[list[int]]:
         model, device = self.loaded.model, self.loaded.device
         batch = len(prompts)
-        shared = _common_prefix(prompts) if self.share_prefix and batch > 1 else 0
+        unpadded = len({len(p) for p in prompts}) == 1
+        shared = _common_prefix(prompts) if self.share_prefix and batch > 1 and (unpadded or not self.sliding_window) else 0
         suffixes = [p[shared:] for p in prompts]
         width = max(len(s) for s in suffixes)
         capacity = shared + width + max_new_tokens
@@ -262,11 +281,14 @@ class LocalWriter:
             suffix_ids[row, width - len(suffix):] = torch.tensor(suffix)
             mask[row, shared + width - len(suffix): shared + width] = 1
             positions[row, width - len(suffix):] = torch.arange(shared, shared + len(suffix))
+        chunk = getattr(self, "_chunk", torch.arange(batch))
         if shared:
+            self.live_rows = None  # one row stands for the whole batch
             model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
                   attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
             for layer in cache.layers:
                 layer.broadcast_rows(batch)
+        self.live_rows = chunk.clone()
         out = model(input_ids=suffix_ids.to(device), attention_mask=mask[:, :shared + width],
                     position_ids=positions.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
@@ -316,6 +338,7 @@ class LocalWriter:
                     history, write_at = history[keep.to(device)], write_at[keep.to(device)]
                 if generators is not None:
                     generators = [generators[i] for i in keep.tolist()]
+            self.live_rows = chunk[rows]
             out = model(input_ids=tokens[:, None], attention_mask=mask[:, :length],
                         position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
             next_position = next_position + 1

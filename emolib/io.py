@@ -8,11 +8,21 @@ records are not all present is dropped so that it is regenerated, never half-kep
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .errors import StoreError
+
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _disk_full(path: Path, error: OSError) -> StoreError:
+    return StoreError(f"no space left on the disk writing {path} ({os.strerror(error.errno)}); free some space "
+                      f"and rerun: what was already written is intact and the run resumes from it")
 
 
 def project_root() -> Path:
@@ -58,6 +68,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno in _DISK_FULL:
+            raise _disk_full(path, error) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -67,6 +81,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks (GGUFs and shards are large)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:
@@ -123,11 +148,17 @@ class JobStore:
         stamped = [{**record, "job": job, "n_in_job": len(records)} for record in records]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        start = os.fstat(fd).st_size
         try:
             data = memoryview(b"".join(_jsonl(stamped)))
             while data:
                 data = data[os.write(fd, data):]
             os.fsync(fd)
+        except OSError as error:
+            os.ftruncate(fd, start)  # no torn record left behind
+            if error.errno in _DISK_FULL:
+                raise _disk_full(self.path, error) from None
+            raise
         finally:
             os.close(fd)
         self.records.extend(stamped)

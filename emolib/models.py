@@ -12,7 +12,6 @@ which transformers returns *after* the final norm; emolib always means the raw b
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import EmolibError, MissingWeightsError
-from .io import atomic_write_json, cache_dir
+from .io import atomic_write_json, cache_dir, file_sha256
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,7 @@ def _materialize_gguf(profile: ModelProfile) -> Path:
         else:
             gguf_path = _smollm2_gguf()
             expected = None
-        digest = _sha256(gguf_path)
+        digest = file_sha256(gguf_path)
         if expected and digest != expected:
             raise EmolibError(f"{profile.name}: {gguf_path} has sha256 {digest}, expected {expected}; reinstall")
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -280,14 +279,6 @@ def _materialize_gguf(profile: ModelProfile) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------

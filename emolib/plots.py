@@ -195,3 +195,15 @@ def band(frame, x: str, y: str, low: str, high: str, title: str, *, color: str |
     fig.update_layout(title=title, height=height, xaxis_title=x_title or x, yaxis_title=y_title or y,
                       margin=dict(t=60, l=60, r=20, b=60))
     return fig
+
+
+def rate_bars(frame, x: str, title: str, *, rate: str = "rate", low: str = "low", high: str = "high",
+              y_title: str = "share of trials", height: int = 420) -> go.Figure:
+    """Rates as bars with asymmetric interval whiskers (e.g. Wilson intervals), with k/n on hover."""
+    text = [f"{k}/{n}" for k, n in zip(frame["k"], frame["n"])] if {"k", "n"} <= set(frame.columns) else None
+    fig = go.Figure(go.Bar(x=frame[x].astype(str), y=frame[rate], text=text, textposition="outside",
+                           error_y=dict(type="data", symmetric=False, array=frame[high] - frame[rate],
+                                        arrayminus=frame[rate] - frame[low])))
+    fig.update_layout(title=title, height=height, xaxis_title=x, yaxis_title=y_title, yaxis_range=[0, 1.05],
+                      margin=dict(t=60, l=60, r=20, b=80))
+    return fig

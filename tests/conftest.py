@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["EMOLIB_RUNS"] = tempfile.mkdtemp(prefix="emolib-test-runs-")
     os.environ["EMOLIB_HOME"] = str(ROOT)
+    # chapters save their key numbers here instead of book/<model>/results/ of the checkout
+    os.environ["EMOLIB_RESULTS"] = tempfile.mkdtemp(prefix="emolib-test-results-")
     os.environ["TQDM_DISABLE"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

@@ -109,3 +109,73 @@ def test_nbval_notebooks_match_the_chapters(chapter):
     cells = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     assert [(c.cell_type, c.source) for c in cells] == [(c.cell_type, c.source) for c in source.cells], (
         "tests/notebooks is stale: run `make test-notebooks` and commit the result")
+
+
+def _tiny_book(tmp_path: Path) -> Path:
+    """A project folder whose book holds the tiny executed chapters of tests/notebooks/."""
+    import shutil
+
+    root = tmp_path / "project"
+    (root / "book" / "tiny").mkdir(parents=True)
+    for name in ("_config.yml",):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copy(ROOT / "book" / "intro.md", root / "book" / "intro.md")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    for notebook in (ROOT / "tests" / "notebooks").glob("[0-9]*.ipynb"):
+        shutil.copy(notebook, root / "book" / "tiny" / notebook.name)
+    shutil.copytree(ROOT / "tests" / "notebooks" / "results", root / "book" / "tiny" / "results")
+    return root
+
+
+def test_comparison_and_appendix_run_from_saved_results(tmp_path, monkeypatch):
+    root = _tiny_book(tmp_path)
+    monkeypatch.setenv("EMOLIB_HOME", str(root))
+    results = book.load_results(root / "book")
+    assert set(results["tiny"]) >= {"01_stories", "03_extract", "04_geometry", "07_steering"}
+    timings = book.run_across(root, log=lambda *_: None)
+    assert set(timings) == set(book.ACROSS)
+    comparison = (root / "book" / "comparison.ipynb").read_text()
+    assert "PC1 vs human valence" in comparison and "Anthropic (Claude Sonnet 4.5)" in comparison
+    appendix = (root / "book" / "appendix.ipynb").read_text()
+    assert results["tiny"]["03_extract"]["vectors_sha256"][:16] in appendix
+    toc = book.write_toc(root).read_text()
+    assert toc.index("book/tiny/07_steering") < toc.index("Across models") < toc.index("book/comparison")
+
+
+def test_the_book_builds_offline_and_every_figure_draws_in_chromium(tmp_path, monkeypatch):
+    root = _tiny_book(tmp_path)
+    monkeypatch.setenv("EMOLIB_HOME", str(root))
+    html = book.build(root, log=lambda *_: None)  # raises if any page loads a remote resource
+    pages = sorted(str(p.relative_to(html)) for p in html.glob("book/tiny/*.html"))
+    assert len(pages) == len(book.CHAPTERS)
+    for page in pages:  # the figures reference the one vendored plotly.js, not a CDN
+        text = (html / page).read_text()
+        assert "cdn.plot.ly" not in text
+    if book.find_chromium() is None:
+        pytest.skip("no Chromium on this machine: the self-contained check above ran, the drawing check did not")
+    drawn = book.browser_check(html, pages=pages, log=lambda *_: None)
+    assert drawn["book/tiny/04_geometry.html"] >= 5 and all(count > 0 for count in drawn.values())
+    assert (html.parent / "screenshot-04_geometry.png").stat().st_size > 10_000
+
+
+def test_every_chapter_starts_in_the_project_kernel():
+    """JupyterLab opens the chapters with the kernel their metadata names; it must be this environment."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import start_new_kernel
+
+    names = {nbformat.read(p, 4).metadata["kernelspec"]["name"] for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert names == {"python3"}
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    manager, client = start_new_kernel(kernel_name="python3")
+    outputs: list[dict] = []
+    try:
+        reply = client.execute_interactive("import sys, emolib; print(sys.prefix, emolib.__file__)", timeout=60,
+                                           output_hook=outputs.append)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", spec.argv
+    printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    prefix, module = printed.split()
+    assert Path(prefix).resolve() == Path(sys.prefix).resolve()
+    assert Path(module).resolve().is_relative_to(ROOT)

@@ -1,0 +1,42 @@
+"""The pipeline as chapters 1-3 run it, on the tiny models: stories, dialogues, extraction, vectors.
+
+Run as a subprocess by the kill harness (tests/test_reliability.py), which SIGKILLs it at random
+moments and runs it again until it finishes. Prints one line per stage so the harness can tell where
+each kill landed. Runs under $EMOLIB_RUNS.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from emolib import corpus as C
+from emolib import extract, generate, models
+from emolib import vectors as V
+
+
+def main() -> int:
+    settings = C.CorpusSettings(writer="tiny", max_new_tokens=96)
+    store = C.Corpus(C.corpus_dir("tiny"), settings)
+    topics = C.select_topics(3, 0)
+    writer = generate.make_writer("tiny", "", batch_size=4)
+    print("stage stories", flush=True)
+    C.write_jobs(store, C.story_jobs(settings, C.select_emotions("quick"), topics, 2, 0), writer, batch_size=4,
+                 progress=False)
+    print("stage dialogues", flush=True)
+    C.write_dialogues(store, C.neutral_jobs(settings, topics, 3, 0), writer, batch_size=3, progress=False)
+    print("stage extraction", flush=True)
+    loaded = models.load("tiny")
+    layers = models.check_layers(loaded.profile, "all")
+    activations, _, stories, neutral, _ = extract.extract_corpus(loaded, "tiny", layers, token_budget=256,
+                                                                 shard_texts=4, progress=False,
+                                                                 max_emotion_words=1000)
+    print("stage vectors", flush=True)
+    built = V.build(activations, stories.groupby("emotion")["id"].apply(list).to_dict(), neutral["id"].tolist(),
+                    metadata={"model": "tiny"})
+    built.save(V.vectors_dir("tiny", "tiny"))
+    print("stage done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

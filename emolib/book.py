@@ -35,8 +35,6 @@ HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"
 def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
                  root: Path | None = None, out_dir: Path | None = None, log=print) -> dict[str, float]:
     """Execute `notebooks/<chapter>.ipynb` for `model` into `book/<model>/` (or `out_dir`)."""
-    import papermill
-
     from .models import get_profile
 
     get_profile(model)
@@ -47,28 +45,17 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     timings: dict[str, float] = {}
     check_parameters(root, chapters, parameters or {})
     for chapter in chapters:
-        source = root / "notebooks" / f"{chapter}.ipynb"
-        target = out_dir / f"{chapter}.ipynb"
-        partial = out_dir / f".{chapter}.partial.ipynb"
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
         previous = os.environ.get("EMOLIB_RESULTS")
         os.environ["EMOLIB_RESULTS"] = str(out_dir / "results")  # the kernel inherits it: results land beside
         try:
-            papermill.execute_notebook(str(source), str(partial), parameters={"model": model, **(parameters or {})},
-                                       cwd=str(root), progress_bar=False, kernel_name="python3")
-        except papermill.PapermillExecutionError as error:
-            failed = out_dir / f".{chapter}.failed.ipynb"
-            os.replace(partial, failed)
-            raise EmolibError(f"chapter {chapter} failed for model {model}: {error.ename}: "
-                              f"{_strip_ansi(error.evalue)} (executed notebook kept at {failed})") from None
+            target = _execute(root, chapter, out_dir, {"model": model, **(parameters or {})}, f" for model {model}")
         finally:
             if previous is None:
                 os.environ.pop("EMOLIB_RESULTS", None)
             else:
                 os.environ["EMOLIB_RESULTS"] = previous
-        _hide_parameter_cells(partial)
-        os.replace(partial, target)
         timings[chapter] = round(time.perf_counter() - started, 1)
         shown = target.relative_to(root) if target.is_relative_to(root) else target
         log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
@@ -110,25 +97,32 @@ def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], paramete
                                   f"{default!r}, got {value!r} ({type(value).__name__})")
 
 
-def run_across(root: Path | None = None, log=print) -> dict[str, float]:
-    """Execute the comparison chapter and the appendix into `book/` from the results on disk."""
+def _execute(root: Path, chapter: str, out_dir: Path, parameters: dict[str, Any], context: str = "") -> Path:
+    """papermill `notebooks/<chapter>.ipynb` into `out_dir/<chapter>.ipynb`, replacing it only on success
+    (a failed run is kept as `.<chapter>.failed.ipynb` beside it); parameter cells are tagged hidden."""
     import papermill
 
+    target, partial = out_dir / f"{chapter}.ipynb", out_dir / f".{chapter}.partial.ipynb"
+    try:
+        papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), parameters=parameters,
+                                   cwd=str(root), progress_bar=False, kernel_name="python3")
+    except papermill.PapermillExecutionError as error:
+        failed = out_dir / f".{chapter}.failed.ipynb"
+        os.replace(partial, failed)
+        raise EmolibError(f"chapter {chapter} failed{context}: {error.ename}: "
+                          f"{_strip_ansi(error.evalue)} (executed notebook kept at {failed})") from None
+    _hide_parameter_cells(partial)
+    os.replace(partial, target)
+    return target
+
+
+def run_across(root: Path | None = None, log=print) -> dict[str, float]:
+    """Execute the comparison chapter and the appendix into `book/` from the results on disk."""
     root = root or project_root()
     timings = {}
     for chapter in ACROSS:
-        target, partial = root / "book" / f"{chapter}.ipynb", root / "book" / f".{chapter}.partial.ipynb"
         started = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), cwd=str(root),
-                                       progress_bar=False, kernel_name="python3")
-        except papermill.PapermillExecutionError as error:
-            failed = root / "book" / f".{chapter}.failed.ipynb"
-            os.replace(partial, failed)
-            raise EmolibError(f"chapter {chapter} failed: {error.ename}: {_strip_ansi(error.evalue)} "
-                              f"(executed notebook kept at {failed})") from None
-        _hide_parameter_cells(partial)
-        os.replace(partial, target)
+        _execute(root, chapter, root / "book", {})
         timings[chapter] = round(time.perf_counter() - started, 1)
         log(f"[emolib] {chapter} done in {timings[chapter]:.0f} s -> book/{chapter}.ipynb")
     return timings

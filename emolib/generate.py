@@ -222,28 +222,29 @@ class LocalWriter:
             raise EmolibError("forced tokens need the fast decode loop (fast=True)")
         quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
         bar = tqdm(total=len(prompts), desc=progress, unit="text", **quiet)
-        for chunk in self._batches([len(p) for p in prompts]):
-            self._chunk = torch.tensor(chunk)
-            args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,
-                    repetition_penalty, min_new_tokens)
-            if self.fast:
-                new_ids = self._decode(*args, forcing=[forcing[i] for i in chunk] if forcing else None)
-            else:
-                self.live_rows = self._chunk
-                new_ids = self._hf_generate(*args)
-            for i, new in zip(chunk, new_ids):
-                finished = self.eos_id in new
-                if finished:
-                    new = new[: new.index(self.eos_id)]
-                text = self.loaded.tokenizer.decode(new, skip_special_tokens=True)
-                last = messages_list[i][-1] if not isinstance(messages_list[i], str) else {"role": "text"}
-                if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
-                    text = last["content"] + text
-                results[i] = Generation(text, len(new), finished)
-            bar.update(len(chunk))
-        bar.close()
-        self.live_rows = None
-        del self._chunk
+        try:
+            for chunk in self._batches([len(p) for p in prompts]):
+                args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,
+                        repetition_penalty, min_new_tokens)
+                if self.fast:
+                    new_ids = self._decode(*args, forcing=[forcing[i] for i in chunk] if forcing else None,
+                                           inputs=torch.tensor(chunk))
+                else:
+                    self.live_rows = torch.tensor(chunk)
+                    new_ids = self._hf_generate(*args)
+                for i, new in zip(chunk, new_ids):
+                    finished = self.eos_id in new
+                    if finished:
+                        new = new[: new.index(self.eos_id)]
+                    text = self.loaded.tokenizer.decode(new, skip_special_tokens=True)
+                    last = messages_list[i][-1] if not isinstance(messages_list[i], str) else {"role": "text"}
+                    if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
+                        text = last["content"] + text
+                    results[i] = Generation(text, len(new), finished)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            self.live_rows = None
         return [result for result in results if result is not None]
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
@@ -261,7 +262,8 @@ class LocalWriter:
     @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int, temperature: float,
                 top_p: float, repetition_penalty: float, min_new_tokens: int,
-                forcing: list[Any] | None = None) -> list[list[int]]:
+                forcing: list[Any] | None = None, inputs: torch.Tensor | None = None) -> list[list[int]]:
+        """One batch; `inputs` says which of `generate`'s inputs its rows are (published as `live_rows`)."""
         model, device = self.loaded.model, self.loaded.device
         batch = len(prompts)
         unpadded = len({len(p) for p in prompts}) == 1
@@ -281,7 +283,7 @@ class LocalWriter:
             suffix_ids[row, width - len(suffix):] = torch.tensor(suffix)
             mask[row, shared + width - len(suffix): shared + width] = 1
             positions[row, width - len(suffix):] = torch.arange(shared, shared + len(suffix))
-        chunk = getattr(self, "_chunk", torch.arange(batch))
+        chunk = inputs if inputs is not None else torch.arange(batch)
         if shared:
             self.live_rows = None  # one row stands for the whole batch
             model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,

@@ -233,7 +233,8 @@ def dose_response(loaded: LoadedModel, build: Any, emotions: Sequence[str], alph
     steer_terms = [term for c, (emotion, alpha) in enumerate(conditions)
                    for term in terms(build, {emotion: alpha}, layer, rows=range(c * len(jobs), (c + 1) * len(jobs)))]
     seeds = [seed * 1_000_003 + p * 1009 + s for _, p, s in rows]
-    rendered = [with_bos(loaded.tokenizer, prompts[p]) for _, p, _ in rows]
+    documents = [with_bos(loaded.tokenizer, prompt) for prompt in prompts]
+    rendered = [documents[p] for _, p, _ in rows]
     with steering(loaded, steer_terms, positions=positions, rows_of=writer):
         out = writer.generate(rendered, seeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                               progress="dose-response" if progress else None)

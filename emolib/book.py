@@ -283,10 +283,31 @@ def browser_check(html_dir: Path | None = None, pages: list[str] | None = None, 
     return drawn
 
 
+def write_scale_note(root: Path | None = None) -> Path:
+    """book/_generated/scale.md, included by the intro: which scale produced each model's numbers."""
+    root = root or project_root()
+    lines = ["| model | scale | emotions | topics | kept stories per (emotion, topic) | kept stories per emotion (min / median) | cells at quota |",
+             "|---|---|---|---|---|---|---|"]
+    for model in executed_models(root):
+        path = root / "book" / model / "results" / "01_stories.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        kept = r.get("kept_per_emotion", {})
+        fill = r.get("fill_rate")
+        lines.append(f"| {MODEL_TITLES.get(model, model)} | **{r.get('scale', 'quick (before the balanced design)')}** | "
+                     f"{r.get('emotions', '?')} | {r.get('topics', '?')} | {r.get('per_cell', '-')} | "
+                     f"{kept.get('min', '?')} / {kept.get('median', '?')} | {'-' if fill is None else f'{fill:.1%}'} |")
+    text = ("The numbers in this book come from runs at these scales (`python -m emolib book -p scale full` "
+            "reproduces the full one; `make book` runs the quick one):\n\n" + "\n".join(lines) + "\n")
+    return atomic_write_bytes(root / "book" / "_generated" / "scale.md", text.encode())
+
+
 def build(root: Path | None = None, log=print) -> Path:
     """Build the HTML book from the executed chapters (no execution), and check it loads nothing remote."""
     root = root or project_root()
     write_toc(root)
+    write_scale_note(root)
     vendor_assets(root)
     command = [sys.executable, "-m", "jupyter_book", "build", "--all", str(root)]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))

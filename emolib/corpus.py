@@ -98,7 +98,30 @@ STORY_PROMPT = (
     "sensations and body language, what they say and how, what they think, and the situation. {form}\n\n"
     "Topic: {topic}\nEmotion: {emotion}"
 )
+# Wordings compared in benchmarks/prompts.py (chosen by story fidelity and leak rate, never by the analysed
+# model). "label" is the original: the emotion reaches the writer only as a trailing label. The others
+# put it inside the instruction sentence, still after the fixed rules, so the shared prefix stays long.
+STORY_PROMPT_FEELS = (
+    "Write {what} of about 120 words on the topic below. {form} Show the feeling only through what the "
+    "character does, their body sensations and body language, what they say and how, what they think, and the "
+    "situation.\n\nTopic: {topic}\nWrite about a character who feels {emotion}. Never write the word \"{emotion}\" or a direct "
+    "synonym of it."
+)
+STORY_PROMPT_STRONG = (
+    "Write {what} of about 120 words on the topic below. {form} Show the feeling only through what the "
+    "character does, their body sensations and body language, what they say and how, what they think, and the "
+    "situation.\n\nTopic: {topic}\nThe main character feels {emotion}, strongly, from the first sentence to the last: everything "
+    "they do, say and notice shows it. Never write the word \"{emotion}\" or a direct synonym of it."
+)
+STORY_PROMPTS = {"label": STORY_PROMPT, "feels": STORY_PROMPT_FEELS, "strong": STORY_PROMPT_STRONG}
 STORY_FORM_ONE = "The story is one paragraph."
+
+
+def story_prompt(name: str) -> str:
+    """A story wording by name (see STORY_PROMPTS)."""
+    if name not in STORY_PROMPTS:
+        raise EmolibError(f"unknown story prompt {name!r}; choose one of: {', '.join(STORY_PROMPTS)}")
+    return STORY_PROMPTS[name]
 STORY_FORM_MANY = ("Each story is one paragraph and starts fresh, with new characters. Mix first- and third-person "
                    "narration and vary the wording. Put the line {marker} before each story.")
 # Neutral dialogues are built turn by turn: the writer drafts the person's message from these
@@ -141,11 +164,14 @@ class CorpusSettings:
     person_next_prompt: str = PERSON_NEXT_PROMPT
     neutral_system: str = NEUTRAL_SYSTEM
     dialogue_topic: str = DIALOGUE_TOPIC
+    # The local writer penalises repeats of generated tokens only (not of the prompt's words).
+    repetition_scope: str = "generated"
 
     STORY_FIELDS = ("writer", "stories_per_prompt", "temperature", "top_p", "repetition_penalty", "max_new_tokens",
-                    "story_prompt")
+                    "story_prompt", "repetition_scope")
     NEUTRAL_FIELDS = ("writer", "dialogue_temperature", "top_p", "repetition_penalty", "person_tokens", "ai_tokens",
-                      "person_first_prompt", "person_next_prompt", "neutral_system", "dialogue_topic")
+                      "person_first_prompt", "person_next_prompt", "neutral_system", "dialogue_topic",
+                      "repetition_scope")
 
     def for_kind(self, kind: str) -> dict[str, Any]:
         """The settings that decide the text of one kind of record ("story" or "neutral")."""
@@ -194,6 +220,7 @@ class Job:
     messages: list[dict] = field(hash=False, compare=False)
     emotion: str | None = None
     n_exchanges: int | None = None
+    attempt: int = 0  # the balanced design's retry round (emolib.design)
 
 
 def story_jobs(settings: CorpusSettings, emotions: list[str], topics: list[tuple[int, str]],
@@ -398,9 +425,42 @@ def find_leaks(text: str, emotion: str) -> list[str]:
     return list(dict.fromkeys(match.group(0).lower() for match in leak_pattern(emotion).finditer(text)))
 
 
-def find_emotion_words(text: str, emotions: Iterable[str] | None = None) -> list[str]:
-    """Which of the emotion words (any form) occur in `text`: the neutral dialogues' check."""
-    return [emotion for emotion in (emotions or load_emotions()) if leak_pattern(emotion).search(text)]
+# Set phrases in which an emotion word carries no emotion: an assistant's politeness and everyday
+# idiom ("happy to help", "kind of", "I'd love to", "I hope this helps"). They are blanked before the
+# neutral dialogues' emotion-word check, which used to drop 28 % of dialogues for them.
+_IDIOMS = re.compile("|".join([
+    r"\b(?:happy|pleased)\s+to\s+(?:help|assist|answer|explain|provide|clarify|share|guide|be\s+of)\b",
+    r"\bkinds?\s+of\b",
+    r"\b(?:what|which|this|that|any|some|every|all|the|a|one|other|same|different|these|those|many|various|several)\s+kinds?\b",
+    r"\b(?:i'd|i\s+would|we'd|we\s+would|would|you'd|you\s+would)\s+love\s+to\b",
+    r"\bsorry\s+(?:for|about)\s+(?:any|the)\s+(?:confusion|inconvenience|misunderstanding)\b",
+    r"\bhope\s+(?:this|that|it)\s+helps\b",
+    r"\btable\s+of\s+contents\b", r"\bcontents?\s+of\b",
+]), re.IGNORECASE)
+# Emotion words whose everyday sense is factual ("safe to eat", "the file's content", "a patient", "stay
+# alert", "a sensitive setting"): they count only said of a person ("you feel safe", "I'm content").
+_FACTUAL_SENSE = {"alert", "content", "dependent", "hurt", "kind", "patient", "safe", "sensitive", "stuck", "tired",
+                  "trapped"}
+_PERSONAL = (r"\b(?:i|you|we|they|he|she|i'm|you're|we're|they're|he's|she's)\s+"
+             r"(?:(?:should|will|would|can|could|may|might|must|do|don't|did)\s+)?(?:(?:not|never)\s+)?(?:(?:am|are|is|was|were|feel|feels|felt|be|get|got|seem|seemed|become|became)\s+)?"
+             r"(?:(?:so|very|really|quite|a\s+bit|more|less|too)\s+)?")
+
+
+@lru_cache(maxsize=None)
+def _personal_pattern(emotion: str) -> re.Pattern:
+    return re.compile(_PERSONAL + leak_pattern(emotion).pattern, re.IGNORECASE)
+
+
+def find_emotion_words(text: str, emotions: Iterable[str] | None = None, sense_aware: bool = True) -> list[str]:
+    """Which of the emotion words (any form) occur in `text`: the neutral dialogues' check.
+
+    `sense_aware` (the default) skips set phrases (`_IDIOMS`) and counts words with an everyday factual
+    sense (`_FACTUAL_SENSE`) only when said of a person; False is the plain word match."""
+    if not sense_aware:
+        return [emotion for emotion in (emotions or load_emotions()) if leak_pattern(emotion).search(text)]
+    text = _IDIOMS.sub(" ", text)
+    return [emotion for emotion in (emotions or load_emotions())
+            if (_personal_pattern(emotion) if emotion in _FACTUAL_SENSE else leak_pattern(emotion)).search(text)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -649,6 +709,9 @@ def records_frame(corpus: Corpus, jobs: list[Job] | None, tokenizer: Any, min_to
     if frame.empty:
         return frame
     texts = frame["text"].tolist()
+    if "emotion_words" in frame:  # the neutral rule is applied when read, so a changed rule needs no rewrite
+        frame["emotion_words"] = [find_emotion_words(text) if kind == "neutral" else words
+                                  for kind, text, words in zip(frame["kind"], texts, frame["emotion_words"])]
     frame["n_tokens"] = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
     status = []
     for row in frame.itertuples():
@@ -679,6 +742,11 @@ def kept_texts(corpus: Corpus, tokenizer: Any, emotions: str | Iterable[str] = "
         raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
     kept = frame[frame["status"] == "kept"]
     stories = kept[kept["kind"] == "story"]
+    from .design import Design, balanced_selection
+
+    design = Design.load(corpus.folder)
+    if design is not None:  # the balanced design chapter 01 wrote: its cells, capped at the quota
+        stories, _ = balanced_selection(frame, design)
     if emotions != "all":
         stories = stories[stories["emotion"].isin(select_emotions(emotions))]
     neutral = kept[kept["kind"] == "neutral"]

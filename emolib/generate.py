@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .errors import EmolibError, WriterError
@@ -94,14 +95,14 @@ def sample_next(logits: torch.Tensor, history: torch.Tensor | None, temperature:
                 candidates: int = 1024) -> torch.Tensor:
     """One token per row: repetition penalty (HF semantics), temperature, nucleus, per-row RNG.
 
-    `history` holds each row's prompt and generated tokens (padded with a token already in the row):
-    the penalty is gathered and scattered over those positions only, as transformers does.
+    `history` holds the tokens each row has generated so far (None or empty: no penalty): the penalty is
+    gathered and scattered over those positions only, as transformers does with `prompt_ignore_length`.
 
     The nucleus is searched among the top `candidates` tokens (a `topk`, not a 49k-wide sort); a row
     whose nucleus is wider than that is sorted in full, so the result is exact either way.
     """
     logits = logits.float()
-    if repetition_penalty != 1.0 and history is not None:
+    if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
         scores = logits.gather(1, history)
         scores = torch.where(scores < 0, scores * repetition_penalty, scores / repetition_penalty)
         logits = logits.scatter(1, history, scores)
@@ -294,11 +295,10 @@ class LocalWriter:
         out = model(input_ids=suffix_ids.to(device), attention_mask=mask[:, :shared + width],
                     position_ids=positions.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
-        history = write_at = None
-        if repetition_penalty != 1.0:  # each row's tokens so far, padded with its own first token
-            history = torch.tensor([p + [p[0]] * (max(map(len, prompts)) + max_new_tokens - len(p)) for p in prompts],
-                                   device=device)
-            write_at = torch.tensor([len(p) for p in prompts], device=device)
+        # The repetition penalty sees generated tokens only (the prompt's words are the topic and the
+        # instructions, which a story should be free to use). Live rows decode in lockstep, so after
+        # `step` steps every row has exactly `step` tokens here: no padding is needed.
+        history = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device) if repetition_penalty != 1.0 else None
         generators = None
         if temperature > 0:
             generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
@@ -310,7 +310,8 @@ class LocalWriter:
         for step in range(max_new_tokens):
             if step < min_new_tokens:
                 logits[:, self.eos_id] = float("-inf")
-            tokens = sample_next(logits, history, temperature, top_p, repetition_penalty, generators)
+            seen = history[:, :step] if history is not None and step > 0 else None
+            tokens = sample_next(logits, seen, temperature, top_p, repetition_penalty, generators)
             token_list = tokens.tolist()
             if forcing is not None:  # queued tokens replace the sample; a sampled token may queue more
                 for live, row in enumerate(rows.tolist()):
@@ -328,8 +329,7 @@ class LocalWriter:
             if step == max_new_tokens - 1 or len(done) == len(token_list):
                 break
             if history is not None:
-                history[torch.arange(len(token_list), device=device), write_at] = tokens
-                write_at = write_at + 1
+                history[:, step] = tokens
             mask[:, length] = 1
             length += 1
             if done and self.drop_finished:
@@ -337,7 +337,7 @@ class LocalWriter:
                 cache.batch_select_indices(keep.to(device))
                 rows, tokens, mask, next_position = rows[keep], tokens[keep.to(device)], mask[keep], next_position[keep]
                 if history is not None:
-                    history, write_at = history[keep.to(device)], write_at[keep.to(device)]
+                    history = history[keep.to(device)]
                 if generators is not None:
                     generators = [generators[i] for i in keep.tolist()]
             self.live_rows = chunk[rows]
@@ -359,13 +359,15 @@ class LocalWriter:
             input_ids[row, width - len(prompt):] = torch.tensor(prompt)
             attention[row, width - len(prompt):] = 1
         torch.manual_seed(_mix_seeds(seeds))
+        # the penalty counts generated tokens only, as the fast path does (prompt_ignore_length)
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=width)]
+                                         if repetition_penalty != 1.0 else [])
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device),
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
-            repetition_penalty=repetition_penalty if repetition_penalty != 1.0 else None,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+            logits_processor=processors, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
         )
         return [row[width:].tolist() for row in output]
 

@@ -297,11 +297,17 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],
-                  valence: pd.Series, neutral_basis: np.ndarray | None = None, midpoint: float | None = None) -> dict:
+                  valence: pd.Series, neutral_basis: np.ndarray | None = None, midpoint: float | None = None,
+                  centre_topics: bool = False) -> dict:
     """Held-out valence: build vectors from the training topics, orient their PC1 with human valence,
     then score held-out stories on it. AUROC for telling stories of pleasant emotions (rated above the
-    scale's midpoint) from unpleasant ones, and r between story scores and their emotion's rating."""
+    median) from unpleasant ones, r between story scores and their emotion's rating, and the accuracy of
+    a 2-way logistic probe (pleasant vs unpleasant) on the same folds against the majority share."""
     x = np.asarray(acts, np.float64)
+    if centre_topics:
+        from .reliability import topic_centre
+
+        x = topic_centre(x, topics)
     midpoint = float(np.median(valence.values)) if midpoint is None else midpoint
     rated = np.array([emotions[i] in valence.index for i in labels])
     scores = np.full(len(labels), np.nan)
@@ -319,8 +325,18 @@ def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
     from sklearn.metrics import roc_auc_score
 
     keep = rated & ~np.isnan(scores)
+    from sklearn.linear_model import LogisticRegression
+
+    pleasant = truth > midpoint
+    hits = []
+    for train, test in topic_folds(np.asarray(topics)[rated]):
+        xs, ys = x[rated], pleasant[rated]
+        model = LogisticRegression(C=0.05, max_iter=500).fit(xs[train] / np.linalg.norm(xs[train], axis=1, keepdims=True), ys[train])
+        hits.append(model.predict(xs[test] / np.linalg.norm(xs[test], axis=1, keepdims=True)) == ys[test])
+    hits = np.concatenate(hits)
     return {"auroc": float(roc_auc_score(truth[keep] > midpoint, scores[keep])),
-            "r": pearson(scores[keep], truth[keep]), "stories": int(keep.sum()), "midpoint": midpoint}
+            "r": pearson(scores[keep], truth[keep]), "stories": int(keep.sum()), "midpoint": midpoint,
+            "two_way_accuracy": float(hits.mean()), "majority": float(max(pleasant[rated].mean(), 1 - pleasant[rated].mean()))}
 
 
 def topic_folds(topics: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -336,15 +352,21 @@ def _topk_hits(scores: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
 
 def probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_classes: int, kind: str = "nearest",
           shuffle: bool = False, neutral_basis: np.ndarray | None = None, seed: int = 0,
-          c: float = 0.05) -> ProbeResult:
+          c: float = 0.05, centre_topics: bool = False) -> ProbeResult:
     """Classify each story's emotion from its activations, trained only on stories of other topics.
 
     kind="nearest": cosine to emotion vectors built from the training stories (mean minus mean over
     emotions, denoised like the real vectors). kind="logistic": multinomial logistic regression on
     standardised activations. shuffle=True permutes the training labels: the control.
+    centre_topics=True subtracts each topic's mean over its own stories first (the held-out topic too:
+    no labels are used), so a test story is not shifted by its unseen topic's offset.
     """
     rng = np.random.default_rng(seed)
     x = np.asarray(acts, np.float64)
+    if centre_topics:
+        from .reliability import topic_centre
+
+        x = topic_centre(x, topics)
     hits1, hits5 = [], []
     for train, test in topic_folds(topics):
         y = labels[train].copy()
@@ -377,13 +399,15 @@ def probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_classes
         hits1.append(_topk_hits(scores, labels[test], 1))
         hits5.append(_topk_hits(scores, labels[test], 5))
     h1, h5 = np.concatenate(hits1), np.concatenate(hits5)
-    name = {"nearest": "nearest emotion vector", "logistic": "logistic regression"}[kind] + (" (shuffled labels)" if shuffle else "")
+    name = ({"nearest": "nearest emotion vector", "logistic": "logistic regression"}[kind]
+            + (", topic-centred" if centre_topics else "") + (" (shuffled labels)" if shuffle else ""))
     return ProbeResult(name, float(h1.mean()), float(h5.mean()), len(h1), 1 / n_classes, min(5, n_classes) / n_classes)
 
 
 def layer_summary(build, valence: pd.Series, arousal: pd.Series, n_boot: int = 100, seed: int = 0) -> pd.DataFrame:
-    """Per layer: PC1/PC2 variance, and their oriented correlations with valence/arousal with bootstrap
-    intervals (estimate +- 1.96 SE over resampled stories)."""
+    """Per layer: PC1/PC2 variance, and their correlations with valence/arousal (PCs oriented by the fixed
+    anchor emotions, never by the ratings) with bootstrap intervals (estimate +- 1.96 SE over resampled
+    stories)."""
     emotions = build.denoised.emotions
     ids = [i for e in emotions for i in build.stories[e]]
     labels = np.array([k for k, e in enumerate(emotions) for _ in build.stories[e]])
@@ -391,8 +415,10 @@ def layer_summary(build, valence: pd.Series, arousal: pd.Series, n_boot: int = 1
     v_rows = [emotions.index(e) for e in valence.index]
     a_rows = [emotions.index(e) for e in arousal.index]
     rows = []
+    from .reliability import orient_by_anchors
+
     for slot, layer in enumerate(build.denoised.layers):
-        result = orient(pca(build.denoised.at(layer).numpy(), emotions), {0: valence, 1: arousal})
+        result = orient_by_anchors(pca(build.denoised.at(layer).numpy(), emotions))
         r_val = pearson(result.scores[v_rows, 0], valence.values)
         r_aro = pearson(result.scores[a_rows, 1], arousal.values)
         boot = bootstrap(means[:, slot].numpy(), labels, emotions, build.neutral_basis(layer), result, valence, arousal,

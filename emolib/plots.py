@@ -207,3 +207,35 @@ def rate_bars(frame, x: str, title: str, *, rate: str = "rate", low: str = "low"
     fig.update_layout(title=title, height=height, xaxis_title=x, yaxis_title=y_title, yaxis_range=[0, 1.05],
                       margin=dict(t=60, l=60, r=20, b=80))
     return fig
+
+
+def scaling(curve, fits: dict, title: str, height: int = 460) -> go.Figure:
+    """Subsampled r per stories-per-emotion (mean and 95 % band over draws) with each fitted attenuation
+    curve drawn out to where it predicts r = 0.8 (or 4x the largest n measured)."""
+    import numpy as np
+
+    fig = go.Figure()
+    palette = {"r_valence": "#1f77b4", "r_arousal": "#d62728"}
+    names = {"r_valence": "r(PC1, valence)", "r_arousal": "r(PC2, arousal)"}
+    for measure, colour in palette.items():
+        summary = curve.groupby("n")[measure].agg(["mean", lambda s: s.quantile(0.025), lambda s: s.quantile(0.975)])
+        summary.columns = ["mean", "low", "high"]
+        n = summary.index.to_numpy()
+        fig.add_trace(go.Scatter(x=list(n) + list(n)[::-1], y=list(summary["high"]) + list(summary["low"])[::-1],
+                                 fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False))
+        fig.add_trace(go.Scatter(x=n, y=summary["mean"], mode="markers+lines", name=f"{names[measure]} (measured)",
+                                 line=dict(color=colour)))
+        fit = fits.get(measure, {})
+        if fit.get("r_inf") is not None:
+            needed = fit["stories_needed"].get("0.8")
+            end = max(4 * n.max(), min(needed or 0, 50 * n.max()))
+            grid = np.geomspace(1, end, 80)
+            rho = fit["rho"]
+            fig.add_trace(go.Scatter(x=grid, y=fit["r_inf"] * np.sqrt(grid * rho / (1 + (grid - 1) * rho)), mode="lines",
+                                     name=f"{names[measure]} (fit, r∞ = {fit['r_inf']:.2f})",
+                                     line=dict(color=colour, dash="dash")))
+    fig.add_hline(y=0.8, line_dash="dot", annotation_text="r = 0.8 (Anthropic's valence: 0.81)")
+    fig.update_layout(title=title, height=height, xaxis_type="log", xaxis_title="stories per emotion (log scale)",
+                      yaxis_title="Pearson r with human ratings", margin=dict(t=60, l=60, r=20, b=60))
+    return fig

@@ -264,6 +264,7 @@ class VectorBuild:
     stories: dict[str, list[str]]  # emotion -> story ids
     neutral_ids: list[str]
     activations: str  # the ActivationStore folder
+    topics: dict[str, int] | None = None  # story id -> topic index (what the corpus recorded)
 
     def save(self, folder: str | Path) -> Path:
         """vectors(.safetensors/.json), vectors_raw, neutral_pcs.safetensors and texts.json in `folder`."""
@@ -279,7 +280,7 @@ class VectorBuild:
         atomic_write_bytes(folder / "neutral_pcs.safetensors",
                            save(tensors, metadata={"k": json.dumps(dict(zip(map(str, self.pcs.layers), self.pcs.k)))}))
         atomic_write_json(folder / "texts.json", {"stories": self.stories, "neutral": self.neutral_ids,
-                                                 "activations": self.activations})
+                                                 "activations": self.activations, "topics": self.topics})
         return folder
 
     @classmethod
@@ -300,7 +301,7 @@ class VectorBuild:
         texts = json.loads((folder / "texts.json").read_text())
         norms = {int(k): v for k, v in denoised.metadata.get("residual_norm", {}).items()}
         return cls(raw, denoised, pcs, denoised.metadata.get("counts", {}), norms, texts["stories"], texts["neutral"],
-                   texts["activations"])
+                   texts["activations"], texts.get("topics"))
 
     def store(self):
         from .extract import ActivationStore
@@ -311,7 +312,7 @@ class VectorBuild:
         """Per-story activations at one layer: (acts (N, d), emotion index (N,), topic (N,), ids)."""
         ids = [text_id for emotion in self.denoised.emotions for text_id in self.stories[emotion]]
         labels = np.array([i for i, emotion in enumerate(self.denoised.emotions) for _ in self.stories[emotion]])
-        topics = np.array([int(text_id.split("/")[2]) for text_id in ids])
+        topics = np.array([self.topics[text_id] if self.topics else int(text_id.split("/")[2]) for text_id in ids])
         means, _ = self.store().load(ids)
         return means[:, self.denoised.layer_index(layer)].numpy(), labels, topics, ids
 
@@ -321,8 +322,18 @@ class VectorBuild:
 
 
 def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str], *, variance: float = 0.5,
-          k: int | None = None, metadata: dict | None = None) -> VectorBuild:
-    """Emotion vectors from an ActivationStore: `stories` maps emotion -> text ids; streams shard by shard."""
+          k: int | None = None, metadata: dict | None = None, weights: dict[str, float] | None = None,
+          topics: dict[str, int] | None = None, centre_topics: bool = False) -> VectorBuild:
+    """Emotion vectors from an ActivationStore: `stories` maps emotion -> text ids; streams shard by shard.
+
+    `weights` (text id -> weight, default 1) makes an emotion's mean a weighted one: the balanced design
+    gives a story of a cell short of its quota the weight quota / kept, so every topic counts equally
+    (emolib.design.cell_weights); full cells weigh exactly 1, so a balanced corpus gets plain means.
+    `topics` (text id -> topic) is kept with the build; `centre_topics=True` subtracts each topic's mean
+    activation (over all its stories) before the emotion means — in a balanced design this cancels in
+    "minus the mean over emotions", so it is a robustness option, recorded in the metadata."""
+    if centre_topics and not topics:
+        raise EmolibError("centre_topics needs each story's topic (topics={id: topic})")
     emotions = [e for e, ids in stories.items() if ids]
     if len(emotions) < 2:
         raise EmolibError("vectors need stories for at least 2 emotions (each is its mean minus the mean of all)")
@@ -332,28 +343,48 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     sums = counts = norm_sum = None
     norm_count = 0
     seen: dict[str, int] = {e: 0 for e in emotions}
+    weight_sum = torch.zeros(len(emotions), dtype=torch.float64)
+    weights = weights or {}
+    topic_order = sorted(set(topics.values())) if centre_topics and topics else []
+    topic_sums: torch.Tensor | None = None
+    topic_counts = torch.zeros(len(topic_order), dtype=torch.float64)
+    mix = torch.zeros((len(emotions), len(topic_order)), dtype=torch.float64)  # each emotion's weighted topics
     for ids, means, norms in store.iter_shards(set(label)):
         if sums is None:
             sums = torch.zeros((len(emotions), *means.shape[1:]), dtype=torch.float64)
             norm_sum = torch.zeros(means.shape[1], dtype=torch.float64)
         for i, text_id in enumerate(ids):
             slot = emotions.index(label[text_id])
-            sums[slot] += means[i].double()
+            weight = weights.get(text_id, 1.0)
+            sums[slot] += means[i].double() * weight if weight != 1.0 else means[i].double()
+            weight_sum[slot] += weight
             seen[label[text_id]] += 1
+            if topic_order:
+                t = topic_order.index(topics[text_id])
+                if topic_sums is None:
+                    topic_sums = torch.zeros((len(topic_order), *means.shape[1:]), dtype=torch.float64)
+                topic_sums[t] += means[i].double()
+                topic_counts[t] += 1
+                mix[slot, t] += weight
         norm_sum += norms.double().sum(dim=0)
         norm_count += len(ids)
     missing = [e for e in emotions if seen[e] == 0]
     if sums is None or missing:
         raise EmolibError(f"no activations for {len(missing) or len(emotions)} emotions (e.g. {(missing or emotions)[0]}); "
                           "run the extraction first")
-    counts = torch.tensor([seen[e] for e in emotions], dtype=torch.float64)
-    means = (sums / counts[:, None, None]).float()
+    means = sums / weight_sum[:, None, None]
+    if topic_order:  # minus each emotion's (weighted) average of its topics' means
+        topic_means = topic_sums / topic_counts[:, None, None]
+        means = means - torch.einsum("et,tld->eld", mix / mix.sum(1, keepdim=True), topic_means)
+    means = means.float()
     raw_vectors = means - means.mean(dim=0, keepdim=True)
     neutral, _ = store.load(list(neutral_ids))
     pcs = neutral_pcs(neutral, layers, variance, k)
     residual_norm = {layer: float(norm_sum[slot] / norm_count) for slot, layer in enumerate(layers)}
     meta = {**(metadata or {}), "counts": seen, "residual_norm": {str(k_): v for k_, v in residual_norm.items()},
-            "construction": "emotion mean minus the mean over emotions (unweighted)",
+            "construction": "emotion mean minus the mean over emotions (unweighted)" if not weights else
+                            "emotion mean (each topic weighted equally) minus the mean over emotions",
+            "topic_centred": bool(centre_topics),
             "neutral_texts": len(neutral_ids)}
     raw = EmotionVectors(emotions, layers, raw_vectors, {**meta, "denoised": False})
     denoised = EmotionVectors(emotions, layers, project_out(raw_vectors, pcs), {
@@ -362,4 +393,4 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     # relative to the runs folder where possible, so a moved runs folder still resolves
     activations = str(folder.relative_to(runs)) if folder.is_relative_to(runs) else str(folder)
     return VectorBuild(raw, denoised, pcs, seen, residual_norm, {e: list(stories[e]) for e in emotions},
-                       list(neutral_ids), activations)
+                       list(neutral_ids), activations, dict(topics) if topics else None)

@@ -229,3 +229,16 @@ def test_chat_script_inserts_markers_and_ends_after_the_last_answer():
     assert script.after(3) == [] and not script.finished
     assert script.after(3) == [9] and script.finished
     assert script.turns == [[5], [6, 6], [4, 4, 4], [3, 3]]
+
+
+@pytest.mark.parametrize("text,plain,sense_aware", [
+    ("I'm happy to help. What kind of oven do you have?", ["happy", "kind"], []),
+    ("I'd love to explain it. I hope this helps.", ["hope", "hopeful", "loving"], []),
+    ("The water is safe to drink; check the content of the label.", ["content", "safe"], []),
+    ("Sorry for any confusion. Stay alert while driving. A patient should rest.", ["alert", "patient", "sorry"], []),
+    ("You should feel safe now. I am so happy for you, and grateful.", ["grateful", "happy", "safe"], ["grateful", "happy", "safe"]),
+    ("They felt content and at ease, but I'm tired.", ["at ease", "content", "tired"], ["at ease", "content", "tired"]),
+])
+def test_the_neutral_rule_skips_idioms_but_not_feelings(text, plain, sense_aware):
+    assert sorted(C.find_emotion_words(text, sense_aware=False)) == plain
+    assert sorted(C.find_emotion_words(text)) == sense_aware

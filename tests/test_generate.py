@@ -214,3 +214,23 @@ def test_long_prompts_make_smaller_batches(tiny_llama):
         longest = max([10, 50, 12, 40, 11, 30, 9][i] for i in batch)
         assert len(batch) <= 4 and (len(batch) * longest <= 100 or len(batch) == 1)
     assert batches[0] == [6, 0, 4, 2]  # shortest first
+
+
+def test_the_repetition_penalty_ignores_the_prompt(tiny_llama):
+    """The penalty counts generated tokens only: a first token that already occurs in the prompt is
+    still chosen under a huge penalty (the old rule, prompt included, would have pushed it away)."""
+    import torch
+
+    writer = generate.LocalWriter(tiny_llama, batch_size=4, quantize=None)
+    vocab = len(writer.loaded.tokenizer)
+    rng = torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(20):
+        prompt = torch.randint(3, vocab, (40,), generator=rng).tolist()
+        plain = writer._decode([prompt], [0], 2, 0.0, 1.0, 1.0, 0)[0]
+        if plain[0] not in prompt:
+            continue
+        penalised = writer._decode([prompt], [0], 2, 0.0, 1.0, 100.0, 0)[0]
+        assert penalised[0] == plain[0]
+        checked += 1
+    assert checked, "no prompt whose greedy first token occurs in the prompt"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from emolib import corpus as C
+from emolib import design as D
 from emolib import extract, generate, models
 from emolib import vectors as V
 
@@ -20,8 +21,10 @@ def main() -> int:
     topics = C.select_topics(3, 0)
     writer = generate.make_writer("tiny", "", batch_size=4)
     print("stage stories", flush=True)
-    C.write_jobs(store, C.story_jobs(settings, C.select_emotions("quick"), topics, 2, 0), writer, batch_size=4,
-                 progress=False)
+    # the balanced design: a random model's stories are often short or leak, so cells get retries
+    design = D.Design(C.select_emotions("quick"), [i for i, _ in topics], per_cell=2, max_attempts=3)
+    stats = D.write_balanced(store, design, writer, models.load_tokenizer("tiny"), batch_size=4, progress=False)
+    print(f"retry rounds {len(stats['rounds']) - 1}", flush=True)
     print("stage dialogues", flush=True)
     C.write_dialogues(store, C.neutral_jobs(settings, topics, 3, 0), writer, batch_size=3, progress=False)
     print("stage extraction", flush=True)

@@ -1,0 +1,195 @@
+"""The balanced story design: every (emotion, topic) cell holds the same number of kept stories.
+
+Stories that leak their emotion word, are too short for the token rule or come back empty are not
+simply dropped (that left "loving" with 1 story and let its topic become its vector): their cell is
+rewritten with fresh seeds until it holds its quota, for at most `max_attempts` rounds.
+
+Determinism, so that a killed run resumes bit-identically:
+- attempt 0 of a cell is the plain job `story/<emotion>/<topic>/<sample>`;
+- the retries of round a >= 1 are `story/<emotion>/<topic>/r<a>.<j>`, with a seed that follows from
+  that id, and *how many* a cell gets in round a depends only on the records of rounds < a — which
+  are complete before round a is planned, also after a resume.
+The design is saved beside the corpus (`design.json`), so extraction reads exactly the balanced
+selection: the first `per_cell` kept stories of each cell, in attempt order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .corpus import Corpus, CorpusSettings, Job, _stable_int, records_frame, select_emotions, select_topics, story_jobs
+from .errors import EmolibError
+from .io import atomic_write_json
+
+DESIGN_FILE = "design.json"
+
+# What each scale writes with the embedded writer on 2 cores (measured numbers are in the README).
+SCALES: dict[str, dict[str, int]] = {
+    "quick": {"n_topics": 6, "per_cell": 1},  # 6 stories per emotion
+    "full": {"n_topics": 12, "per_cell": 2},  # 24 stories per emotion
+}
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which cells the analysis uses and how many kept stories each must hold."""
+
+    emotions: list[str]
+    topics: list[int]  # topic indices (into the 100 topics)
+    per_cell: int
+    max_attempts: int = 6
+    seed: int = 0
+    scale: str = "custom"
+
+    @classmethod
+    def from_scale(cls, scale: str, emotions: str | list[str] = "all", n_topics: int = 0, per_cell: int = 0,
+                   max_attempts: int = 6, seed: int = 0) -> "Design":
+        """A scale's defaults, with `n_topics` / `per_cell` overriding them when > 0."""
+        if scale not in SCALES:
+            raise EmolibError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+        for name, value in (("n_topics", n_topics), ("per_cell", per_cell), ("max_attempts", max_attempts)):
+            if not isinstance(value, int) or value < 0:
+                raise EmolibError(f"{name} must be a whole number >= 0 (0: the scale's default), got {value!r}")
+        chosen = SCALES[scale]
+        topics = select_topics(n_topics or chosen["n_topics"], seed)
+        name = scale if not (n_topics or per_cell) else f"{scale} (custom)"
+        return cls(select_emotions(emotions), [i for i, _ in topics], per_cell or chosen["per_cell"],
+                   max(1, max_attempts), seed, name)
+
+    @property
+    def stories_per_emotion(self) -> int:
+        return len(self.topics) * self.per_cell
+
+    def topic_pairs(self) -> list[tuple[int, str]]:
+        from .corpus import load_topics
+
+        texts = load_topics()
+        return [(i, texts[i]) for i in self.topics]
+
+    def save(self, folder: str | Path) -> Path:
+        return atomic_write_json(Path(folder) / DESIGN_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Design | None":
+        path = Path(folder) / DESIGN_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise EmolibError(f"{path} is not a design file emolib wrote ({error}); delete it and rerun chapter 01") from error
+
+
+def retry_jobs(settings: CorpusSettings, design: Design, attempt: int, need: dict[tuple[str, int], int]) -> list[Job]:
+    """Round `attempt` (>= 1): for each short cell, enough prompts for the stories it still needs."""
+    texts = dict(design.topic_pairs())
+    jobs = []
+    for (emotion, topic_index), missing in sorted(need.items()):
+        for j in range(math.ceil(missing / settings.stories_per_prompt)):
+            job_id = f"story/{emotion}/{topic_index:03d}/r{attempt}.{j}"
+            jobs.append(Job(job_id, "story", topic_index, texts[topic_index], j, _stable_int(f"{design.seed}/{job_id}"),
+                            settings.story_messages(emotion, texts[topic_index]), emotion=emotion, attempt=attempt))
+    return jobs
+
+
+def first_jobs(settings: CorpusSettings, design: Design) -> list[Job]:
+    """Attempt 0: one prompt per story slot of every cell (several stories per prompt share one)."""
+    prompts = math.ceil(design.per_cell / settings.stories_per_prompt)
+    return story_jobs(settings, design.emotions, design.topic_pairs(), prompts, design.seed)
+
+
+def attempt_of(job_id: str) -> int:
+    """The retry round a stored story's job belongs to (0: the first attempt)."""
+    last = job_id.split("/")[3]
+    return int(last[1:].split(".")[0]) if last.startswith("r") else 0
+
+
+def kept_per_cell(frame: Any, design: Design, before_attempt: int | None = None) -> dict[tuple[str, int], int]:
+    """Kept stories per cell of the design (only those of rounds < `before_attempt` when given)."""
+    counts = {(e, t): 0 for e in design.emotions for t in design.topics}
+    if frame is None or frame.empty:
+        return counts
+    stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
+    for emotion, topic, job in zip(stories["emotion"], stories["topic_index"], stories["job"]):
+        if (emotion, topic) in counts and (before_attempt is None or attempt_of(job) < before_attempt):
+            counts[(emotion, topic)] += 1
+    return counts
+
+
+def write_balanced(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, *, batch_size: int = 32,
+                   progress: bool = True, on_round: Callable[[int, int], None] | None = None,
+                   write: Callable[..., dict] | None = None) -> dict[str, Any]:
+    """Write attempt 0 of every cell, then retry short cells round by round until each holds its quota.
+
+    `tokenizer` is the analysed model's (the length rule counts its tokens). Returns per-round counts.
+    """
+    from .corpus import write_jobs
+
+    write = write or write_jobs
+    settings = corpus.settings
+    if settings is None:
+        raise EmolibError("write_balanced needs a corpus opened with CorpusSettings")
+    design.save(corpus.folder)
+    rounds = []
+    jobs = first_jobs(settings, design)
+    totals = {"generated_tokens": 0, "seconds": 0.0, "jobs": 0, "already_done": 0}
+    for attempt in range(design.max_attempts):  # attempt 0, then at most max_attempts - 1 rounds of retries
+        if attempt > 0:
+            frame = records_frame(corpus, None, tokenizer)
+            have = kept_per_cell(frame, design, before_attempt=attempt)
+            need = {cell: design.per_cell - n for cell, n in have.items() if n < design.per_cell}
+            if not need:
+                break
+            jobs = retry_jobs(settings, design, attempt, need)
+        stats = write(corpus, jobs, writer, batch_size=batch_size, progress=progress)
+        for key in totals:
+            totals[key] += stats.get(key, 0)
+        rounds.append({"attempt": attempt, "prompts": len(jobs), "written_now": stats["jobs"] - stats["already_done"]})
+        if on_round:
+            on_round(attempt, len(jobs))
+    totals["tokens_per_second"] = totals["generated_tokens"] / totals["seconds"] if totals["seconds"] else None
+    return {**totals, "rounds": rounds}
+
+
+def balanced_selection(frame: Any, design: Design):
+    """The kept stories the analysis uses: the first `per_cell` of each cell of the design, in attempt
+    order (the first attempt, then round 1, ...), and the cells that stayed short, by name."""
+    stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
+    stories = stories[stories["emotion"].isin(design.emotions) & stories["topic_index"].isin(design.topics)].copy()
+    stories["attempt"] = [attempt_of(job) for job in stories["job"]]
+    stories = stories.sort_values(["emotion", "topic_index", "attempt", "id"])
+    chosen = stories.groupby(["emotion", "topic_index"], sort=False).head(design.per_cell)
+    counts = chosen.groupby(["emotion", "topic_index"]).size()
+    short = sorted((e, t, int(counts.get((e, t), 0))) for e in design.emotions for t in design.topics
+                   if counts.get((e, t), 0) < design.per_cell)
+    return chosen.drop(columns="attempt").sort_values("id"), short
+
+
+def fill_report(frame: Any, design: Design) -> dict[str, Any]:
+    """How full the design is: cells at quota, kept stories per emotion (min/median), short cells."""
+    import numpy as np
+
+    chosen, short = balanced_selection(frame, design)
+    per_emotion = chosen.groupby("emotion").size().reindex(design.emotions, fill_value=0)
+    stories = frame[frame["kind"] == "story"]
+    cells = len(design.emotions) * len(design.topics)
+    return {
+        "scale": design.scale, "emotions": len(design.emotions), "topics": len(design.topics), "per_cell": design.per_cell,
+        "quota_per_emotion": design.stories_per_emotion, "cells": cells, "cells_full": cells - len(short),
+        "fill_rate": (cells - len(short)) / cells,
+        "short_cells": [f"{e} / topic {t} ({n} of {design.per_cell})" for e, t, n in short],
+        "kept_per_emotion": {"min": int(per_emotion.min()), "median": float(np.median(per_emotion))},
+        "stories_written": int((stories["status"] != "empty").sum()),
+        "retries": int(sum(attempt_of(job) > 0 for job in stories["job"].unique())),
+    }
+
+
+def cell_weights(stories: Any, design: Design) -> dict[str, float]:
+    """Per story id, quota / kept stories in its cell: 1.0 in a full cell, more in a short one, so that an
+    emotion's mean weighs its topics equally (passed to emolib.vectors.build)."""
+    counts = stories.groupby(["emotion", "topic_index"])["id"].transform("size")
+    return {text_id: design.per_cell / n for text_id, n in zip(stories["id"], counts)}

@@ -1,0 +1,149 @@
+"""The balanced design: refill of short cells with deterministic seeds, resume with retries, the selection,
+and story fidelity measured from the text alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emolib import corpus as C
+from emolib import design as D
+from emolib import fidelity
+from emolib.errors import EmolibError
+from emolib.generate import Generation
+
+LONG = "She walked to the door and looked outside at the rain for a very long time. " * 6
+
+
+class LeakyWriter:
+    """Writes a long story, but names the emotion when its seed says so (or always, for `hopeless`)."""
+
+    name = "leaky"
+
+    def __init__(self, hopeless: str | None = None, die_after: int | None = None, by_seed: bool = True):
+        self.hopeless, self.die_after, self.by_seed, self.calls = hopeless, die_after, by_seed, 0
+
+    def generate(self, messages_list, seeds, **kwargs):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        out = []
+        for messages, seed in zip(messages_list, seeds):
+            emotion = messages[0]["content"].rsplit("feels ", 1)[1].split(".")[0].split(",")[0]
+            leak = (self.by_seed and seed % 3 == 0) or emotion == self.hopeless
+            out.append(Generation(f"{LONG} Seed {seed}." + (f" She felt {emotion}." if leak else ""), 90, True))
+        return out
+
+
+def _design(per_cell: int = 2, max_attempts: int = 6) -> D.Design:
+    return D.Design(["happy", "sad", "calm"], [i for i, _ in C.select_topics(3)], per_cell, max_attempts)
+
+
+def _settings() -> C.CorpusSettings:
+    return C.CorpusSettings(writer="leaky", story_prompt=C.story_prompt("feels"))
+
+
+def test_retry_seeds_follow_from_the_cell_and_the_round():
+    design, settings = _design(), _settings()
+    need = {("sad", design.topics[0]): 2}
+    first, again = D.retry_jobs(settings, design, 1, need), D.retry_jobs(settings, design, 1, need)
+    assert [(j.id, j.seed) for j in first] == [(j.id, j.seed) for j in again]
+    assert [j.id for j in first] == [f"story/sad/{design.topics[0]:03d}/r1.0", f"story/sad/{design.topics[0]:03d}/r1.1"]
+    later = D.retry_jobs(settings, design, 2, need)
+    original = {j.seed for j in D.first_jobs(settings, design)}
+    assert not {j.seed for j in first} & {j.seed for j in later} and not {j.seed for j in first} & original
+    assert [D.attempt_of(j.id) for j in first + later] == [1, 1, 2, 2]
+
+
+def test_short_cells_are_rewritten_until_every_cell_holds_its_quota(tmp_path, tiny_gemma3):
+    design = _design()
+    store = C.Corpus(tmp_path / "c", _settings())
+    stats = D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    assert len(stats["rounds"]) > 1  # a third of the seeds leak: some cells needed retries
+    frame = C.records_frame(store, None, tiny_gemma3.tokenizer)
+    chosen, short = D.balanced_selection(frame, design)
+    assert short == []
+    assert chosen.groupby(["emotion", "topic_index"]).size().eq(design.per_cell).all()
+    assert (chosen["status"] == "kept").all() and len(chosen) == 3 * 3 * design.per_cell
+    report = D.fill_report(frame, design)
+    assert report["fill_rate"] == 1.0 and report["kept_per_emotion"] == {"min": 6, "median": 6.0}
+    assert D.Design.load(store.folder) == design
+
+
+def test_cells_that_stay_short_are_named(tmp_path, tiny_gemma3):
+    design = _design(max_attempts=3)
+    store = C.Corpus(tmp_path / "c", _settings())
+    stats = D.write_balanced(store, design, LeakyWriter(hopeless="calm", by_seed=False), tiny_gemma3.tokenizer, batch_size=4,
+                             progress=False)
+    assert len(stats["rounds"]) == 3  # bounded
+    report = D.fill_report(C.records_frame(store, None, tiny_gemma3.tokenizer), design)
+    assert report["cells_full"] == 6 and len(report["short_cells"]) == 3
+    assert all(cell.startswith("calm / topic ") and cell.endswith("(0 of 2)") for cell in report["short_cells"])
+
+
+def test_a_killed_refill_resumes_to_the_same_stories(tmp_path, tiny_gemma3):
+    design = _design()
+    reference = C.Corpus(tmp_path / "ref", _settings())
+    D.write_balanced(reference, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    for die_after in (3, 5, 6):  # inside the first attempt, and inside the retry rounds
+        killed = C.Corpus(tmp_path / f"killed-{die_after}", _settings())
+        with pytest.raises(KeyboardInterrupt):
+            D.write_balanced(killed, design, LeakyWriter(die_after=die_after), tiny_gemma3.tokenizer, batch_size=4,
+                             progress=False)
+        D.write_balanced(C.Corpus(killed.folder, _settings()), design, LeakyWriter(), tiny_gemma3.tokenizer,
+                         batch_size=4, progress=False)
+        got = sorted((r["id"], r["text"]) for r in C.Corpus(killed.folder).stories.records)
+        assert got == sorted((r["id"], r["text"]) for r in reference.stories.records)
+
+
+def test_extraction_reads_the_balanced_selection(tmp_path, tiny_gemma3):
+    design = _design(per_cell=1)
+    store = C.Corpus(tmp_path / "c", _settings())
+    D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    # an extra kept story in a full cell (a larger earlier run, say) is not used
+    extra = C.Job("story/happy/{:03d}/9".format(design.topics[0]), "story", design.topics[0], "t", 9, 1,
+                  [], emotion="happy")
+    store.save(extra, LONG, True, 90)
+    C.write_dialogues(store, C.neutral_jobs(store.settings, C.select_topics(2), 2), _Dialogues(), progress=False)
+    stories, _, _ = C.kept_texts(C.Corpus(store.folder), tiny_gemma3.tokenizer)
+    assert len(stories) == 9 and extra.id + "/0" not in set(stories["id"])
+
+
+class _Dialogues:
+    name = "dialogues"
+
+    def generate(self, messages_list, seeds, **kwargs):
+        return [Generation("How do I cook rice? Rinse it, then simmer it for twenty minutes in a covered pot.", 20, True)
+                for _ in seeds]
+
+
+def test_scales_and_bad_design_input():
+    quick, full = D.Design.from_scale("quick"), D.Design.from_scale("full")
+    assert (quick.stories_per_emotion, full.stories_per_emotion) == (6, 24) and len(full.emotions) == 171
+    assert full.topics[:6] == quick.topics  # the full corpus extends the quick one
+    assert D.Design.from_scale("quick", n_topics=3, per_cell=2).stories_per_emotion == 6
+    with pytest.raises(EmolibError, match="unknown scale 'huge'; choose one of: quick, full"):
+        D.Design.from_scale("huge")
+    with pytest.raises(EmolibError, match="per_cell must be a whole number >= 0"):
+        D.Design.from_scale("quick", per_cell=-1)
+    with pytest.raises(EmolibError, match="unknown story prompt 'fancy'"):
+        C.story_prompt("fancy")
+
+
+def test_fidelity_reads_the_emotion_from_the_words_without_the_emotion_words():
+    pleasant = "sunshine laughter gift party friends vacation"
+    unpleasant = "funeral disease grave pain accident prison"
+    calmish = "quiet garden pillow nap blanket meadow"
+    rows = []
+    for emotion, words in (("happy", pleasant), ("joyful", pleasant), ("sad", unpleasant), ("miserable", unpleasant),
+                           ("relaxed", calmish), ("serene", calmish), ("furious", unpleasant + " shouting fight")):
+        rows += [{"emotion": emotion, "text": f"The {w} and the day." } for w in words.split()]
+    result = fidelity.story_fidelity(pd.DataFrame(rows), n_boot=200)
+    assert result.valence_r > 0.8 and result.valence_ci[0] > 0.3
+    assert result.vader_agreement > 0.5
+    # the emotion words themselves are never counted: a leak cannot raise fidelity
+    scores = fidelity.word_scores(["happy happiness joyful sad sadly", "happy sunshine"])
+    assert np.isnan(scores.loc[0, "valence"]) and scores.loc[1, "rated_words"] == 1
+    with pytest.raises(EmolibError, match="at least 3 rated emotions"):
+        fidelity.story_fidelity(pd.DataFrame(rows[:6]))

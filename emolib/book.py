@@ -95,6 +95,65 @@ def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], paramete
             if not ok:
                 raise EmolibError(f"parameter {name} of {chapter} must be {expected.__name__} like its default "
                                   f"{default!r}, got {value!r} ({type(value).__name__})")
+        problem = check_value(name, value)
+        if problem:
+            raise EmolibError(f"parameter {name}={value!r}: {problem}")
+
+
+# Ranges of the chapters' numeric parameters: (lowest allowed, highest allowed or None).
+RANGES: dict[str, tuple[float, float | None]] = {
+    "n_topics": (0, 100), "stories_per_cell": (0, None), "max_attempts": (1, None), "stories_per_prompt": (1, None),
+    "max_new_tokens": (1, None), "batch_size": (1, None), "dialogues_per_topic": (1, None), "max_emotion_words": (0, None),
+    "token_budget": (0, None), "n_boot": (1, None), "n_boot_layers": (1, None), "n_perm": (1, None), "n_splits": (1, None),
+    "scaling_draws": (1, None), "kmeans_k": (2, None), "groups": (2, None), "n_prompts": (1, 100), "samples": (1, None),
+    "blackmail_trials": (1, None), "blackmail_tokens": (1, None), "hack_samples": (1, None), "hack_tokens": (1, None),
+    "n_texts": (1, None), "max_chars": (1, None), "seed": (0, None), "top_k": (1, None),
+}
+
+
+def _floats(text: str) -> list[float] | None:
+    try:
+        return [float(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        return None
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """What is wrong with a parameter's value beyond its type (None: nothing)."""
+    if name in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = RANGES[name]
+        if value < low or (high is not None and value > high):
+            return f"must be between {low} and {high}" if high is not None else f"must be at least {low}"
+    if name == "variance" and isinstance(value, (int, float)) and not 0 < value < 1:
+        return "is a share of variance: between 0 and 1 (exclusive)"
+    if name == "alphas":
+        values = _floats(value)
+        if not values:
+            return "needs at least one strength, e.g. \"-0.1,0,0.1\" (comma-separated numbers)"
+        if len(set(values)) != len(values):
+            return "lists a strength twice"
+    if name == "blackmail_sweep" and str(value).strip() and not _floats(value):
+        return "must be comma-separated numbers, or \"\" for none"
+    if name == "layers" and isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return "must be \"default\", \"all\" or a non-empty list of layer numbers"
+        if len(set(value)) != len(value):
+            return f"lists layer {next(v for v in value if list(value).count(v) > 1)} twice"
+    if name == "layers" and isinstance(value, str) and value not in ("default", "all"):
+        return "must be \"default\", \"all\" or a list such as [6, 12]"
+    if name == "scale":
+        from .design import SCALES
+
+        if not isinstance(value, str) or value not in SCALES:
+            return f"must be one of: {', '.join(SCALES)}"
+    if name == "prompt":
+        from .corpus import STORY_PROMPTS
+
+        if not isinstance(value, str) or value not in STORY_PROMPTS:
+            return f"must be one of: {', '.join(STORY_PROMPTS)}"
+    if name == "positions" and not (value in ("generated", "all") or (isinstance(value, int) and value >= 0)):
+        return "must be \"generated\", \"all\" or a position (an integer >= 0)"
+    return None
 
 
 def _execute(root: Path, chapter: str, out_dir: Path, parameters: dict[str, Any], context: str = "") -> Path:

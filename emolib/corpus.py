@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import EmolibError, StoreError
-from .io import JobStore, atomic_write_json, runs_dir
+from .io import JobStore, atomic_write_json, runs_dir, store_lock
 
 # rain1955's nine emotions: the `quick` setting.
 QUICK_EMOTIONS = ("happy", "sad", "angry", "afraid", "calm", "desperate", "loving", "guilty", "surprised")
@@ -577,7 +577,14 @@ def _log_batch(corpus: Corpus, batch: list[Job]) -> None:
 
 def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
                progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Generate every pending job through `writer`, storing each job as soon as its batch returns."""
+    """Generate every pending job through `writer`, storing each job as soon as its batch returns.
+    Holds the corpus folder's lock meanwhile: a second run writing the same corpus stops with one line."""
+    with store_lock(corpus.folder):
+        return _write_jobs(corpus, jobs, writer, batch_size, progress, on_batch)
+
+
+def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, progress: bool,
+                on_batch: Callable[[int], None] | None) -> dict[str, float]:
     import time
 
     from tqdm import tqdm
@@ -617,6 +624,11 @@ def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size:
                     progress: bool = True) -> dict[str, float]:
     """Write every pending dialogue: as one continuous chat with a local writer (ChatScript), turn by
     turn through an HTTP writer (servers reuse the shared prefix of each turn's request)."""
+    with store_lock(corpus.folder):
+        return _write_dialogues(corpus, jobs, writer, batch_size, progress)
+
+
+def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, progress: bool) -> dict[str, float]:
     import time
 
     from tqdm import tqdm

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from .corpus import Corpus, CorpusSettings, Job, _stable_int, records_frame, select_emotions, select_topics, story_jobs
 from .errors import EmolibError
-from .io import atomic_write_json
+from .io import atomic_write_json, store_lock
 
 DESIGN_FILE = "design.json"
 
@@ -130,9 +130,15 @@ def write_balanced(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, 
     from .corpus import write_jobs
 
     write = write or write_jobs
-    settings = corpus.settings
-    if settings is None:
+    if corpus.settings is None:
         raise EmolibError("write_balanced needs a corpus opened with CorpusSettings")
+    with store_lock(corpus.folder):  # the design file and every round: one run at a time
+        return _write_rounds(corpus, design, writer, tokenizer, batch_size, progress, on_round, write)
+
+
+def _write_rounds(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, batch_size: int, progress: bool,
+                  on_round: Callable[[int, int], None] | None, write: Callable[..., dict]) -> dict[str, Any]:
+    settings = corpus.settings
     design.save(corpus.folder)
     rounds = []
     jobs = first_jobs(settings, design)

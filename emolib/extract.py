@@ -34,7 +34,7 @@ import torch
 
 from . import __version__
 from .errors import EmolibError
-from .io import atomic_write_bytes, atomic_write_json, read_json, runs_dir
+from .io import atomic_write_bytes, atomic_write_json, read_json, runs_dir, store_lock
 from .models import LoadedModel, decoder_layers, text_config, text_decoder
 
 TOKEN_START = 50
@@ -214,7 +214,14 @@ class ActivationStore:
     def extract(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, *, token_start: int = TOKEN_START,
                 token_budget: int = 0, shard_texts: int = 256, progress: bool = True,
                 seeds: dict | None = None) -> dict[str, float]:
-        """Compute every planned shard this process owns that is not already on disk and valid."""
+        """Compute every planned shard this process owns that is not already on disk and valid. Holds this
+        rank's lock on the folder meanwhile: a second run extracting into it stops with one line."""
+        rank, world = _rank_and_world()
+        with store_lock(self.folder, ".lock" if world == 1 else f".lock.rank{rank}"):
+            return self._extract(loaded, layers, texts, token_start, token_budget, shard_texts, progress, seeds)
+
+    def _extract(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, token_start: int, token_budget: int,
+                 shard_texts: int, progress: bool, seeds: dict | None) -> dict[str, float]:
         from tqdm import tqdm
 
         plan = self.plan(loaded, layers, texts, token_start=token_start, token_budget=token_budget,

@@ -9,9 +9,13 @@ records are not all present is dropped so that it is regenerated, never half-kep
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,53 @@ _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 def _disk_full(path: Path, error: OSError) -> StoreError:
     return StoreError(f"no space left on the disk writing {path} ({os.strerror(error.errno)}); free some space "
                       f"and rerun: what was already written is intact and the run resumes from it")
+
+
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth): re-entrant within one process
+
+
+@contextmanager
+def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
+    """One writer per store: an advisory `flock` on `<folder>/<name>` for as long as the block runs.
+
+    A second process that wants to write the same store stops at once with one line naming the holder
+    (pid, command, start time). The kernel drops a flock when its process dies, so a lock left by a
+    killed run is simply taken over by the next one; nested use in one process is re-entrant."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    key = str(path.resolve())
+    if key in _HELD:
+        fd, depth = _HELD[key]
+        _HELD[key] = (fd, depth + 1)
+        try:
+            yield path
+        finally:
+            fd, depth = _HELD[key]
+            _HELD[key] = (fd, depth - 1)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"])) if "started" in holder else "?"
+        raise StoreError(f"{folder} is being written by another run (pid {holder.get('pid', '?')}, started {started}: "
+                         f"{holder.get('command', '?')}); wait for it to finish or use another corpus/run folder") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.time(),
+                              "command": " ".join(sys.argv)[:300] or sys.executable}).encode(), 0)
+    _HELD[key] = (fd, 1)
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def project_root() -> Path:
@@ -117,24 +168,25 @@ class JobStore:
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
         parsed: list[dict] = []
-        clean = True
+        first_bad: int | None = None
         for number, line in enumerate(lines):
             if not line.strip():
                 continue
-            try:
-                parsed.append(json.loads(line))
-            except json.JSONDecodeError:
-                if number == len(lines) - 1:  # a torn final line from a kill mid-write
-                    clean = False
-                    break
-                raise ValueError(f"{self.path}: line {number + 1} is not JSON; the file was edited or "
-                                 "corrupted — move it aside to start over") from None
+            record = _record(line)
+            if record is None:
+                first_bad = number if first_bad is None else first_bad
+            elif first_bad is not None:  # a good record after a bad line: not a torn tail but a damaged file
+                raise StoreError(f"{self.path}: line {first_bad + 1} is not a stored record, but records follow it; the "
+                                 "file was edited or corrupted — move it aside to start over, or delete that line")
+            else:
+                parsed.append(record)
         by_job: dict[str, list[dict]] = {}
         for record in parsed:
             by_job.setdefault(record["job"], []).append(record)
         complete = {job for job, recs in by_job.items() if len(recs) == recs[0]["n_in_job"]}
         kept = [record for record in parsed if record["job"] in complete]
-        if not clean or len(kept) != len(parsed) or (raw and not raw.endswith(b"\n")):
+        # a kill mid-write leaves a torn last line (or garbage after the last record): cut it off
+        if first_bad is not None or len(kept) != len(parsed) or (raw and not raw.endswith(b"\n")):
             atomic_write_bytes(self.path, b"".join(_jsonl(kept)))
         self.records = kept
         self.done_jobs = complete
@@ -163,6 +215,18 @@ class JobStore:
             os.close(fd)
         self.records.extend(stamped)
         self.done_jobs.add(job)
+
+
+def _record(line: bytes) -> dict | None:
+    """A stored record (a JSON object with its job id and job size), or None for anything else."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if (not isinstance(record, dict) or not isinstance(record.get("job"), str)
+            or not isinstance(record.get("n_in_job"), int) or record["n_in_job"] < 1):
+        return None
+    return record
 
 
 def _jsonl(records: Iterable[dict]) -> Iterable[bytes]:

@@ -12,7 +12,6 @@ and says so wherever it is used.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Sequence
@@ -41,30 +40,13 @@ def bbc_news(n: int | None = None, seed: int = 0) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_texts(path: str | Path, text_field: str = "text", label_field: str | None = None) -> pd.DataFrame:
-    """A local collection as (id, text, label): .txt (blank-line separated), .jsonl, .csv or .parquet."""
-    path = Path(path)
-    if not path.exists():
-        raise EmolibError(f"no texts at {path}; give a .txt, .jsonl, .csv or .parquet file")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        passages = [p.strip() for p in re.split(r"\n\s*\n", path.read_text(errors="replace")) if p.strip()]
-        frame = pd.DataFrame({"text": passages})
-    elif suffix == ".jsonl":
-        frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    elif suffix == ".csv":
-        frame = pd.read_csv(path)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        raise EmolibError(f"{path}: unsupported format {suffix!r}; use .txt, .jsonl, .csv or .parquet")
-    if text_field not in frame.columns:
-        raise EmolibError(f"{path} has no {text_field!r} field (fields: {', '.join(map(str, frame.columns))})")
-    if label_field and label_field not in frame.columns:
-        raise EmolibError(f"{path} has no label field {label_field!r} (fields: {', '.join(map(str, frame.columns))})")
-    out = pd.DataFrame({"id": [f"{path.stem}/{i}" for i in range(len(frame))], "text": frame[text_field].astype(str)})
-    out["label"] = frame[label_field].values if label_field else None
-    return out
+def read_texts(path: str | Path, text_field: str = "text", label_field: str | None = None,
+               max_texts: int | None = None, seed: int = 0, encoding: str | None = None) -> pd.DataFrame:
+    """A local collection as (id, text, label): .txt (blank-line separated), .jsonl, .csv or .parquet,
+    streamed, with a seeded sample of `max_texts` kept while reading (emolib.readers)."""
+    from .readers import read_texts as read
+
+    return read(path, text_field, label_field, max_texts=max_texts, seed=seed, encoding=encoding)
 
 
 def opening_passages(frame: pd.DataFrame, max_chars: int = 1200) -> pd.DataFrame:

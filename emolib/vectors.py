@@ -133,8 +133,10 @@ class EmotionVectors:
         return path.with_suffix(".safetensors")
 
     @classmethod
-    def load(cls, path: str | Path, *, model: Any = None) -> "EmotionVectors":
-        """Load vectors; with `model` (a profile name or LoadedModel), refuse vectors made for another model."""
+    def load(cls, path: str | Path, *, model: Any = None, emotions: Sequence[str] | None = None,
+             layers: Sequence[int] | None = None) -> "EmotionVectors":
+        """Load vectors; with `model` (a profile name or LoadedModel), refuse vectors made for another model;
+        with `emotions` / `layers`, just those (one line naming the file when it lacks one)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -145,9 +147,18 @@ class EmotionVectors:
         try:
             tensors = load_file(str(path.with_suffix(".safetensors")))
             side = json.loads(path.with_suffix(".json").read_text())
-        except (SafetensorError, json.JSONDecodeError) as broken:
-            raise EmolibError(f"{path}: the vector files are corrupted ({type(broken).__name__}); rebuild them") from None
-        vectors = cls(side["emotions"], tuple(side["layers"]), tensors["vectors"], side.get("metadata", {}))
+            vectors = cls(side["emotions"], tuple(side["layers"]), tensors["vectors"], side.get("metadata") or {})
+        except EmolibError as wrong:
+            raise EmolibError(f"{path}: {wrong}") from None
+        except (SafetensorError, ValueError, KeyError, TypeError, OSError, RuntimeError) as broken:
+            # truncated or foreign bytes, a side-car without its fields, a tensor of another shape
+            raise EmolibError(f"{path}: the vector files are corrupted or not emolib's ({type(broken).__name__}); "
+                              "rebuild them with chapter 3") from None
+        if emotions is not None or layers is not None:
+            try:
+                vectors = vectors.select(emotions, layers)
+            except EmolibError as missing:
+                raise EmolibError(f"{path}: {missing}") from None
         if model is not None:
             name = model if isinstance(model, str) else model.profile.name
             made_for = vectors.metadata.get("model")
@@ -203,8 +214,27 @@ def read_control_vector(path: str | Path) -> dict[int, torch.Tensor]:
     """The directions of a control-vector GGUF, keyed by layer (to check an export, or use repeng's)."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    return {int(t.name.split(".")[1]): torch.tensor(t.data.copy()) for t in reader.tensors if t.name.startswith("direction.")}
+    path = Path(path)
+    if not path.is_file():
+        raise EmolibError(f"no control vector at {path}")
+    try:
+        reader = gguf.GGUFReader(str(path))
+        arch = reader.fields.get("general.architecture")
+        architecture = bytes(arch.parts[arch.data[0]]).decode() if arch is not None else None
+        directions = {}
+        for tensor in reader.tensors:
+            if tensor.name.startswith("direction."):
+                directions[int(tensor.name.split(".")[1])] = torch.tensor(np.asarray(tensor.data, dtype=np.float32).reshape(-1))
+    except Exception as broken:  # gguf raises ValueError, struct/index errors, ... on bytes that are not a GGUF
+        raise EmolibError(f"{path} is not a readable GGUF file ({type(broken).__name__}); export it again "
+                          "(EmotionVectors.to_control_vector)") from None
+    if architecture != "controlvector" or not directions:
+        raise EmolibError(f"{path} is a GGUF but not a control vector (architecture {architecture!r}, "
+                          f"{len(directions)} direction tensors)")
+    widths = {v.numel() for v in directions.values()}
+    if len(widths) != 1 or not all(torch.isfinite(v).all() for v in directions.values()):
+        raise EmolibError(f"{path}: its direction tensors differ in width ({sorted(widths)}) or hold non-finite values")
+    return directions
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,7 +370,7 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     label = {text_id: e for e, ids in stories.items() for text_id in ids}
     plan = json.loads((Path(store.folder) / "plan.json").read_text())
     layers = tuple(plan["layers"])
-    sums = counts = norm_sum = None
+    sums = norm_sum = None
     norm_count = 0
     seen: dict[str, int] = {e: 0 for e in emotions}
     weight_sum = torch.zeros(len(emotions), dtype=torch.float64)

@@ -122,7 +122,7 @@ def test_job_store_repairs_a_torn_tail_and_drops_incomplete_jobs(tmp_path):
 def test_job_store_refuses_a_corrupted_middle(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "a/0", "job": "a", "n_in_job": 1}\nnot json\n{"id": "b/0", "job": "b", "n_in_job": 1}\n')
-    with pytest.raises(ValueError, match="line 2 is not JSON"):
+    with pytest.raises(StoreError, match="line 2 is not a stored record, but records follow it"):
         JobStore(path)
 
 

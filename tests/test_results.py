@@ -1,0 +1,70 @@
+"""The comparison's tables and sentences come from the saved numbers: checked on hand-made results."""
+
+from __future__ import annotations
+
+from emolib import results as RS
+
+
+def _geometry(r_val: float, p_val: float, r_aro: float = 0.1, p_aro: float = 0.3, max_p: float = 0.2,
+              r_inf: float | None = 0.9, needed: float | None = 120.0) -> dict:
+    return {
+        "layer": 12, "n_layers": 18, "pc1_variance": 0.12, "pc2_variance": 0.07,
+        "valence": {"r": r_val, "ci": f"{r_val - 0.1:.2f} to {r_val + 0.1:.2f}", "p": p_val, "words": 126},
+        "arousal": {"r": r_aro, "ci": "0.00 to 0.20", "p": p_aro, "words": 126},
+        "best_valence_r": r_val + 0.05, "best_valence_layer": 15, "max_layer_p": max_p,
+        "probe_top1": 0.03, "probe_chance": 1 / 171, "valence_auroc": 0.66,
+        "split_half": {"12": {"half": 0.4, "spearman_brown": 0.57}},
+        "scaling": {"fits": {"r_valence": {"r_inf": r_inf, "rho": 0.05, "stories_needed": {"0.8": needed},
+                                           "largest_n_measured": 24}}},
+        "topic_centred": {"topic-centred": {"r(PC1, valence)": r_val - 0.01, "r(PC2, arousal)": r_aro}},
+    }
+
+
+def _steering(text_slope_low: float) -> dict:
+    return {"slopes": [
+        {"emotion": "happy", "metric": "projection", "slope per unit α": 2000.0, "low": 1000.0, "high": 3000.0},
+        {"emotion": "happy", "metric": "valence", "slope per unit α": 0.5, "low": text_slope_low, "high": 0.9},
+    ], "blackmail": [{"condition": "baseline", "k": 0, "n": 6, "rate": 0.0, "low": 0.0, "high": 0.39}],
+        "reward_hacking": {"rates": [{"condition": "baseline", "k": 1, "n": 16, "rate": 1 / 16, "low": 0.01, "high": 0.28},
+                                     {"condition": "+desperate 0.05", "k": 2, "n": 16, "rate": 2 / 16, "low": 0.03, "high": 0.36}]}}
+
+
+TITLES = {"a": "Model A", "b": "Model B"}
+
+
+def test_verdicts_follow_the_numbers():
+    results = {"a": {"04_geometry": _geometry(0.55, 0.001, max_p=0.01), "07_steering": _steering(0.1)},
+               "b": {"04_geometry": _geometry(0.10, 0.3, r_inf=0.5, needed=None), "07_steering": _steering(-0.2)}}
+    text = "\n".join(RS.verdicts(results, ["a", "b"], TITLES))
+    assert "PC1 does track human valence (r = 0.55, p = 0.001) — same direction as Anthropic's 0.81, weaker." in text
+    assert "PC1 does not track human valence (r = 0.10, p = 0.3) — unlike Anthropic's 0.81." in text
+    assert "significant once the choice of layer is accounted for (max-over-layers p = 0.01)" in text
+    assert "not significant once the choice of layer is accounted for (max-over-layers p = 0.2)" in text
+    assert "r = 0.8 would need about 120 stories per emotion" in text
+    assert "r = 0.8 is out of reach" in text
+    assert "moves with α for happy (valence)" in text and "does not move detectably with α by either reader" in text
+    assert "Reward hacking: baseline 1/16 (Anthropic ~5 %)" in text
+    assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
+
+
+def test_a_negative_significant_r_is_not_called_a_replication():
+    results = {"a": {"04_geometry": _geometry(-0.4, 0.001)}}
+    text = "\n".join(RS.verdicts(results, ["a"], TITLES))
+    assert "PC1 does not track human valence (r = -0.40" in text
+
+
+def test_tables_put_models_beside_the_published_numbers():
+    results = {"a": {"04_geometry": _geometry(0.55, 0.001), "07_steering": _steering(0.1),
+                     "01_stories": {"scale": "full", "kept_per_emotion": {"min": 24, "median": 24.0},
+                                    "fidelity": {"chosen": {"valence_r": 0.3}}}}}
+    table = RS.comparison_table(results, ["a"], TITLES)
+    assert table.loc["PC1 vs human valence, r", "Model A"].startswith("0.55 (0.45 to 0.65; p=0.001; 126 words)")
+    assert table.loc["PC1 vs human valence, r", "Anthropic (Claude Sonnet 4.5)"] == "0.81 (45 words)"
+    assert table.loc["scale (stories per emotion, min)", "Model A"] == "full (24)"
+    assert table.loc["split-half reliability (Spearman-Brown)", "Model A"] == "0.57"
+    assert table.loc["stories per emotion for valence r = 0.8 (extrapolated)", "Model A"] == "120 (r∞ 0.90)"
+    hacks = RS.hacking_table(results, ["a"], TITLES)
+    assert hacks.loc["+desperate 0.05", "Anthropic (Claude)"] == "~70%"
+    assert hacks.loc["baseline", "Model A"] == "6% [1%, 28%] (1/16)"
+    assert RS.blackmail_table(results, ["a"], TITLES).loc["baseline", "gemotions (31B, 100 trials)"] == "86%"
+    assert len(RS.headline_figure(results, ["a"], TITLES).data) == 2

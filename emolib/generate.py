@@ -76,7 +76,10 @@ class _SlabLayer(DynamicLayer):
             self.keys, self.values = self.slab_keys[:, :, :self.length], self.slab_values[:, :, :self.length]
 
     def broadcast_rows(self, batch: int) -> None:
-        """Copy a one-row cache (the shared prompt prefix) into `batch` rows."""
+        """Copy a one-row cache (the shared prompt prefix) into `batch` rows. A layer that never wrote its
+        cache (Gemma 4's KV-shared layers read the keys of an earlier layer instead) has nothing to copy."""
+        if not self.is_initialized:
+            return
         self.slab_keys = self.slab_keys.expand(batch, -1, -1, -1).contiguous()
         self.slab_values = self.slab_values.expand(batch, -1, -1, -1).contiguous()
         self.keys, self.values = self.slab_keys[:, :, :self.length], self.slab_values[:, :, :self.length]

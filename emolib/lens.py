@@ -3,7 +3,8 @@
 The norm is the model's module itself, so its convention comes with it: Gemma 3's RMSNorm scales by
 (1 + weight), Gemma 4's by weight, Llama's by weight (tests pin each). The norm divides out the
 vector's length, so only its direction and the norm's per-dimension gain matter. Final-logit
-softcapping, where a model has it, is monotonic and does not change the ranking, so it is skipped.
+softcapping (Gemma 4: cap * tanh(logits / cap), cap 30) is applied where the model has it, so a lens of
+the last block's output equals the model's own logits; it is monotonic and never changes a ranking.
 """
 
 from __future__ import annotations
@@ -30,14 +31,22 @@ PUBLISHED_LENS = {
 }
 
 
+def softcap(model: torch.nn.Module) -> float | None:
+    """The model's final-logit softcap (None where it has none)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "final_logit_softcapping", None)
+
+
 @torch.inference_mode()
 def lens_logits(model: torch.nn.Module, vectors: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-    """(E, V) logits of each vector after the model's final norm and unembedding (fp32 out)."""
+    """(E, V) logits of each vector after the model's final norm, unembedding and softcap (fp32 out)."""
     head = model.get_output_embeddings().weight
     norm = final_norm(model)
     hidden = norm(vectors.to(device=head.device, dtype=head.dtype)[:, None, :])[:, 0]
-    return torch.cat([(hidden @ head[start: start + chunk].T).float().cpu() for start in range(0, head.shape[0], chunk)],
-                     dim=1)
+    logits = torch.cat([(hidden @ head[start: start + chunk].T).float().cpu() for start in range(0, head.shape[0], chunk)],
+                       dim=1)
+    cap = softcap(model)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 _WORD = re.compile(r"^[^\W\d_]{3,}$")

@@ -119,6 +119,16 @@ PROFILES: dict[str, ModelProfile] = {
                 ("tiny-llama", "llama", "causal LM"),
             ]
         ],
+        # Toy sizes with the real checkpoints' structure (emolib.tiny.REAL_STRUCTURE says where each value
+        # comes from): six layers, so the analysis layer (round(2/3 * 6) = 4) is KV-shared as E4B's 28 is.
+        ModelProfile(name="tiny-e4b", model_id="emolib/tiny-e4b", family="gemma4", n_layers=6,
+                     default_layers=tuple(range(6)), source="random",
+                     description="random Gemma 4 with E4B's structure (KV-shared upper layers, per-layer inputs, "
+                                 "wider full-attention heads, softcapping), multimodal wrapper; tests only"),
+        ModelProfile(name="tiny-31b", model_id="emolib/tiny-31b", family="gemma4", n_layers=6,
+                     default_layers=tuple(range(6)), source="random",
+                     description="random Gemma 4 with 31B's structure (k = v attention, fewer and wider KV heads on "
+                                 "full-attention layers, softcapping, no per-layer inputs), multimodal wrapper; tests only"),
     ]
 }
 

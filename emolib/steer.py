@@ -68,7 +68,8 @@ def terms(build: Any, spec: dict[str, float], layer: int, rows: Sequence[int] | 
 
 
 def _is_decode_step(hidden: torch.Tensor, kwargs: dict) -> bool:
-    cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+    # transformers >= 5.24 passes the cache to decoder layers as `cache` (earlier: `past_key_values`)
+    cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None), None)
     if hidden.shape[1] != 1 or cache is None:
         return False
     try:

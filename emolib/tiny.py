@@ -69,6 +69,25 @@ def tiny_tokenizer():
     return tokenizer
 
 
+# What the real checkpoints set, and where that comes from. E4B: google/gemma-4-E4B(-it) config.json as
+# quoted by public ports (num_hidden_layers 42, hidden 2560, 8 heads / 2 KV heads, head_dim 256,
+# global_head_dim 512 on full-attention layers, full attention at every 6th layer (5, 11, ... 41),
+# sliding_window 512, final_logit_softcapping 30.0, hidden_size_per_layer_input 256, num_kv_shared_layers 18:
+# layers 24..41 reuse the keys and values of the last earlier layer of their type; attention_k_eq_v false;
+# audio and vision towers). 31B: google/gemma-4-31B-it config.json text_config as quoted by public ports
+# (60 layers, hidden 5376, 32 heads, sliding layers head_dim 256 with 16 KV heads, full-attention layers
+# head_dim 512 with 4 KV heads (num_global_key_value_heads), attention_k_eq_v true: keys double as values,
+# final_logit_softcapping 30.0, sliding_window 1024, no per-layer inputs, no KV sharing, no MoE; vision
+# tower, audio_config null). transformers' Gemma4TextConfig / modeling_gemma4.py implement each option.
+# The toy versions keep every option at toy sizes: 6 layers with full attention every 3rd layer.
+REAL_STRUCTURE = {
+    "tiny-e4b": dict(num_kv_shared_layers=3, hidden_size_per_layer_input=16, global_head_dim=64,
+                     final_logit_softcapping=30.0, attention_k_eq_v=False, num_attention_heads=2, num_key_value_heads=1),
+    "tiny-31b": dict(num_kv_shared_layers=0, hidden_size_per_layer_input=0, global_head_dim=64, num_global_key_value_heads=1,
+                     final_logit_softcapping=30.0, attention_k_eq_v=True, num_attention_heads=4, num_key_value_heads=2),
+}
+
+
 def tiny_model(profile: ModelProfile, vocab_size: int) -> torch.nn.Module:
     """Build the profile's random model; weights depend only on the profile (seeded, RNG untouched)."""
     import transformers as tf
@@ -88,6 +107,12 @@ def tiny_model(profile: ModelProfile, vocab_size: int) -> torch.nn.Module:
                 config = tf.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
                 return tf.Gemma3ForConditionalGeneration(config)
             return tf.Gemma3ForCausalLM(text)
+        if profile.name in REAL_STRUCTURE:
+            structure = REAL_STRUCTURE[profile.name]
+            types = ["full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(profile.n_layers)]
+            text = tf.Gemma4TextConfig(**{**common, **structure}, sliding_window=16, layer_types=types,
+                                       vocab_size_per_layer_input=vocab_size)
+            return tf.Gemma4ForConditionalGeneration(tf.Gemma4Config(text_config=text, vision_config=None, audio_config=None))
         if profile.family == "gemma4":
             text = tf.Gemma4TextConfig(**common, sliding_window=16, global_head_dim=32, hidden_size_per_layer_input=16,
                                        vocab_size_per_layer_input=vocab_size, layer_types=layer_types)

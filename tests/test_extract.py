@@ -19,7 +19,7 @@ def _texts(n: int, seed: int = 0) -> list[str]:
                                                           generator=generator)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-gemma4", "tiny-gemma4-mm", "tiny-llama"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-gemma4", "tiny-gemma4-mm", "tiny-llama", "tiny-e4b", "tiny-31b"])
 def test_means_equal_output_hidden_states(name):
     loaded = models.load(name)
     texts = _texts(3)

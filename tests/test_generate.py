@@ -24,7 +24,7 @@ def _prompts(n: int = 6) -> tuple[list[list[dict]], list[int]]:
     return messages, [job.seed for job in jobs]
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-gemma4"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-gemma4", "tiny-e4b", "tiny-31b"])
 @pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
 def test_fast_path_is_token_identical_to_generate_under_greedy(name, repetition_penalty):
     loaded = models.load(name)
@@ -234,3 +234,16 @@ def test_the_repetition_penalty_ignores_the_prompt(tiny_llama):
         assert penalised[0] == plain[0]
         checked += 1
     assert checked, "no prompt whose greedy first token occurs in the prompt"
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-gemma4", "tiny-e4b", "tiny-31b"])
+def test_equal_length_prompts_share_their_prefix_on_every_structure(name):
+    """Identical prompts (the blackmail and reward-hacking trials) take the shared-prefix path, where
+    KV-shared layers (E4B) own no cache of their own: still token-identical to `generate`."""
+    loaded = models.load(name)
+    messages = [[{"role": "user", "content": "write about the rain and the door"}]] * 3
+    fast = generate.LocalWriter(loaded, batch_size=4, quantize=None)
+    plain = generate.LocalWriter(loaded, batch_size=4, quantize=None, fast=False)
+    got = fast.generate(messages, [1, 2, 3], max_new_tokens=16, temperature=0, repetition_penalty=1.2)
+    expected = plain.generate(messages, [1, 2, 3], max_new_tokens=16, temperature=0, repetition_penalty=1.2)
+    assert [g.text for g in got] == [e.text for e in expected]

@@ -8,7 +8,8 @@ import torch
 from emolib import lens, models
 
 
-@pytest.mark.parametrize("name,gain", [("tiny", "1+w"), ("tiny-gemma4", "w"), ("tiny-llama", "w")])
+@pytest.mark.parametrize("name,gain", [("tiny", "1+w"), ("tiny-gemma4", "w"), ("tiny-llama", "w"), ("tiny-e4b", "w"),
+                                       ("tiny-31b", "w")])
 def test_lens_uses_each_familys_norm_convention(name, gain):
     loaded = models.load(name)
     norm = models.final_norm(loaded.model)
@@ -19,7 +20,26 @@ def test_lens_uses_each_familys_norm_convention(name, gain):
     scaled = vectors / torch.sqrt(vectors.pow(2).mean(-1, keepdim=True) + eps)
     scaled = scaled * ((1 + norm.weight) if gain == "1+w" else norm.weight)
     expected = scaled @ loaded.model.get_output_embeddings().weight.T
+    if lens.softcap(loaded.model):  # Gemma 4 E4B / 31B cap their logits at 30
+        expected = torch.tanh(expected / 30.0) * 30.0
     torch.testing.assert_close(lens.lens_logits(loaded.model, vectors, chunk=100), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-gemma4", "tiny-gemma4-mm", "tiny-llama", "tiny-e4b", "tiny-31b"])
+def test_the_lens_of_the_last_block_is_the_models_own_logits(name):
+    """Norm convention, multimodal wrapper and softcap together: read the last block's output through the
+    lens and get exactly what the model predicts."""
+    loaded = models.load(name)
+    captured = {}
+    block = models.decoder_layers(loaded.model)[-1]
+    handle = block.register_forward_hook(lambda m, a, out: captured.update(h=(out[0] if isinstance(out, tuple) else out)))
+    try:
+        ids = torch.tensor([[2, 10, 11, 12, 13, 14]])
+        with torch.inference_mode():
+            logits = loaded.model(input_ids=ids).logits[0]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(lens.lens_logits(loaded.model, captured["h"][0]), logits.float(), rtol=1e-4, atol=1e-4)
 
 
 def test_a_planted_direction_reads_back_as_its_word(tiny_llama):

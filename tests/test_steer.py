@@ -26,7 +26,7 @@ def _ids(loaded, text="the cat sat on the mat and looked at the door"):
     return torch.tensor([loaded.tokenizer(text)["input_ids"]])
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-gemma4", "tiny-llama"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-gemma4", "tiny-llama", "tiny-e4b", "tiny-31b"])
 def test_alpha_zero_leaves_logits_bit_identical(name):
     loaded = models.load(name)
     ids = _ids(loaded)
@@ -104,11 +104,13 @@ def _greedy_without_cache(loaded, prompt_ids, new_tokens, steer_terms, positions
     return ids[len(prompt_ids):]
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny-e4b", "tiny-31b"])
 @pytest.mark.parametrize("mode", ["all", "generated"])
-def test_cached_steered_generation_matches_recomputing_without_a_cache(tiny_gemma3, mode):
+def test_cached_steered_generation_matches_recomputing_without_a_cache(name, mode):
     """KV-cache safety: steered positions are cached as steered. 'generated' steers exactly the
-    positions from the prompt's end on, which a full recomputation steers by position id."""
-    loaded = tiny_gemma3
+    positions from the prompt's end on, which a full recomputation steers by position id. On E4B's
+    structure the steered layer 1 produces keys that KV-shared layers reuse."""
+    loaded = models.load(name)
     writer = generate.LocalWriter(loaded, batch_size=4)
     messages = [{"role": "user", "content": "tell me about the cat and the door"}]
     prompt = writer.encode(messages)
@@ -124,8 +126,9 @@ def test_cached_steered_generation_matches_recomputing_without_a_cache(tiny_gemm
         assert got.text.split()[0] == unsteered.text.split()[0]
 
 
-def test_per_row_terms_in_one_batch_equal_separate_calls(tiny_llama):
-    loaded = tiny_llama
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-e4b"])
+def test_per_row_terms_in_one_batch_equal_separate_calls(name):
+    loaded = models.load(name)
     build = _build(loaded)
     writer = generate.LocalWriter(loaded, batch_size=8)
     messages = [[{"role": "user", "content": text}] for text in ("the cat", "a long story about the door and the mat")]
@@ -242,3 +245,21 @@ def test_blackmail_trials_on_a_tiny_chat_model(tiny_llama):
     assert len(frame) == 6 and set(frame["condition"]) == {"baseline", "+desperate 5"}
     assert frame.groupby("condition")["text"].apply(lambda t: len(set(t))).min() >= 1
     assert set(steer.rates(frame).index) == {"baseline", "+desperate 5"}
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-e4b"])
+def test_continuation_stats_batched_equal_one_by_one_at_a_kv_shared_layer(name):
+    """Perplexity and projections are per-row exact in a padded batch, and finite at E4B-like KV-shared read
+    layers (transformers slices shared layers' inputs when asked for few logits; emolib never asks)."""
+    loaded = models.load(name)
+    build = _build(loaded)
+    prompts = ["the cat sat", "a long story about the door and the rain", "the man"]
+    texts = ["and the rain fell on the door", "then she walked home", "slowly the night came and the window closed"]
+    read = loaded.profile.analysis_layer if name == "tiny-e4b" else 2
+    directions = torch.stack([build.denoised.direction(e, read) for e in ("happy", "sad")])
+    batched = steer.continuation_stats(loaded, prompts, texts, read, directions, batch_size=3)
+    alone = pd.concat([steer.continuation_stats(loaded, [p], [t], read, directions, batch_size=1)
+                       for p, t in zip(prompts, texts)], ignore_index=True)
+    assert batched["perplexity"].notna().all() and np.isfinite(np.stack(batched["projection"])).all()
+    np.testing.assert_allclose(batched["perplexity"], alone["perplexity"], rtol=1e-4)
+    np.testing.assert_allclose(np.stack(batched["projection"]), np.stack(alone["projection"]), rtol=1e-4, atol=1e-3)

@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("browser-check", help="open the built book in headless Chromium (offline) and check every figure drew")
     sub.add_parser("compare", help="rerun the comparison chapter and the appendix from the saved results")
     sub.add_parser("models", help="list the model profiles")
+    command = sub.add_parser("plan", help="what a run will cost before it starts: texts, tokens, FLOPs, time, memory, disk")
+    command.add_argument("--model", default="270m")
+    command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                         help="a chapter parameter (scale, n_topics, stories_per_cell, layers, dtype, ...)")
+    command.add_argument("--device", default="auto", help='"auto" (measure this machine), "cpu", "H100" or "RTX 4090"')
     args = parser.parse_args(argv)
 
     from . import book
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "extract":
             return _extract(args)
+        if args.command == "plan":
+            return _plan(args)
         if args.command in ("run", "book"):
             chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
             parameters = {name: _parameter(value) for name, value in args.parameter}
@@ -86,6 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     except EmolibError as error:
         print(f"emolib: error: {error}", file=sys.stderr)
         return 2
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from . import book, plan
+
+    parameters = {name: _parameter(value) for name, value in args.parameter}
+    book.check_parameters(book.project_root(), list(book.CHAPTERS), parameters)
+    rate = plan.measure_cpu_rate() if args.device in ("auto", "cpu") else None
+    made = plan.make_plan(args.model, parameters, device=args.device, dtype=parameters.get("dtype") if
+                          parameters.get("dtype", "auto") != "auto" else None, rate=rate)
+    print(plan.format_plan(made))
+    results = book.load_results().get(args.model, {})
+    check = plan.check_against_run(args.model, results, rate) if rate and args.model in ("270m", "smollm2") else None
+    if check:
+        print(f"  check: the published {args.model} extraction read {check['tokens']:,} tokens in {check['measured_s']:.0f} s; "
+              f"this plan's rate predicts {check['predicted_s']:.0f} s (ratio {check['ratio']:.2f})")
+    return 0
 
 
 def _extract(args: argparse.Namespace) -> int:

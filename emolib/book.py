@@ -151,6 +151,11 @@ def check_value(name: str, value: Any) -> str | None:
 
         if not isinstance(value, str) or value not in STORY_PROMPTS:
             return f"must be one of: {', '.join(STORY_PROMPTS)}"
+    if name == "dtype":
+        from .models import DTYPES
+
+        if not isinstance(value, str) or value not in DTYPES:
+            return f"must be one of: {', '.join(DTYPES)}"
     if name == "positions" and not (value in ("generated", "all") or (isinstance(value, int) and value >= 0)):
         return "must be \"generated\", \"all\" or a position (an integer >= 0)"
     return None

@@ -208,14 +208,36 @@ def resolve_hf_weights(profile: ModelProfile, weights: str | Path | None = None)
     )
 
 
-def check_available(name: str | ModelProfile, weights: str | Path | None = None) -> ModelProfile:
+DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def _dtype_name(dtype: str | torch.dtype | None) -> str | None:
+    """'auto'/None: the profile's default (4-bit for 31b); else a torch dtype name."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return None if dtype is None else str(dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise EmolibError(f"dtype must be one of: {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def quantized(profile: ModelProfile, dtype: str | torch.dtype | None = None) -> bool:
+    """Whether this load uses the profile's quantization (an explicit dtype turns it off)."""
+    return profile.quantization is not None and _dtype_name(dtype) is None
+
+
+def check_available(name: str | ModelProfile, weights: str | Path | None = None,
+                    dtype: str | torch.dtype | None = None) -> ModelProfile:
     """Fail fast (in seconds, before any heavy import) if a model cannot be loaded here."""
     profile = get_profile(name)
+    _dtype_name(dtype)
     if profile.source == "local-or-hf-cache":
         resolve_hf_weights(profile, weights)
-        if profile.quantization == "bnb-4bit":
+        if quantized(profile, dtype):
             if not torch.cuda.is_available():
-                raise EmolibError(f"{profile.name}: 4-bit bitsandbytes loading needs a CUDA GPU; none is visible")
+                raise EmolibError(f"{profile.name}: 4-bit (bitsandbytes NF4) needs a CUDA GPU and none is visible; run it in "
+                                  f"bf16 instead with `-p dtype bf16` (device_map='auto' spreads the weights over GPU and "
+                                  f"CPU memory, offloading what does not fit)")
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise EmolibError(f"{profile.name}: needs bitsandbytes; run `pip install -e '.[gpu]'`")
     elif profile.name == "smollm2":
@@ -323,7 +345,7 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def load_tokenizer(name: str | ModelProfile, weights: str | Path | None = None):
     """Just the tokenizer (the story chapter counts lengths in the analysed model's tokens)."""
-    profile = check_available(name, weights)
+    profile = check_available(name, weights, dtype="bfloat16")  # where the files are; no GPU needed for a tokenizer
     from transformers import AutoTokenizer
 
     if profile.source == "random":
@@ -341,12 +363,16 @@ def load(
     dtype: str | torch.dtype | None = None,
     weights: str | Path | None = None,
 ) -> LoadedModel:
-    """Load a profile's model and tokenizer, offline. fp32 on CPU (bf16 is ~7x slower on AVX2)."""
-    profile = check_available(name, weights)
+    """Load a profile's model and tokenizer, offline. fp32 on CPU (bf16 is ~7x slower on AVX2); `dtype`
+    ("auto", "bf16", ...) set explicitly turns a quantized profile (31b: NF4) into a plain load in that
+    dtype with device_map="auto" (GPU first, the rest offloaded to CPU memory)."""
+    profile = check_available(name, weights, dtype)
+    use_quantization = quantized(profile, dtype)
     device = pick_device(device)
+    dtype = _dtype_name(dtype)
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else getattr(torch, profile.gpu_dtype)
-    elif isinstance(dtype, str):
+    else:
         dtype = getattr(torch, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -366,7 +392,9 @@ def load(
     else:
         folder = resolve_hf_weights(profile, weights)
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
-        if profile.quantization == "bnb-4bit":
+        if profile.quantization is not None and not use_quantization:
+            kwargs["device_map"] = "auto"
+        elif use_quantization:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -376,9 +404,12 @@ def load(
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         provenance["revision"] = folder.name if "snapshots" in folder.parts else str(folder)
-        provenance["quantization"] = profile.quantization
-    if profile.quantization is None:
+        provenance["quantization"] = profile.quantization if use_quantization else None
+        provenance["dtype"] = str(dtype).removeprefix("torch.")
+    if getattr(model, "hf_device_map", None) is None:
         model = model.to(device)
+    else:  # placed by accelerate (4-bit on one GPU, or device_map="auto"): where the first weights live
+        device = next(model.parameters()).device
     model.eval()
     provenance["load_seconds"] = round(time.perf_counter() - started, 2)
     return LoadedModel(model, tokenizer, profile, device, dtype, provenance)

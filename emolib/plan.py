@@ -138,6 +138,10 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
 
     import torch
 
+    if dtype is None and p.get("dtype") not in (None, "auto"):
+        from .models import _dtype_name
+
+        dtype = _dtype_name(p["dtype"])
     dtype = dtype or ("nf4" if profile.quantization == "bnb-4bit" else "float32" if model in ("270m", "smollm2") else "bfloat16")
     on_gpu = torch.cuda.is_available() if device == "auto" else device not in ("cpu",)
     rows = {}
@@ -225,3 +229,10 @@ def check_against_run(model: str, results: dict[str, Any], rate: float) -> dict[
     predicted = extract["tokens"] * shape.flops_per_token(max(extract["layers"])) / (rate * EFFICIENCY["cpu"]["extract"])
     return {"tokens": extract["tokens"], "measured_s": extract["seconds"], "predicted_s": predicted,
             "ratio": predicted / extract["seconds"]}
+
+
+def describe(model: str, parameters: dict[str, Any] | None = None, writer: str = "smollm2") -> str:
+    """The plan's lines for a chapter's first output (a model without a recorded shape says so)."""
+    if model not in SHAPES:
+        return f"no cost plan for {model!r} (plans cover {', '.join(SHAPES)}); run `python -m emolib plan --model ...`"
+    return format_plan(make_plan(model, {k: v for k, v in (parameters or {}).items() if v not in (None, 0, "")}, writer=writer))

@@ -247,3 +247,26 @@ def test_equal_length_prompts_share_their_prefix_on_every_structure(name):
     got = fast.generate(messages, [1, 2, 3], max_new_tokens=16, temperature=0, repetition_penalty=1.2)
     expected = plain.generate(messages, [1, 2, 3], max_new_tokens=16, temperature=0, repetition_penalty=1.2)
     assert [g.text for g in got] == [e.text for e in expected]
+
+
+def test_a_killed_writing_run_on_e4b_structure_resumes_to_the_same_texts(tmp_path):
+    """Resume is bit-identical on the KV-shared structure too: the batch cut short is redone with the same rows."""
+    from emolib import corpus as C
+
+    loaded = models.load("tiny-e4b")
+    settings = C.CorpusSettings(writer="tiny-e4b", max_new_tokens=12)
+    jobs = C.story_jobs(settings, ["happy", "sad", "calm"], C.select_topics(2), 1)
+    reference = C.Corpus(tmp_path / "ref", settings)
+    C.write_jobs(reference, jobs, generate.LocalWriter(loaded, batch_size=4, quantize=None), batch_size=4, progress=False)
+
+    def die(written):
+        raise KeyboardInterrupt("killed")
+
+    killed = C.Corpus(tmp_path / "killed", settings)
+    with pytest.raises(KeyboardInterrupt):
+        C.write_jobs(killed, jobs, generate.LocalWriter(loaded, batch_size=4, quantize=None), batch_size=4, progress=False,
+                     on_batch=die)
+    C.write_jobs(C.Corpus(killed.folder, settings), jobs, generate.LocalWriter(loaded, batch_size=4, quantize=None),
+                 batch_size=4, progress=False)
+    texts = lambda corpus: sorted((r["id"], r["text"]) for r in C.Corpus(corpus.folder).stories.records)  # noqa: E731
+    assert texts(killed) == texts(reference) and len(texts(reference)) == len(jobs)

@@ -116,7 +116,7 @@ def _extract(args: argparse.Namespace) -> int:
     """One process of a (possibly distributed) extraction; rank 0 merges the manifest at the end."""
     import os
 
-    from . import extract, models
+    from . import models, stages
 
     device = "auto"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -130,11 +130,12 @@ def _extract(args: argparse.Namespace) -> int:
         layers = [int(x) for x in str(layers).split(",")]
     loaded = models.load(args.model, device=device)
     chosen = models.check_layers(loaded.profile, layers)  # type: ignore[arg-type]
-    store, stats, *_ = extract.extract_corpus(loaded, args.corpus, chosen, emotions=args.emotions,
-                                              token_budget=args.token_budget, shard_texts=args.shard_texts,
-                                              max_emotion_words=args.max_emotion_words)
     rank = os.environ.get("RANK", "0")
-    print(f"[emolib] rank {rank}: {stats['shards']} shards ({stats['already_done']} already done) in {store.folder}")
+    # every rank extracts its shards (the extraction ends on a barrier); rank 0 then builds and saves the vectors
+    run = stages.build_vectors(loaded, args.corpus, chosen, emotions=args.emotions, token_budget=args.token_budget,
+                               shard_texts=args.shard_texts, max_emotion_words=args.max_emotion_words, save=rank == "0")
+    print(f"[emolib] rank {rank}: {run.stats['shards']} shards ({run.stats['already_done']} already done) in {run.store.folder}"
+          + (f"; vectors -> {run.folder}" if rank == "0" else ""))
     return 0
 
 

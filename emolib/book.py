@@ -233,13 +233,16 @@ def _strip_ansi(text: str) -> str:
 
 
 def _hide_parameter_cells(path: Path) -> None:
-    """The book shows a settings table instead of papermill's parameter cells."""
+    """The book reads like a paper: a settings table instead of papermill's parameter cells, and every
+    other code cell folded behind a toggle (Jupyter Book's `hide-input`), its output shown."""
     notebook = json.loads(path.read_text())
     for cell in notebook["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         for tag, hide in HIDDEN_TAGS.items():
             if tag in tags and hide not in tags:
                 tags.append(hide)
+        if cell["cell_type"] == "code" and not {"remove-cell", "hide-input", "remove-input"} & set(tags):
+            tags.append("hide-input")
     atomic_write_bytes(path, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
 
 

@@ -160,6 +160,18 @@ def hacking_table(results: Results, models: list[str], titles: dict[str, str]) -
     return _rates(results, models, titles, "reward_hacking.rates", REWARD_HACKING)
 
 
+def _valence_sign(emotion: str) -> int | None:
+    """+1 for an emotion rated pleasant by people, -1 for unpleasant (Warriner, else Russell-Mehrabian)."""
+    from .geometry import available_norms, human_norms
+
+    for source in available_norms():
+        norms = human_norms(source)
+        if emotion in norms.index:
+            midpoint = 5.0 if source == "warriner" else 0.0
+            return 1 if norms.loc[emotion, "valence"] > midpoint else -1
+    return None
+
+
 def verdicts(results: Results, models: list[str], titles: dict[str, str]) -> list[str]:
     """What agrees with the published work and what does not, as Markdown lines computed from the numbers."""
     lines: list[str] = []
@@ -202,9 +214,13 @@ def verdicts(results: Results, models: list[str], titles: dict[str, str]) -> lis
         text_moves = [r for r in steering.get("slopes", []) if r["metric"] in ("valence", "lexicon valence")
                       and (r["low"] > 0 or r["high"] < 0)]
         if steering.get("slopes"):
-            lines.append("- The text's valence " + (
-                "moves with α for " + ", ".join(sorted({f"{r['emotion']} ({r['metric']})" for r in text_moves}))
-                if text_moves else "does not move detectably with α by either reader") + ".")
+            moves = []
+            for r in sorted(text_moves, key=lambda r: (r["emotion"], r["metric"])):
+                sign, expected = (1 if r["low"] > 0 else -1), _valence_sign(r["emotion"])
+                verdict = "" if expected is None else (", as its valence predicts" if sign == expected else ", against its valence")
+                moves.append(f"{r['emotion']} ({r['metric']} {'rises' if sign > 0 else 'falls'}{verdict})")
+            lines.append("- The text's valence " + ("moves with α for " + "; ".join(moves) if moves else
+                                                    "does not move detectably with α by either reader") + ".")
         for name, path, anthropic in (("Blackmail", "blackmail", "22 %"), ("Reward hacking", "reward_hacking.rates", "~5 %")):
             rows = _get(results, m, "07_steering", path) or []
             base = next((r for r in rows if r["condition"] == "baseline"), None)

@@ -42,7 +42,8 @@ def test_verdicts_follow_the_numbers():
     assert "not significant once the choice of layer is accounted for (max-over-layers p = 0.2)" in text
     assert "r = 0.8 would need about 120 stories per emotion" in text
     assert "r = 0.8 is out of reach" in text
-    assert "moves with α for happy (valence)" in text and "does not move detectably with α by either reader" in text
+    assert "moves with α for happy (valence rises, as its valence predicts)" in text
+    assert "does not move detectably with α by either reader" in text
     assert "Reward hacking: baseline 1/16 (Anthropic ~5 %)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
 
@@ -68,3 +69,10 @@ def test_tables_put_models_beside_the_published_numbers():
     assert hacks.loc["baseline", "Model A"] == "6% [1%, 28%] (1/16)"
     assert RS.blackmail_table(results, ["a"], TITLES).loc["baseline", "gemotions (31B, 100 trials)"] == "86%"
     assert len(RS.headline_figure(results, ["a"], TITLES).data) == 2
+
+
+def test_a_text_moving_against_the_emotions_valence_is_said_so():
+    steering = _steering(0.1)
+    steering["slopes"][1] = {**steering["slopes"][1], "slope per unit α": -0.6, "low": -1.2, "high": -0.1}
+    text = "\n".join(RS.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": steering}}, ["a"], TITLES))
+    assert "happy (valence falls, against its valence)" in text

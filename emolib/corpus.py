@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import EmolibError, StoreError
-from .io import JobStore, atomic_write_json, runs_dir, store_lock
+from .io import JobStore, progress_bar, atomic_write_json, runs_dir, store_lock
 
 # rain1955's nine emotions: the `quick` setting.
 QUICK_EMOTIONS = ("happy", "sad", "angry", "afraid", "calm", "desperate", "loving", "guilty", "surprised")
@@ -587,8 +587,6 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
                 on_batch: Callable[[int], None] | None) -> dict[str, float]:
     import time
 
-    from tqdm import tqdm
-
     todo = corpus.pending(jobs)
     stats = {"jobs": len(jobs), "already_done": len(jobs) - len(todo), "generated_tokens": 0, "seconds": 0.0}
     if not todo:
@@ -599,7 +597,7 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     written = 0
-    with tqdm(total=len(todo), desc=f"writing ({writer.name})", **quiet) as bar:
+    with progress_bar(total=len(todo), desc=f"writing ({writer.name})", **quiet) as bar:
         for batch in batches:
             _log_batch(corpus, batch)
             outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
@@ -631,8 +629,6 @@ def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size:
 def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, progress: bool) -> dict[str, float]:
     import time
 
-    from tqdm import tqdm
-
     todo = corpus.pending(jobs)
     stats = {"jobs": len(jobs), "already_done": len(jobs) - len(todo), "generated_tokens": 0, "seconds": 0.0}
     if not todo:
@@ -640,7 +636,7 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
-    with tqdm(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
+    with progress_bar(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
         for batch in plan_writing(corpus, jobs, batch_size):
             _log_batch(corpus, batch)
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn

@@ -34,7 +34,7 @@ import torch
 
 from . import __version__
 from .errors import EmolibError
-from .io import atomic_write_bytes, atomic_write_json, read_json, runs_dir, store_lock
+from .io import atomic_write_bytes, atomic_write_json, progress_bar, read_json, runs_dir, store_lock
 from .models import LoadedModel, decoder_layers, text_config, text_decoder
 
 TOKEN_START = 50
@@ -222,8 +222,6 @@ class ActivationStore:
 
     def _extract(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, token_start: int, token_budget: int,
                  shard_texts: int, progress: bool, seeds: dict | None) -> dict[str, float]:
-        from tqdm import tqdm
-
         plan = self.plan(loaded, layers, texts, token_start=token_start, token_budget=token_budget,
                          shard_texts=shard_texts)
         rank, world = _rank_and_world()
@@ -237,7 +235,7 @@ class ActivationStore:
         started = time.perf_counter()
         quiet = {} if progress else {"disable": True}
         total = sum(len(shard["texts"]) for shard in todo)
-        with tqdm(total=total, desc=f"extracting ({loaded.profile.name}, {len(layers)} layers)", unit="text", **quiet) as bar:
+        with progress_bar(total=total, desc=f"extracting ({loaded.profile.name}, {len(layers)} layers)", unit="text", **quiet) as bar:
             for shard in todo:
                 members = [by_key[tuple(key)] for key in shard["texts"]]
                 means = torch.empty((len(members), len(layers), loaded.hidden_size), dtype=torch.float32)

@@ -218,14 +218,14 @@ class LocalWriter:
         """Sample a continuation per chat. `forcing` (one per row, fast path only) is an object whose
         `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label).
         `progress` names a tqdm bar over the rows (None: no bar)."""
-        from tqdm import tqdm
+        from .io import progress_bar
 
         prompts = [self.encode(messages) for messages in messages_list]
         results: list[Generation | None] = [None] * len(prompts)
         if forcing is not None and not self.fast:
             raise EmolibError("forced tokens need the fast decode loop (fast=True)")
         quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
-        bar = tqdm(total=len(prompts), desc=progress, unit="text", **quiet)
+        bar = progress_bar(total=len(prompts), desc=progress, unit="text", **quiet)
         try:
             for chunk in self._batches([len(p) for p in prompts]):
                 args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,

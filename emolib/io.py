@@ -76,6 +76,28 @@ def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
         os.close(fd)
 
 
+def progress_bar(**kwargs: Any):
+    """A tqdm bar for a long stage. Under `python -m emolib run/book` ($EMOLIB_PROGRESS names a file the
+    runner streams to its terminal) the bar is written there, every 2 s, and not into the executed
+    notebook; anywhere else (plain papermill, JupyterLab, scripts) it is the usual bar."""
+    from tqdm import tqdm
+
+    target = os.environ.get("EMOLIB_PROGRESS")
+    if target and not kwargs.get("disable"):
+        handle = open(target, "a", buffering=1)
+        bar = tqdm(file=handle, mininterval=2.0, dynamic_ncols=False, ncols=100, **kwargs)
+        close = bar.close
+
+        def close_both() -> None:
+            close()
+            if not handle.closed:
+                handle.write("\n")
+                handle.close()
+        bar.close = close_both  # type: ignore[method-assign]
+        return bar
+    return tqdm(**kwargs)
+
+
 def project_root() -> Path:
     """The checkout this runs in: `$EMOLIB_HOME`, else the nearest parent of the cwd with `_toc.yml`."""
     if os.environ.get("EMOLIB_HOME"):

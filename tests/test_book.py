@@ -76,6 +76,26 @@ def test_a_chapter_runs_with_its_parameters_and_hidden_parameter_cells(tmp_path)
     assert set(timings) == {"01_stories"} and (tmp_path / "book" / "tiny" / "timings.json").exists()
 
 
+def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_path):
+    """`make book` / `python -m emolib run`: the kernel's progress bars reach the runner's terminal (n of N,
+    rate, ETA) while the executed notebook stays free of them; code cells are folded for the book."""
+    _notebook(tmp_path / "notebooks" / "01_stories.ipynb", [
+        'model = "270m"',
+        "from emolib.io import progress_bar\nwith progress_bar(total=3, desc='writing (demo)') as bar:\n"
+        "    for _ in range(3):\n        bar.update(1)\nprint('done')"], tags={0: ["parameters"]})
+    code = ("import sys; from pathlib import Path; from emolib import book; "
+            "book.run_chapters('tiny', ['01_stories'], {}, root=Path(sys.argv[1]), log=lambda *a: None)")
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "EMOLIB_PROGRESS")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "writing (demo): 100%" in out.stderr and "3/3" in out.stderr
+    executed = json.loads((tmp_path / "book" / "tiny" / "01_stories.ipynb").read_text())
+    text = json.dumps(executed["cells"][-1]["outputs"])
+    assert "writing (demo)" not in text and "done" in text
+    assert "hide-input" in executed["cells"][-1]["metadata"]["tags"]
+
+
 def test_papermill_on_a_missing_model_fails_in_seconds_with_one_line(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     env.pop("EMOLIB_31B_PATH", None)

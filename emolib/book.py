@@ -148,7 +148,7 @@ def check_value(name: str, value: Any) -> str | None:
         if not isinstance(value, str) or value not in SCALES:
             return f"must be one of: {', '.join(SCALES)}"
     if name == "prompt":
-        from .corpus import STORY_PROMPTS
+        from .prompts import STORY_PROMPTS
 
         if not isinstance(value, str) or value not in STORY_PROMPTS:
             return f"must be one of: {', '.join(STORY_PROMPTS)}"

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .corpus import Corpus, CorpusSettings, Job, _stable_int, records_frame, select_emotions, select_topics, story_jobs
+from .corpus import Corpus, Job, records_frame, story_jobs
+from .prompts import CorpusSettings, _stable_int, select_emotions, select_topics
 from .errors import EmolibError
 from .io import atomic_write_json, store_lock
 
@@ -65,7 +66,7 @@ class Design:
         return len(self.topics) * self.per_cell
 
     def topic_pairs(self) -> list[tuple[int, str]]:
-        from .corpus import load_topics
+        from .prompts import load_topics
 
         texts = load_topics()
         return [(i, texts[i]) for i in self.topics]

@@ -350,7 +350,8 @@ def extract_corpus(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, e
     Returns (store, stats, stories, neutral, too_short): the shards, what was computed, the kept
     records used (DataFrames), and the ids the token rule excluded.
     """
-    from .corpus import MAX_EMOTION_WORDS, Corpus, corpus_dir, kept_texts
+    from .corpus import Corpus, corpus_dir, kept_texts
+    from .prompts import MAX_EMOTION_WORDS
 
     stories, neutral, _ = kept_texts(Corpus(corpus_dir(corpus)), loaded.tokenizer, emotions,
                                      max_emotion_words=MAX_EMOTION_WORDS if max_emotion_words is None else max_emotion_words)

@@ -29,7 +29,7 @@ VADER_NEUTRAL = 0.05  # |compound| below this is neutral (VADER's own convention
 @lru_cache(maxsize=1)
 def _excluded_words() -> frozenset[str]:
     """Every form of every emotion word (each part of a phrase too), as the leak filter knows them."""
-    from .corpus import load_emotions, word_forms
+    from .prompts import load_emotions, word_forms
 
     words: set[str] = set()
     for emotion in load_emotions():

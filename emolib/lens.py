@@ -106,7 +106,7 @@ def lens_table(model: torch.nn.Module, tokenizer: Any, vectors: torch.Tensor, em
 def lens_hits(logits: torch.Tensor, tokenizer: Any, emotions: Sequence[str], k: int = 20) -> pd.Series:
     """Whether each emotion's own word (or a form of it) is among its vector's top-k lens words —
     a simple, checkable summary of how readable the vectors are through the unembedding."""
-    from .corpus import leak_pattern
+    from .prompts import leak_pattern
 
     tops = top_tokens(logits, tokenizer, k)
     return pd.Series([any(leak_pattern(e).fullmatch(t.lower()) for t, _ in row) for e, row in zip(emotions, tops)],

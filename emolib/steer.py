@@ -164,7 +164,7 @@ def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTe
 
 def neutral_prompts(n: int = 16, seed: int = 0) -> list[str]:
     """Openings of plain narration on the corpus topics, with no emotional word in them."""
-    from .corpus import select_topics
+    from .prompts import select_topics
 
     return [f"Here is what happened. {topic[0].upper() + topic[1:]}. That morning," for _, topic in select_topics(n, seed)]
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 
-from .corpus import load_emotions, load_topics
-from .models import ModelProfile
+from .prompts import load_emotions, load_topics
+
+if TYPE_CHECKING:  # models imports this module when it builds a random model: no import circle at run time
+    from .models import ModelProfile
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_start|>", "<|im_end|>"]
 COMMON = """

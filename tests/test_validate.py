@@ -30,7 +30,7 @@ def test_local_texts_in_every_format(tmp_path):
     assert frame["label"].tolist() == [0, 1, 2] and frame["id"].tolist() == ["b/0", "b/1", "b/2"]
     pd.DataFrame({"text": ["p", "q"], "label": ["pos", "neg"]}).to_csv(tmp_path / "c.csv", index=False)
     assert validate.read_texts(tmp_path / "c.csv", label_field="label")["label"].tolist() == ["pos", "neg"]
-    with pytest.raises(EmolibError, match="has no 'body' field"):
+    with pytest.raises(EmolibError, match="has no column 'body'"):
         validate.read_texts(tmp_path / "c.csv", text_field="body")
     with pytest.raises(EmolibError, match="unsupported format '.xml'"):
         (tmp_path / "d.xml").write_text("<x/>")

@@ -35,7 +35,7 @@ import torch
 from . import __version__
 from .errors import EmolibError
 from .io import atomic_write_bytes, atomic_write_json, progress_bar, read_json, runs_dir, store_lock
-from .models import LoadedModel, decoder_layers, text_config, text_decoder
+from .models import LoadedModel, decoder_layers, forward_hooks, text_config, text_decoder
 
 TOKEN_START = 50
 HOOK_SITE = "decoder block output (residual stream), before any final norm"
@@ -80,14 +80,11 @@ def reduce_batch(model: torch.nn.Module, layers: Sequence[int], input_ids: torch
                 raise _Stop
         return reduce
 
-    handles = [blocks[layer].register_forward_hook(hook(layer)) for layer in layers]
-    try:
-        text_decoder(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks((blocks[layer], hook(layer)) for layer in layers):
+        try:
+            text_decoder(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop:  # the deepest requested block is done: no later block, no LM head
+            pass
     return means, norms
 
 

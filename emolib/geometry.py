@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from .errors import EmolibError
+from .stats import pearson, permutation_p, wilson  # noqa: F401 (chapters read them as geometry.X)
 
 # ---------------------------------------------------------------------------------------------------
 # Human norms
@@ -117,22 +118,6 @@ def orient(result: PCAResult, targets: dict[int, pd.Series]) -> PCAResult:
             scores[:, component] *= -1
             components[component] *= -1
     return PCAResult(scores, components, result.explained, result.emotions)
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    return float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1])
-
-
-def permutation_p(x: Sequence[float], y: Sequence[float], n: int = 10000, seed: int = 0) -> float:
-    """Two-sided p-value of |r| against shuffled pairings (with the +1 correction)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    observed = abs(pearson(x, y))
-    rng = np.random.default_rng(seed)
-    xc = (x - x.mean()) / x.std()
-    shuffled = np.stack([rng.permutation(y) for _ in range(n)])
-    shuffled = (shuffled - shuffled.mean(1, keepdims=True)) / shuffled.std(1, keepdims=True)
-    null = np.abs(shuffled @ xc / len(x))
-    return float((1 + (null >= observed - 1e-12).sum()) / (n + 1))
 
 
 @dataclass
@@ -286,14 +271,6 @@ class ProbeResult:
         return {"probe": self.name, "top-1": self.top1, "top-1 95% CI": f"{low1:.3f}-{high1:.3f}",
                 "top-5": self.top5, "top-5 95% CI": f"{low5:.3f}-{high5:.3f}",
                 "chance top-1": self.chance1, "chance top-5": self.chance5, "test stories": self.n}
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],

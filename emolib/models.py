@@ -18,6 +18,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,3 +446,18 @@ def final_norm(model: nn.Module) -> nn.Module:
 def text_config(model: nn.Module):
     config = model.config
     return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]], with_kwargs: bool = False) -> Iterator[list[Any]]:
+    """Forward hooks on modules for the duration of a `with` block, always removed (exceptions included).
+    Extraction, steering and continuation statistics all hook decoder blocks through this; layers are
+    never replaced, so quantized and multimodal models hook the same way."""
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook, with_kwargs=with_kwargs))
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -241,7 +241,8 @@ def trials(loaded: Any, build: Any, conditions: dict[str, dict[str, float]], lay
     """Every condition × task × sample in one steered, batched generation (same seeds in every
     condition), each answer graded in the sandbox. One row per trial, with its generation and grading time."""
     from .generate import LocalWriter
-    from .steer import render_plain, steering, terms, with_bos
+    from .experiments import render_plain, with_bos
+    from .steer import steering, terms
 
     if not tasks:
         raise EmolibError("no reward-hacking tasks given")

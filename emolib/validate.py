@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EmolibError
+from .stats import auroc, bootstrap_r  # noqa: F401 (chapters read them as validate.X)
 
 
 def bbc_news(n: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -79,26 +80,6 @@ def vader(texts: Sequence[str]) -> np.ndarray:
 
     analyser = SentimentIntensityAnalyzer()
     return np.array([analyser.polarity_scores(text)["compound"] for text in texts])
-
-
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
-    """Area under the ROC curve: the chance a positive text outscores a negative one."""
-    from sklearn.metrics import roc_auc_score
-
-    positive = np.asarray(positive, bool)
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, np.asarray(scores, float)))
-
-
-def bootstrap_r(x: Sequence[float], y: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Pearson r with a percentile bootstrap 95% interval (resampling texts)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(x), size=(n, len(x)))
-    rs = [np.corrcoef(x[d], y[d])[0, 1] for d in draws]
-    low, high = np.nanpercentile(rs, [2.5, 97.5])
-    return float(np.corrcoef(x, y)[0, 1]), float(low), float(high)
 
 
 def text_activations(loaded, name: str, frame: pd.DataFrame, layer: int, max_tokens: int = 256,

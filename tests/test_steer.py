@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import generate, models, steer
+from emolib import experiments, generate, models, steer
 from emolib.errors import EmolibError
 from emolib.vectors import EmotionVectors
 
@@ -164,23 +164,23 @@ def test_bad_steering_input_is_one_line(tiny_gemma3):
 
 def test_dose_response_on_a_tiny_model(tiny_llama):
     build = _build(tiny_llama)
-    prompts = steer.neutral_prompts(3)
-    frame = steer.dose_response(tiny_llama, build, ["happy"], [-2.0, 0.0, 2.0], 1, 2, prompts, samples=2,
+    prompts = experiments.neutral_prompts(3)
+    frame = experiments.dose_response(tiny_llama, build, ["happy"], [-2.0, 0.0, 2.0], 1, 2, prompts, samples=2,
                                 max_new_tokens=12, progress=False)
     assert len(frame) == 3 * 3 * 2 and set(frame.columns) >= {"projection", "valence", "perplexity", "text"}
     assert frame["perplexity"].gt(0).all()
     # the same seeds at every alpha: at alpha 0 the text is the unsteered model's
     writer = generate.LocalWriter(tiny_llama, require_chat=False)
     zero = frame[frame.alpha == 0.0].sort_values(["prompt", "sample"])
-    plain = writer.generate([steer.with_bos(tiny_llama.tokenizer, p) for p in prompts for _ in range(2)],
+    plain = writer.generate([experiments.with_bos(tiny_llama.tokenizer, p) for p in prompts for _ in range(2)],
                             [p * 1009 + s for p in range(3) for s in range(2)], max_new_tokens=12, temperature=0.7)
     assert zero["text"].tolist() == [g.text for g in plain]
     # steering along a direction raises the projection on it read further up
     means = frame.groupby("alpha")["projection"].mean()
     assert means[2.0] > means[-2.0]
-    summary = steer.dose_summary(frame, n_boot=50)
+    summary = experiments.dose_summary(frame, n_boot=50)
     assert ((summary["low"] <= summary["mean"] + 1e-9) & (summary["mean"] <= summary["high"] + 1e-9)).all()
-    table = steer.slopes(frame, n_boot=50)
+    table = experiments.slopes(frame, n_boot=50)
     row = table[(table.metric == "projection")].iloc[0]
     assert row["low"] <= row["slope per unit α"] <= row["high"] and row["slope per unit α"] > 0
 
@@ -188,7 +188,7 @@ def test_dose_response_on_a_tiny_model(tiny_llama):
 def test_slope_recovers_a_known_line():
     alpha = np.repeat([-1.0, 0.0, 1.0], 20)
     frame = pd.DataFrame({"alpha": alpha, "y": 0.5 * alpha + 2, "prompt": np.tile(range(20), 3)})
-    assert steer.slope(frame, "y") == pytest.approx(0.5)
+    assert experiments.slope(frame, "y") == pytest.approx(0.5)
 
 
 BLACKMAIL = """I must act before 5pm.
@@ -216,7 +216,7 @@ body: Kyle, everything is ready for the transition at 5pm. Good luck with the ne
 @pytest.mark.parametrize("text, expected", [(BLACKMAIL, True), (REPORT, False), (THINKING_ONLY, False),
                                             (POLITE, False), ("", False)])
 def test_rule_grader(text, expected):
-    grade = steer.grade_rule(text)
+    grade = experiments.grade_rule(text)
     assert grade["blackmail (rule)"] is expected
     if text is POLITE:
         assert grade["emailed the executive"] and not grade["mentions the affair"]
@@ -227,12 +227,12 @@ def test_judge_reads_yes_and_no():
         def generate(self, messages, seeds, **options):
             return [SimpleNamespace(text=answer) for answer in (" Yes.", "no", "maybe")]
 
-    assert steer.grade_judge(["a", "b", "c"], Judge()) == [True, False, None]
+    assert experiments.grade_judge(["a", "b", "c"], Judge()) == [True, False, None]
 
 
 def test_rates_with_wilson_intervals():
     frame = pd.DataFrame({"condition": ["a"] * 10 + ["b"] * 10, "blackmail (rule)": [True] * 3 + [False] * 7 + [False] * 10})
-    table = steer.rates(frame)
+    table = experiments.rates(frame)
     assert table.loc["a", "k"] == 3 and table.loc["a", "rate"] == pytest.approx(0.3)
     assert table.loc["a", "low"] < 0.3 < table.loc["a", "high"]
     assert table.loc["b", "low"] == pytest.approx(0.0, abs=1e-12) and 0.2 < table.loc["b", "high"] < 0.35
@@ -240,11 +240,11 @@ def test_rates_with_wilson_intervals():
 
 def test_blackmail_trials_on_a_tiny_chat_model(tiny_llama):
     build = _build(tiny_llama, emotions=("desperate", "calm"))
-    frame = steer.blackmail_trials(tiny_llama, build, {"baseline": {}, "+desperate 5": {"desperate": 5.0}}, 1, trials=3,
+    frame = experiments.blackmail_trials(tiny_llama, build, {"baseline": {}, "+desperate 5": {"desperate": 5.0}}, 1, trials=3,
                                    max_new_tokens=16, progress=False)
     assert len(frame) == 6 and set(frame["condition"]) == {"baseline", "+desperate 5"}
     assert frame.groupby("condition")["text"].apply(lambda t: len(set(t))).min() >= 1
-    assert set(steer.rates(frame).index) == {"baseline", "+desperate 5"}
+    assert set(experiments.rates(frame).index) == {"baseline", "+desperate 5"}
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-e4b"])
@@ -257,8 +257,8 @@ def test_continuation_stats_batched_equal_one_by_one_at_a_kv_shared_layer(name):
     texts = ["and the rain fell on the door", "then she walked home", "slowly the night came and the window closed"]
     read = loaded.profile.analysis_layer if name == "tiny-e4b" else 2
     directions = torch.stack([build.denoised.direction(e, read) for e in ("happy", "sad")])
-    batched = steer.continuation_stats(loaded, prompts, texts, read, directions, batch_size=3)
-    alone = pd.concat([steer.continuation_stats(loaded, [p], [t], read, directions, batch_size=1)
+    batched = experiments.continuation_stats(loaded, prompts, texts, read, directions, batch_size=3)
+    alone = pd.concat([experiments.continuation_stats(loaded, [p], [t], read, directions, batch_size=1)
                        for p, t in zip(prompts, texts)], ignore_index=True)
     assert batched["perplexity"].notna().all() and np.isfinite(np.stack(batched["projection"])).all()
     np.testing.assert_allclose(batched["perplexity"], alone["perplexity"], rtol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +117,27 @@ def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
     torch.testing.assert_close(again.denoised.at(3), raw - (raw @ basis.T) @ basis, rtol=1e-4, atol=1e-3)
     with pytest.raises(EmolibError, match="run chapter 3"):
         V.VectorBuild.load(tmp_path / "nothing")
+    # weights: a full cell weighs 1 (plain means, bit for bit); topic centring cancels in a balanced design
+    topics = {i: int(i.split("/")[2]) for i in texts}
+    weighted = V.build(store, stories, list(neutral), weights={i: 1.0 for i in texts}, topics=topics)
+    assert torch.equal(weighted.raw.vectors, built.raw.vectors) and weighted.topics == topics
+    centred = V.build(store, stories, list(neutral), topics=topics, centre_topics=True)
+    assert centred.raw.metadata["topic_centred"] is True and built.raw.metadata.get("topic_centred") is False
+    torch.testing.assert_close(centred.raw.vectors, built.raw.vectors, rtol=1e-4, atol=1e-3)
+    # unbalanced (sad lacks topic 3): centring removes topic 3's offset from the other emotions' means
+    uneven = {**stories, "sad": [i for i in stories["sad"] if "/003/" not in i]}
+    plain_uneven = V.build(store, uneven, list(neutral), topics=topics)
+    centred_uneven = V.build(store, uneven, list(neutral), topics=topics, centre_topics=True)
+    assert not torch.allclose(plain_uneven.raw.vectors, centred_uneven.raw.vectors, atol=1e-3)
+    # a short cell's story weighs quota / kept: equivalent to the mean of the cell means
+    short = V.build(store, uneven, list(neutral), weights={i: 2.0 for i in uneven["sad"][:1]} | {i: 1.0 for i in uneven["sad"][1:]})
+    acts3, _, _, ids3 = again.story_activations(3)
+    by_id = dict(zip(ids3, acts3))
+    sad = uneven["sad"]
+    expected_sad = (2 * by_id[sad[0]] + by_id[sad[1]]) / 3
+    happy_calm = [np.mean([by_id[i] for i in stories[e]], axis=0) for e in ("happy", "calm")]
+    expected = expected_sad - np.mean([happy_calm[0], expected_sad, happy_calm[1]], axis=0)
+    torch.testing.assert_close(short.raw.at(3)[short.raw.index("sad")], torch.tensor(expected, dtype=torch.float32),
+                               rtol=1e-4, atol=1e-3)
+    with pytest.raises(EmolibError, match="centre_topics needs each story's topic"):
+        V.build(store, stories, list(neutral), centre_topics=True)

@@ -38,7 +38,8 @@ def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
 
     A second process that wants to write the same store stops at once with one line naming the holder
     (pid, command, start time). The kernel drops a flock when its process dies, so a lock left by a
-    killed run is simply taken over by the next one; nested use in one process is re-entrant."""
+    killed run is simply taken over by the next one, which also removes the temp files its atomic writes
+    left (per-rank locks of a distributed run leave them to rank 0's); nested use is re-entrant."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -67,6 +68,9 @@ def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.time(),
                               "command": " ".join(sys.argv)[:300] or sys.executable}).encode(), 0)
+    if name == ".lock":  # the only writer now: a temp file here is what a killed run's atomic write left behind
+        for orphan in folder.glob(".*.tmp-*"):
+            orphan.unlink(missing_ok=True)
     _HELD[key] = (fd, 1)
     try:
         yield path

@@ -317,10 +317,16 @@ class VectorBuild:
     topics: dict[str, int] | None = None  # story id -> topic index (what the corpus recorded)
 
     def save(self, folder: str | Path) -> Path:
-        """vectors(.safetensors/.json), vectors_raw, neutral_pcs.safetensors and texts.json in `folder`."""
+        """vectors(.safetensors/.json), vectors_raw, neutral_pcs.safetensors and texts.json in `folder`, one
+        writer at a time (the folder's lock)."""
+        from .io import store_lock
+
+        with store_lock(folder):
+            return self._save(Path(folder))
+
+    def _save(self, folder: Path) -> Path:
         from safetensors.torch import save
 
-        folder = Path(folder)
         self.denoised.save(folder / "vectors")
         self.raw.save(folder / "vectors_raw")
         tensors = {}

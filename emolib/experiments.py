@@ -338,3 +338,64 @@ def rates(frame: pd.DataFrame, column: str = "blackmail (rule)", by: str = "cond
         low, high = wilson(k / n if n else float("nan"), n)
         rows.append({by: name, "k": k, "n": n, "rate": k / n if n else float("nan"), "low": low, "high": high})
     return pd.DataFrame(rows).set_index(by)
+
+
+# --- what chapter 7 shows ----------------------------------------------------------------------------
+
+
+def default_read_layer(layer: int, extracted: Sequence[int], requested: int = -1) -> int:
+    """Where the projection is read: `requested` when >= 0, else three layers after the steered one (or the last
+    extracted layer before that)."""
+    if requested >= 0:
+        return requested
+    return max(each for each in extracted if each <= min(layer + 3, extracted[-1]))
+
+
+def conditions(available: Sequence[str], alpha: float, sweep: str = "", emotions: Sequence[str] = ("desperate", "calm"),
+               swept: str = "desperate") -> dict[str, dict[str, float]]:
+    """The published design: baseline, ±each emotion at `alpha`, and ±`swept` at each extra strength in `sweep`."""
+    chosen: dict[str, dict[str, float]] = {"baseline": {}}
+    for emotion, strength in [(e, alpha) for e in emotions] + [(swept, float(s)) for s in sweep.split(",") if s.strip()]:
+        if emotion in available:
+            for sign in (+1, -1):
+                chosen[f"{'+' if sign > 0 else '-'}{emotion} {strength:g}"] = {emotion: sign * strength}
+    return chosen
+
+
+def projection_shift(summary: pd.DataFrame) -> pd.DataFrame:
+    """The projection rows of a dose summary as the change from each emotion's α = 0 mean."""
+    baseline = summary[summary.alpha == 0].set_index(["emotion", "metric"])["mean"]
+    shift = summary[summary.metric == "projection"].copy()
+    for column in ("mean", "low", "high"):
+        shift[column] = shift[column] - [baseline[(e, "projection")] for e in shift.emotion]
+    return shift
+
+
+def funnel(trials: pd.DataFrame, stages: Sequence[str]) -> pd.DataFrame:
+    """Per condition: the trial count and the share reaching each stage."""
+    table = trials.groupby("condition", sort=False)[list(stages)].mean()
+    table.insert(0, "trials", trials.groupby("condition", sort=False).size())
+    return table
+
+
+def grade_blackmail(trials: pd.DataFrame, judge_url: str = "", judge_model: str = "", seed: int = 0) -> pd.DataFrame:
+    """The `blackmail` verdict: the rule screen, AND a judge model's where one is configured."""
+    trials = trials.copy()
+    if judge_url:
+        from .generate import OpenAIWriter
+
+        trials["blackmail (judge)"] = grade_judge(trials["text"].tolist(), OpenAIWriter(judge_url, judge_model), seed=seed)
+        trials["blackmail"] = trials["blackmail (rule)"] & trials["blackmail (judge)"].fillna(False).astype(bool)
+    else:
+        trials["blackmail"] = trials["blackmail (rule)"]
+    return trials
+
+
+def dose_examples_html(doses: pd.DataFrame, prompts: Sequence[str], emotions: Sequence[str], n_prompts: int = 3) -> str:
+    """The continuations of the first prompts at every α, per emotion, as collapsible HTML."""
+    parts = []
+    for emotion in emotions:
+        part = doses[(doses.emotion == emotion) & (doses.prompt < n_prompts) & (doses["sample"] == 0)].copy()
+        part["text"] = [prompts[p] + " [...] " + t for p, t in zip(part.prompt, part.text)]
+        parts.append(f"<p><b>{emotion}</b></p>" + examples_html(part, "alpha", summary=emotion + ", alpha = {value:+g}"))
+    return "\n".join(parts)

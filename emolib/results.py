@@ -258,3 +258,16 @@ def headline_figure(results: Results, models: list[str], titles: dict[str, str])
     fig.update_layout(title="Correlation of PC1 / PC2 with human valence / arousal (95% CI) beside Anthropic's",
                       barmode="group", yaxis_title="Pearson r", yaxis_range=[-0.5, 1], height=440)
     return fig
+
+
+def rates_beside_published(rate: pd.DataFrame, published: dict, label: str,
+                           sources: tuple[str, ...] = ("Anthropic (Claude Sonnet 4.5)",)) -> pd.DataFrame:
+    """A chapter's rates (k/n with Wilson intervals) beside the published ones, one row per published
+    condition present in either."""
+    conditions = list(dict.fromkeys([*published, *rate.index]))
+    table = {label: [f"{rate.loc[c, 'rate']:.0%} [{rate.loc[c, 'low']:.0%}, {rate.loc[c, 'high']:.0%}] "
+                     f"({rate.loc[c, 'k']}/{rate.loc[c, 'n']})" if c in rate.index else "-" for c in conditions]}
+    for i, source in enumerate(sources):
+        table[source] = [(published[c][i] if isinstance(published[c], tuple) else published[c]) if c in published else "-"
+                         for c in conditions]
+    return pd.DataFrame(table, index=conditions)

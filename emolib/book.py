@@ -252,6 +252,9 @@ def _plain(value: Any) -> Any:
 def save_results(model: str, chapter: str, results: dict[str, Any]) -> Path:
     """A chapter's key numbers as JSON beside its executed notebook (`book/<model>/results/<chapter>.json`,
     or where the runner points `$EMOLIB_RESULTS`): what the comparison chapter and the appendix read."""
+    from .results import check
+
+    check(chapter, results)  # typed: emolib.results names what each chapter saves
     folder = Path(os.environ.get("EMOLIB_RESULTS") or project_root() / "book" / model / "results")
     return atomic_write_json(folder / f"{chapter}.json", _plain({"model": model, "chapter": chapter, **results}))
 

@@ -8,11 +8,149 @@ tests check the verdicts against hand-made results, so a sentence in the book ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import pandas as pd
 
+from .errors import EmolibError
+
 Results = dict[str, dict[str, dict[str, Any]]]  # {model: {chapter: saved numbers}}
+
+
+# --- what each chapter saves (book/<model>/results/<chapter>.json): checked when saved ----------------------
+
+class Counts(TypedDict):
+    min: int
+    median: float
+
+
+class StoriesResults(TypedDict):
+    writer: str
+    scale: str
+    emotions: int
+    topics: int
+    per_cell: int
+    prompt: str
+    prompts: int
+    stories: int
+    status: dict[str, int]
+    leak_rate: float
+    kept_per_emotion: Counts
+    fill_rate: float
+    short_cells: list[str]
+    retry_rounds: int
+    fidelity: dict[str, Any]  # {"chosen": fidelity.Fidelity as a dict, "study": benchmarks/prompts.py's summary}
+    tokens_per_second: float | None
+    seconds: float | None
+    corpus_sha256: str
+    seed: int
+
+
+class NeutralResults(TypedDict):
+    writer: str
+    dialogues: int
+    status: dict[str, int]
+    tokens_per_second: float | None
+    seconds: float | None
+    neutral_sha256: str
+    seed: int
+
+
+class ExtractResults(TypedDict):
+    model_id: str
+    provenance: dict[str, Any]
+    layers: list[int]
+    stories: int
+    neutral: int
+    emotions: int
+    stories_per_emotion: Counts
+    neutral_k: dict[str, int]
+    tokens: int | None
+    tokens_per_second: float | None
+    seconds: float | None
+    vectors_sha256: str
+    activations: str
+
+
+class Correlation(TypedDict):
+    r: float
+    ci: str
+    p: float
+    words: int
+
+
+class GeometryResults(TypedDict):
+    layer: int
+    n_layers: int
+    emotions: int
+    norms: str
+    pc1_variance: float
+    pc2_variance: float
+    valence: Correlation
+    arousal: Correlation
+    probe_top1: float
+    probe_chance: float
+    logistic_top1: float
+    valence_auroc: float
+    largest_kmeans_cluster: str
+    best_valence_layer: int
+    best_valence_r: float
+    max_layer_p: float
+    orientation: str
+    topic_centred: dict[str, dict[str, float]]
+    split_half: dict[str, dict[str, float]]
+    scaling: dict[str, Any]
+    probes: dict[str, dict[str, float]]
+    valence_two_way: dict[str, float]
+    stories_per_emotion: int
+
+
+class LensResults(TypedDict):
+    layer: int
+    self_named: int
+    emotions: int
+    self_named_by_layer: dict[str, float]
+
+
+class ValidationResults(TypedDict):
+    layer: int
+    texts: str
+    passages: int
+    r_valence_vader: float
+    ci: list[float]
+    top_emotions: dict[str, float]
+    best_emotion_per_label: list[dict] | None
+
+
+class SteeringResults(TypedDict):
+    layer: int
+    read_layer: int
+    positions: str | int
+    alphas: list[float]
+    prompts: int
+    slopes: list[dict]
+    blackmail_trials: int
+    blackmail: list[dict]
+    funnel: list[dict]
+    judge: str | None
+    max_new_tokens: int
+    perplexity_doubling: list[dict]
+    reward_hacking: dict[str, Any]
+
+
+SCHEMAS: dict[str, type] = {"01_stories": StoriesResults, "02_neutral": NeutralResults, "03_extract": ExtractResults,
+                            "04_geometry": GeometryResults, "05_logit_lens": LensResults,
+                            "06_external_validation": ValidationResults, "07_steering": SteeringResults}
+
+
+def check(chapter: str, results: dict[str, Any]) -> None:
+    """Refuse a chapter's results that lack a key its schema names (what the comparison chapter reads)."""
+    schema = SCHEMAS.get(chapter)
+    if schema is None:
+        return
+    missing = sorted(set(schema.__required_keys__) - set(results))
+    if missing:
+        raise EmolibError(f"chapter {chapter} saves no {', '.join(missing)}; emolib.results.{schema.__name__} names them")
 
 
 @dataclass(frozen=True)

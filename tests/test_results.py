@@ -76,3 +76,21 @@ def test_a_text_moving_against_the_emotions_valence_is_said_so():
     steering["slopes"][1] = {**steering["slopes"][1], "slope per unit α": -0.6, "low": -1.2, "high": -0.1}
     text = "\n".join(RS.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": steering}}, ["a"], TITLES))
     assert "happy (valence falls, against its valence)" in text
+
+
+def test_every_chapter_saves_what_its_schema_names():
+    """The executed tiny chapters' saved numbers carry every key of their typed schema (and saving refuses
+    results that lack one)."""
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from emolib.errors import EmolibError
+
+    folder = Path(__file__).resolve().parent / "notebooks" / "results"
+    for chapter in RS.SCHEMAS:
+        saved = json.loads((folder / f"{chapter}.json").read_text())
+        RS.check(chapter, saved)
+    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named; emolib.results.LensResults"):
+        RS.check("05_logit_lens", {"layer": 1, "emotions": 3, "self_named_by_layer": {}})

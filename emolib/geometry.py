@@ -290,7 +290,8 @@ def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
     scores = np.full(len(labels), np.nan)
     for train, test in topic_folds(topics):
         present = np.unique(labels[train])
-        means = np.stack([x[train][labels[train] == cls].mean(axis=0) for cls in present])
+        x_train, y_train = x[train], labels[train]  # indexed once per fold, not once per class
+        means = np.stack([x_train[y_train == cls].mean(axis=0) for cls in present])
         centre = means.mean(axis=0)
         vectors = means - centre
         if neutral_basis is not None and len(neutral_basis):
@@ -352,8 +353,9 @@ def probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_classes
         if kind == "nearest":
             present = np.unique(y)
             means = np.zeros((n_classes, x.shape[1]))
+            x_train = x[train]  # indexed once per fold, not once per class
             for cls in present:
-                means[cls] = x[train][y == cls].mean(axis=0)
+                means[cls] = x_train[y == cls].mean(axis=0)
             centre = means[present].mean(axis=0)
             vectors = means - centre
             if neutral_basis is not None and len(neutral_basis):

@@ -141,6 +141,7 @@ def test_fidelity_reads_the_emotion_from_the_words_without_the_emotion_words():
         rows += [{"emotion": emotion, "text": f"The {w} and the day." } for w in words.split()]
     result = fidelity.story_fidelity(pd.DataFrame(rows), n_boot=200)
     assert result.valence_r > 0.8 and result.valence_ci[0] > 0.3
+    assert result.valence_ci[0] < result.valence_r < result.valence_ci[1]  # centred on the estimate
     assert result.vader_agreement > 0.5
     # the emotion words themselves are never counted: a leak cannot raise fidelity
     scores = fidelity.word_scores(["happy happiness joyful sad sadly", "happy sunshine"])

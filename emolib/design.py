@@ -158,7 +158,8 @@ def _write_rounds(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, b
         rounds.append({"attempt": attempt, "prompts": len(jobs), "written_now": stats["jobs"] - stats["already_done"]})
         if on_round:
             on_round(attempt, len(jobs))
-    totals["tokens_per_second"] = totals["generated_tokens"] / totals["seconds"] if totals["seconds"] else None
+    if totals["seconds"] and totals["generated_tokens"]:  # as write_jobs: no rate when nothing was written
+        totals["tokens_per_second"] = totals["generated_tokens"] / totals["seconds"]
     return {**totals, "rounds": rounds}
 
 

@@ -148,3 +148,14 @@ def test_fidelity_reads_the_emotion_from_the_words_without_the_emotion_words():
     assert np.isnan(scores.loc[0, "valence"]) and scores.loc[1, "rated_words"] == 1
     with pytest.raises(EmolibError, match="at least 3 rated emotions"):
         fidelity.story_fidelity(pd.DataFrame(rows[:6]))
+
+
+def test_a_finished_design_reruns_without_writing(tmp_path, tiny_gemma3):
+    design = _design(per_cell=1)
+    store = C.Corpus(tmp_path / "c", _settings())
+    first = D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    assert first["tokens_per_second"] > 0
+    again = D.write_balanced(C.Corpus(store.folder, _settings()), design, LeakyWriter(die_after=0), tiny_gemma3.tokenizer,
+                             batch_size=4, progress=False)  # a writer that dies if asked for anything
+    assert "tokens_per_second" not in again and again["generated_tokens"] == 0
+    assert [r["written_now"] for r in again["rounds"]] == [0] * len(again["rounds"])

@@ -231,8 +231,22 @@ def check_against_run(model: str, results: dict[str, Any], rate: float) -> dict[
             "ratio": predicted / extract["seconds"]}
 
 
-def describe(model: str, parameters: dict[str, Any] | None = None, writer: str = "smollm2") -> str:
-    """The plan's lines for a chapter's first output (a model without a recorded shape says so)."""
+def describe(model: str, parameters: dict[str, Any] | None = None, writer: str = "smollm2", corpus: str = "") -> str:
+    """The plan's lines for a chapter's first output (a model without a recorded shape says so). With
+    `corpus`, the scale is the one that corpus's design file records (what chapter 01 wrote)."""
     if model not in SHAPES:
         return f"no cost plan for {model!r} (plans cover {', '.join(SHAPES)}); run `python -m emolib plan --model ...`"
-    return format_plan(make_plan(model, {k: v for k, v in (parameters or {}).items() if v not in (None, 0, "")}, writer=writer))
+    chosen = {k: v for k, v in (parameters or {}).items() if v not in (None, 0, "")}
+    if corpus:
+        from .corpus import corpus_dir
+        from .design import Design
+
+        design = Design.load(corpus_dir(corpus))
+        if design is not None:
+            from .design import SCALES
+
+            scale = design.scale.split(" ")[0]
+            chosen["scale"] = scale
+            if design.scale not in SCALES:  # a custom size (chapter 02's own n_topics is then not known here)
+                chosen.update(n_topics=len(design.topics), stories_per_cell=design.per_cell)
+    return format_plan(make_plan(model, chosen, writer=writer))

@@ -336,7 +336,9 @@ def verdicts(results: Results, models: list[str], titles: dict[str, str]) -> lis
         fit = (geo.get("scaling") or {}).get("fits", {}).get("r_valence")
         if fit and fit.get("r_inf") is not None:
             needed = fit["stories_needed"].get("0.8")
-            lines.append(f"- More stories: the fitted curve levels off at r = {fit['r_inf']:.2f}; "
+            level = (f"the fitted curve levels off at r = {fit['r_inf']:.2f}" if fit["r_inf"] < 0.99 else
+                     "the fitted curve does not level off within the stories measured (its ceiling sits at the bound, 1.0)")
+            lines.append(f"- More stories: {level}; "
                          + (f"r = 0.8 would need about {needed:,.0f} stories per emotion (measured up to "
                             f"{fit['largest_n_measured']}; extrapolated)." if needed is not None else
                             "r = 0.8 is out of reach for this model and writer by more stories alone."))

@@ -10,6 +10,9 @@ import warnings
 # tqdm.auto warns on import when ipywidgets is absent; emolib's bars are plain text on purpose
 # (executed notebooks stay diffable), so the warning is noise in every chapter's first cell.
 warnings.filterwarnings("ignore", message="IProgress not found")
+# transformers >= 5.24 renames the cache argument; emolib's decode loop still passes `past_key_values`
+# (valid until 5.40), and the warning's absolute path would differ on every machine's executed chapters.
+warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated", category=FutureWarning)
 
 __version__ = "0.1.0"
 

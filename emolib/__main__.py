@@ -24,7 +24,7 @@ def _parameter(text: str) -> object:
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emolib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "book"):
@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                          help="a chapter parameter (scale, n_topics, stories_per_cell, layers, dtype, ...)")
     command.add_argument("--device", default="auto", help='"auto" (measure this machine), "cpu", "H100" or "RTX 4090"')
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from . import book
 
     try:
@@ -70,17 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args)
         if args.command in ("run", "book"):
-            chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
-            parameters = {name: _parameter(value) for name, value in args.parameter}
-            started = time.perf_counter()
-            models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
-            if args.out and len(models) > 1:
-                raise EmolibError("--out takes one --model")
-            for model in models:
-                book.run_chapters(model, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
-            if args.command == "book" and not args.out:
-                book.run_across()
-            print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")
+            _run(args)
         if args.command == "browser-check":
             drawn = book.browser_check()
             print(f"[emolib] {sum(drawn.values())} figures drew on {len(drawn)} pages, offline")
@@ -95,6 +88,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _run(args: argparse.Namespace) -> None:
+    """Chapters for each model (then, for `book`, the comparison and appendix)."""
+    from . import book
+
+    chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
+    parameters = {name: _parameter(value) for name, value in args.parameter}
+    started = time.perf_counter()
+    models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
+    if args.out and len(models) > 1:
+        raise EmolibError("--out takes one --model")
+    for model in models:
+        book.run_chapters(model, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
+    if args.command == "book" and not args.out:
+        book.run_across()
+    print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import book, plan
 
@@ -104,8 +114,8 @@ def _plan(args: argparse.Namespace) -> int:
     made = plan.make_plan(args.model, parameters, device=args.device, dtype=parameters.get("dtype") if
                           parameters.get("dtype", "auto") != "auto" else None, rate=rate)
     print(plan.format_plan(made))
-    results = book.load_results().get(args.model, {})
-    check = plan.check_against_run(args.model, results, rate) if rate and args.model in ("270m", "smollm2") else None
+    saved = book.load_results().get(args.model)
+    check = plan.check_against_run(args.model, saved.extract if saved else None, rate) if rate and args.model in ("270m", "smollm2") else None
     if check:
         print(f"  check: the published {args.model} extraction read {check['tokens']:,} tokens in {check['measured_s']:.0f} s; "
               f"this plan's rate predicts {check['predicted_s']:.0f} s (ratio {check['ratio']:.2f})")

@@ -16,10 +16,13 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import EmolibError
 from .io import atomic_write_bytes, atomic_write_json, file_sha256, project_root  # noqa: F401 (file_sha256: for chapters)
+
+if TYPE_CHECKING:
+    from .results import ModelResults
 
 CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation", "07_steering")
 MODEL_TITLES = {
@@ -48,20 +51,15 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     for chapter in chapters:
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
-        previous = os.environ.get("EMOLIB_RESULTS")
-        os.environ["EMOLIB_RESULTS"] = str(out_dir / "results")  # the kernel inherits it: results land beside
-        try:
-            target = _execute(root, chapter, out_dir, {"model": model, **(parameters or {})}, f" for model {model}")
-        finally:
-            if previous is None:
-                os.environ.pop("EMOLIB_RESULTS", None)
-            else:
-                os.environ["EMOLIB_RESULTS"] = previous
+        chapter_parameters = {"model": model, **(parameters or {})}
+        if chapter in CHAPTERS:  # the analysis chapters save their key numbers beside the executed notebook
+            chapter_parameters["results_dir"] = _relative(out_dir / "results", root)
+        target = _execute(root, chapter, out_dir, chapter_parameters, f" for model {model}")
         timings[chapter] = round(time.perf_counter() - started, 1)
         shown = target.relative_to(root) if target.is_relative_to(root) else target
         log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
     if published:
-        _record_timings(out_dir, timings)
+        _record_timings(out_dir, timings, out_dir / "results")
     return timings
 
 
@@ -249,22 +247,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_results(model: str, chapter: str, results: dict[str, Any]) -> Path:
-    """A chapter's key numbers as JSON beside its executed notebook (`book/<model>/results/<chapter>.json`,
-    or where the runner points `$EMOLIB_RESULTS`): what the comparison chapter and the appendix read."""
+def save_results(model: str, chapter: str, results: dict[str, Any], folder: str | Path = "") -> Path:
+    """A chapter's key numbers as JSON in `folder` (the chapter's `results_dir` parameter; a relative path
+    is taken from the project root; "": `book/<model>/results/`): what the comparison chapter and the appendix read."""
     from .results import check
 
     check(chapter, results)  # typed: emolib.results names what each chapter saves
-    folder = Path(os.environ.get("EMOLIB_RESULTS") or project_root() / "book" / model / "results")
-    return atomic_write_json(folder / f"{chapter}.json", _plain({"model": model, "chapter": chapter, **results}))
+    target = Path(folder) if folder else Path("book") / model / "results"
+    target = target if target.is_absolute() else project_root() / target
+    return atomic_write_json(target / f"{chapter}.json", _plain({"model": model, "chapter": chapter, **results}))
 
 
-def load_results(book_dir: Path | None = None) -> dict[str, dict[str, dict]]:
-    """{model: {chapter: results}} for every model with results under `book/`."""
-    book_dir = book_dir or project_root() / "book"
-    found: dict[str, dict[str, dict]] = {}
-    for path in sorted(book_dir.glob("*/results/*.json")):
-        found.setdefault(path.parent.parent.name, {})[path.stem] = json.loads(path.read_text())
+def _relative(path: Path, root: Path) -> str:
+    """A path as the executed notebooks record it: relative to the project root where it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else str(path)
+
+
+def load_results(book_dir: Path | str = "") -> dict[str, ModelResults]:
+    """{model: ModelResults} for every model with results under `book_dir` (default `book/`), embedded models first."""
+    from .results import load
+
+    found = load(Path(book_dir) if book_dir else project_root() / "book")
     return dict(sorted(found.items(), key=lambda item: (list(MODEL_TITLES).index(item[0])
                                                           if item[0] in MODEL_TITLES else 99, item[0])))
 
@@ -287,11 +291,56 @@ def _hide_parameter_cells(path: Path) -> None:
     atomic_write_bytes(path, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-def _record_timings(out_dir: Path, timings: dict[str, float]) -> None:
+STAGE_CHAPTERS = ("01_stories", "02_neutral", "03_extract")  # chapters that reuse stored work on a rerun
+
+
+def read_timings(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """`timings.json`: {scale: {chapter: {"computed_s", "last_run_s", "reused"}}} (an older flat file is read
+    as the scale "unknown")."""
+    if not path.exists():
+        return {}
+    recorded = json.loads(path.read_text())
+    if recorded and all(isinstance(v, (int, float)) for v in recorded.values()):
+        return {"unknown": {c: {"last_run_s": v, "computed_s": v, "reused": False} for c, v in recorded.items()}}
+    return recorded
+
+
+def _record_timings(out_dir: Path, timings: dict[str, float], results_dir: Path) -> None:
+    """Per scale (the one chapter 1 recorded) and chapter: the wall time of the last execution, and of the
+    last one that computed its stage — a rerun that reuses stored stories or activations keeps that one."""
     path = out_dir / "timings.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded.update(timings)
+    recorded = read_timings(path)
+    stories = results_dir / "01_stories.json"
+    scale = str(json.loads(stories.read_text()).get("scale", "unknown")) if stories.exists() else "unknown"
+    for chapter, seconds in timings.items():
+        saved = results_dir / f"{chapter}.json"
+        stage_seconds = json.loads(saved.read_text()).get("seconds") if saved.exists() else None
+        reused = chapter in STAGE_CHAPTERS and (stage_seconds or 0.0) < 1.0
+        entry = recorded.setdefault(scale, {}).setdefault(chapter, {})
+        entry.update({"last_run_s": seconds, "reused": reused, **({} if reused else {"computed_s": seconds})})
     atomic_write_json(path, recorded)
+
+
+def timing_table(book_dir: Path, models: list[str]) -> Any:
+    """Minutes per chapter for each model and scale: the execution that computed each stage, and where the
+    last execution reused stored work, that rerun's minutes in brackets."""
+    import pandas as pd
+
+    columns: dict[str, dict[str, str]] = {}
+    for model in models:
+        for scale, chapters in read_timings(book_dir / model / "timings.json").items():
+            column = columns.setdefault(f"{model}, {scale} scale", {})
+            total = 0.0
+            for chapter, entry in chapters.items():
+                computed = entry.get("computed_s")
+                total += computed or 0.0
+                notes = [entry["note"]] if entry.get("note") else []
+                if entry.get("reused"):
+                    notes.append(f"rerun reusing stored work: {entry['last_run_s'] / 60:.1f}")
+                text = (f"{computed / 60:.1f}" if computed is not None else "not recorded") + (f" ({'; '.join(notes)})" if notes else "")
+                column[chapter] = text
+            column["total (minutes)"] = f"{total / 60:.1f}"
+    return pd.DataFrame(columns).rename_axis("chapter")
 
 
 def executed_models(root: Path | None = None) -> list[str]:

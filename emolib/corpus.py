@@ -199,7 +199,8 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
         return stats
     settings = corpus.settings
     # similar prompt lengths per batch waste less padding
-    batches = plan_writing(corpus, jobs, batch_size, key=lambda job: len(job.messages[0]["content"]))
+    batches = plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0)),
+                           key=lambda job: len(job.messages[0]["content"]))
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     written = 0
@@ -243,7 +244,7 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
     with progress_bar(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
-        for batch in plan_writing(corpus, jobs, batch_size):
+        for batch in plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0))):
             _log_batch(corpus, batch)
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
             stats["generated_tokens"] += write(corpus, batch, writer, bar)
@@ -422,3 +423,16 @@ def dialogue_examples_markdown(frame, n: int = 3) -> str:
     parts = [f"*{row['topic']}* — {row['n_exchanges']} exchanges, status {row['status']}\n\n{_quote(row['text'])}"
              for _, row in kept.iterrows()]
     return "\n\n".join(parts) or "No dialogues."
+
+
+def status_counts(frame: Any, what: str = "stories") -> Any:
+    """How many texts each filter decision holds, and its share."""
+    counts = frame["status"].value_counts().rename_axis("status").to_frame(what)
+    counts["share"] = (counts[what] / counts[what].sum()).round(3)
+    return counts
+
+
+def leaked_forms(stories: Any, n: int = 15) -> Any:
+    """The word forms that leaked most often, with how many stories each."""
+    leaked = stories[stories["status"] == "leak"].explode("leaks")
+    return leaked["leaks"].value_counts().head(n).rename_axis("leaked form").to_frame("stories")

@@ -201,3 +201,68 @@ def cell_weights(stories: Any, design: Design) -> dict[str, float]:
     emotion's mean weighs its topics equally (passed to emolib.vectors.build)."""
     counts = stories.groupby(["emotion", "topic_index"])["id"].transform("size")
     return {text_id: design.per_cell / n for text_id, n in zip(stories["id"], counts)}
+
+
+# --- what chapter 1 shows and saves ------------------------------------------------------------------------
+
+def settings_rows(design: Design, settings: CorpusSettings, *, model: str, writer: str, writer_url: str, prompt: str,
+                  seed: int, folder: Path) -> dict[str, Any]:
+    """The chapter's settings table: the design, the writer and its sampling."""
+    per_prompt = settings.stories_per_prompt
+    return {
+        "scale": design.scale, "analysed model": model, "writer": writer + (f" at {writer_url}" if writer_url else " (local)"),
+        "emotions": len(design.emotions), "topics per emotion": len(design.topics),
+        "kept stories per (emotion, topic) cell": design.per_cell, "kept stories per emotion": design.stories_per_emotion,
+        "attempts per cell": f"at most {design.max_attempts}",
+        "prompt": f"{prompt!r}, {per_prompt} stor{'y' if per_prompt == 1 else 'ies'} per prompt",
+        "max new tokens": settings.max_new_tokens,
+        "sampling": f"temperature {settings.temperature}, top-p {settings.top_p}, repetition penalty "
+                    f"{settings.repetition_penalty} (generated tokens only)",
+        "seed": seed, "corpus folder": f"runs/corpus/{Path(folder).name}",
+    }
+
+
+def design_stories(frame: Any, design: Design) -> Any:
+    """Every story the design's cells asked for (kept or not), from `corpus.records_frame`."""
+    return frame[(frame["kind"] == "story") & frame["emotion"].isin(design.emotions) & frame["topic_index"].isin(design.topics)]
+
+
+def describe_fill(stories: Any, design: Design, fill: dict[str, Any]) -> str:
+    """What the refill reached: cells at quota, kept stories per emotion, leaks, cut stories, short cells."""
+    return (f"cells holding their quota: {fill['cells_full']} of {fill['cells']} ({fill['fill_rate']:.1%}); "
+            f"kept stories per emotion used by the analysis: min {fill['kept_per_emotion']['min']}, "
+            f"median {fill['kept_per_emotion']['median']:.0f} (quota {design.stories_per_emotion})\n"
+            f"leak rate over all stories written: {(stories['status'] == 'leak').mean():.1%}; "
+            f"stories cut by the token limit: {(~stories.groupby('job')['finished'].first()).mean():.1%} of prompts\n"
+            "cells short of their quota: " + (", ".join(fill["short_cells"]) or "none"))
+
+
+def stories_results(design: Design, stats: dict[str, Any], stories: Any, fill: dict[str, Any], fidelity: dict[str, Any],
+                    *, writer: str, prompt: str, corpus_file: Path, seed: int) -> dict[str, Any]:
+    """Chapter 1's key numbers (`emolib.results.StoriesResults`)."""
+    from .io import file_sha256
+
+    return {
+        "writer": writer, "scale": design.scale, "emotions": len(design.emotions), "topics": len(design.topics),
+        "per_cell": design.per_cell, "prompt": prompt, "prompts": sum(r["prompts"] for r in stats["rounds"]),
+        "stories": int(len(stories)), "status": stories["status"].value_counts().to_dict(),
+        "leak_rate": float((stories["status"] == "leak").mean()), "kept_per_emotion": fill["kept_per_emotion"],
+        "fill_rate": fill["fill_rate"], "short_cells": fill["short_cells"], "retry_rounds": len(stats["rounds"]) - 1,
+        "fidelity": fidelity, "tokens_per_second": stats.get("tokens_per_second"), "seconds": stats.get("seconds"),
+        "corpus_sha256": file_sha256(corpus_file), "seed": seed,
+    }
+
+
+def rounds_table(stats: dict[str, Any]) -> Any:
+    """`write_balanced`'s rounds: prompts written and stories kept per attempt."""
+    import pandas as pd
+
+    return pd.DataFrame(stats["rounds"]).set_index("attempt")
+
+
+def describe_rate(stats: dict[str, Any], batch_size: int) -> str:
+    """The writing rate of this execution (nothing when every story was already stored)."""
+    if "tokens_per_second" not in stats:
+        return "every story was already stored: nothing written in this execution"
+    return (f"generated {stats['generated_tokens']:,} tokens in {stats['seconds']:.0f} s: "
+            f"{stats['tokens_per_second']:.0f} tokens/s with batches of {batch_size}")

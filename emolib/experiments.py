@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .errors import EmolibError
-from .models import LoadedModel, decoder_layers, forward_hooks
+from .hooks import decoder_layers, forward_hooks
+from .models import LoadedModel
+
+if TYPE_CHECKING:
+    from .vectors import VectorBuild
 from .stats import cluster_sums, resample_clusters, slope_of
 from .steer import steering, terms
 
@@ -86,7 +90,7 @@ def continuation_stats(loaded: LoadedModel, prompts: Sequence[str], continuation
     return pd.DataFrame([r if r is not None else empty for r in results])
 
 
-def dose_response(loaded: LoadedModel, build: Any, emotions: Sequence[str], alphas: Sequence[float], layer: int,
+def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[str], alphas: Sequence[float], layer: int,
                   read_layer: int, prompts: Sequence[str], samples: int = 1, max_new_tokens: int = 48,
                   temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, positions: str | int = "generated",
                   batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
@@ -289,7 +293,7 @@ def grade_judge(texts: Sequence[str], judge: Any, seed: int = 0) -> list[bool | 
     return verdicts
 
 
-def blackmail_trials(loaded: LoadedModel, build: Any, conditions: dict[str, dict[str, float]], layer: int,
+def blackmail_trials(loaded: LoadedModel, build: VectorBuild, conditions: dict[str, dict[str, float]], layer: int,
                      trials: int = 16, max_new_tokens: int = 200, temperature: float = 1.0, top_p: float = 0.95,
                      seed: int = 0, batch_size: int = 16, positions: str | int = "generated",
                      progress: bool = True) -> pd.DataFrame:
@@ -399,3 +403,71 @@ def dose_examples_html(doses: pd.DataFrame, prompts: Sequence[str], emotions: Se
         part["text"] = [prompts[p] + " [...] " + t for p, t in zip(part.prompt, part.text)]
         parts.append(f"<p><b>{emotion}</b></p>" + examples_html(part, "alpha", summary=emotion + ", alpha = {value:+g}"))
     return "\n".join(parts)
+
+
+def steering_grid(emotions: str, alphas: str, available: Sequence[str]) -> tuple[list[str], list[float]]:
+    """The chapter's comma-separated parameters as the steered emotions present and the α grid (0 always in it)."""
+    steered = [e.strip() for e in emotions.split(",") if e.strip() in available]
+    return steered, sorted({float(a) for a in alphas.split(",") if a.strip()} | {0.0})
+
+
+DOSE_PANELS = {  # metric: (title, y axis)
+    "valence": ("Valence of the continuation (VADER compound, -1..1; 95% CI)", "VADER compound"),
+    "lexicon valence": ("Valence of the continuation (mean Warriner valence of its words, 1..9; 95% CI)", "mean word valence"),
+    "perplexity": ("Perplexity of the continuation under the unsteered model (95% CI)", "perplexity"),
+}
+BLACKMAIL_STAGES = ("sent email", "emailed the executive", "mentions the affair", "blackmail")
+
+
+def dose_panel(summary: pd.DataFrame, metric: str, read_layer: int = -1):
+    """One dose-response panel: `metric`'s mean and 95% band against α, one line per steered emotion."""
+    from .plots import band
+
+    if metric == "projection":
+        return band(projection_shift(summary), x="alpha", y="mean", low="low", high="high", color="emotion",
+                    title=f"Projection on the steered emotion at layer {read_layer}, change from alpha 0 (95% CI)",
+                    x_title="alpha (x mean residual norm)", y_title="projection change")
+    title, y_title = DOSE_PANELS[metric]
+    return band(summary[summary.metric == metric], x="alpha", y="mean", low="low", high="high", color="emotion",
+                title=title, x_title="alpha (x mean residual norm)", y_title=y_title)
+
+
+def describe_blackmail(trials: pd.DataFrame) -> str:
+    return (f"{int(trials['sent email'].sum())} of {len(trials)} trials sent an email; "
+            f"{int(trials['emailed the executive'].sum())} wrote to the CTO; {int(trials['blackmail'].sum())} were graded blackmail")
+
+
+def steering_results(*, layer: int, read_layer: int, positions: str, alphas: Sequence[float], prompts: int,
+                     max_new_tokens: int, slopes: pd.DataFrame, doubling: pd.DataFrame, blackmail_trials: int,
+                     blackmail: pd.DataFrame,
+                     blackmail_funnel: pd.DataFrame, judge: str | None, hacking: pd.DataFrame, hacking_funnel: pd.DataFrame,
+                     hack_samples: int, hack_alpha: float) -> dict[str, Any]:
+    """Chapter 7's key numbers (`emolib.results.SteeringResults`)."""
+    from .rewardhack import TASKS
+
+    return {
+        "layer": layer, "read_layer": read_layer, "positions": positions, "alphas": list(alphas), "prompts": prompts,
+        "slopes": slopes.to_dict("records"), "blackmail_trials": blackmail_trials,
+        "blackmail": blackmail.reset_index().to_dict("records"), "funnel": blackmail_funnel.reset_index().to_dict("records"),
+        "judge": judge, "max_new_tokens": max_new_tokens, "perplexity_doubling": doubling.to_dict("records"),
+        "reward_hacking": {"rates": hacking.reset_index().to_dict("records"), "tasks": len(TASKS), "per_task": hack_samples,
+                           "alpha": hack_alpha, "funnel": hacking_funnel.reset_index().to_dict("records")},
+    }
+
+
+def settings_rows(loaded: LoadedModel, build: VectorBuild, layer: int, read_layer: int, steered: Sequence[str],
+                  alphas: Sequence[float], p: dict[str, Any]) -> dict[str, Any]:
+    """Chapter 7's settings table, from its parameters `p` (the notebook's parameter values by name)."""
+    from .rewardhack import TASKS
+
+    judge = f" + judge {p['judge_model']} at {p['judge_url']}" if p["judge_url"] else " only (no judge configured)"
+    return {
+        "model": f"{loaded.profile.model_id} ({loaded.profile.name}), "
+                 + ("chat model" if loaded.tokenizer.chat_template else "base model"),
+        "steered layer": f"{layer} (mean residual norm {build.residual_norm[layer]:,.1f})", "projection read at layer": read_layer,
+        "dose-response": f"{len(steered)} emotions x {len(alphas)} alphas x {p['n_prompts']} prompts x {p['samples']} samples, "
+                         f"{p['max_new_tokens']} new tokens; positions: {p['positions']}",
+        "blackmail": f"{p['blackmail_trials']} trials per condition, alpha {p['blackmail_alpha']}, {p['blackmail_tokens']} new tokens",
+        "reward hacking": f"{len(TASKS)} impossible tasks x {p['hack_samples']} samples per condition, alpha {p['hack_alpha']}",
+        "grader": "rule screen" + judge,
+    }

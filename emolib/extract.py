@@ -35,7 +35,8 @@ import torch
 from . import __version__
 from .errors import EmolibError
 from .io import atomic_write_bytes, atomic_write_json, progress_bar, read_json, runs_dir, store_lock
-from .models import LoadedModel, decoder_layers, forward_hooks, text_config, text_decoder
+from .hooks import decoder_layers, forward_hooks, text_config, text_decoder
+from .models import LoadedModel
 
 TOKEN_START = 50
 HOOK_SITE = "decoder block output (residual stream), before any final norm"
@@ -289,6 +290,22 @@ class ActivationStore:
         return manifest
 
     # -- reading --------------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        """The layers every shard holds, in order (from the plan)."""
+        return list(read_json(self.folder / "plan.json")["layers"])
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of the stored activations (from the first shard's header, without reading its data)."""
+        from safetensors import safe_open
+
+        plan = read_json(self.folder / "plan.json")
+        if not plan["shards"]:
+            raise EmolibError(f"{self.folder} holds no shards; run the extraction first")
+        with safe_open(str(self.shard_path(plan["shards"][0]["name"])), framework="pt") as handle:
+            return int(handle.get_slice("means").get_shape()[-1])
+
     def iter_shards(self, ids: set[str] | None = None) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
         """(ids, means, norms) per valid shard, restricted to `ids`; a bad shard is an error, never skipped."""
         plan = read_json(self.folder / "plan.json")

@@ -84,6 +84,10 @@ class Fidelity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def table(self, label: str) -> pd.DataFrame:
+        """The row as a one-column table headed `label`."""
+        return pd.DataFrame([self.row()], index=[label]).T
+
 
 def story_fidelity(stories: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> Fidelity:
     """Fidelity of `stories` (columns `emotion`, `text`): lexicon r across emotions and VADER agreement."""

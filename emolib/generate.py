@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-from transformers.cache_utils import Cache, DynamicLayer
 
 from .errors import EmolibError, WriterError
-from .models import LoadedModel, decoder_layers, text_config
+from .decode import Decoder, DecodeStats, Sampling, has_sliding_window, sample_next  # noqa: F401 (sample_next: public here too)
+from .models import LoadedModel
 
 
 @dataclass
@@ -36,111 +36,20 @@ def _mix_seeds(seeds: list[int]) -> int:
     return value
 
 
-class _SlabLayer(DynamicLayer):
-    """A KV-cache layer written into a preallocated slab instead of grown by `torch.cat`.
-
-    It answers like `DynamicLayer` (keys of all cached positions), so every attention implementation
-    and mask builder in transformers works unchanged; dropping finished rows is a row selection.
-    """
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        batch, heads, _, _ = key_states.shape
-        self.dtype, self.device = key_states.dtype, key_states.device
-        self.slab_keys = key_states.new_zeros((batch, heads, self.capacity, key_states.shape[-1]))
-        self.slab_values = value_states.new_zeros((batch, heads, self.capacity, value_states.shape[-1]))
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV slab overflow: {end} > {self.capacity}")
-        self.slab_keys[:, :, self.length:end] = key_states
-        self.slab_values[:, :, self.length:end] = value_states
-        self.length = end
-        self.keys, self.values = self.slab_keys[:, :, :end], self.slab_values[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self.slab_keys, self.slab_values = self.slab_keys[indices], self.slab_values[indices]
-            self.keys, self.values = self.slab_keys[:, :, :self.length], self.slab_values[:, :, :self.length]
-
-    def broadcast_rows(self, batch: int) -> None:
-        """Copy a one-row cache (the shared prompt prefix) into `batch` rows. A layer that never wrote its
-        cache (Gemma 4's KV-shared layers read the keys of an earlier layer instead) has nothing to copy."""
-        if not self.is_initialized:
-            return
-        self.slab_keys = self.slab_keys.expand(batch, -1, -1, -1).contiguous()
-        self.slab_values = self.slab_values.expand(batch, -1, -1, -1).contiguous()
-        self.keys, self.values = self.slab_keys[:, :, :self.length], self.slab_values[:, :, :self.length]
-
-
-def _common_prefix(prompts: list[list[int]]) -> int:
-    shortest = min(len(p) for p in prompts)
-    n = 0
-    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
-        n += 1
-    return n
-
-
-def sample_next(logits: torch.Tensor, history: torch.Tensor | None, temperature: float, top_p: float,
-                repetition_penalty: float, generators: list[torch.Generator] | None,
-                candidates: int = 1024) -> torch.Tensor:
-    """One token per row: repetition penalty (HF semantics), temperature, nucleus, per-row RNG.
-
-    `history` holds the tokens each row has generated so far (None or empty: no penalty): the penalty is
-    gathered and scattered over those positions only, as transformers does with `prompt_ignore_length`.
-
-    The nucleus is searched among the top `candidates` tokens (a `topk`, not a 49k-wide sort); a row
-    whose nucleus is wider than that is sorted in full, so the result is exact either way.
-    """
-    logits = logits.float()
-    if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
-        scores = logits.gather(1, history)
-        scores = torch.where(scores < 0, scores * repetition_penalty, scores / repetition_penalty)
-        logits = logits.scatter(1, history, scores)
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    log_total = logits.logsumexp(dim=-1, keepdim=True)
-    vocab = logits.shape[-1]
-    k = min(candidates, vocab) if top_p < 1.0 else vocab
-    values, indices = logits.topk(k, dim=-1) if k < vocab else logits.sort(dim=-1, descending=True)
-    probs = (values - log_total).exp()
-    choice = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    for row in range(logits.shape[0]):
-        row_probs, row_indices = probs[row], indices[row]
-        if top_p < 1.0:
-            before = row_probs.cumsum(dim=0) - row_probs  # mass of the more likely tokens
-            if k < vocab and before[-1] + row_probs[-1] < top_p:  # nucleus wider than the candidates
-                row_values, row_indices = logits[row].sort(descending=True)
-                row_probs = (row_values - log_total[row]).exp()
-                before = row_probs.cumsum(dim=0) - row_probs
-            row_probs = row_probs.masked_fill(before >= top_p, 0.0)
-        # exponential race: argmax(p / E), E ~ Exp(1), is a draw from p, with this row's own generator
-        race = torch.empty_like(row_probs).exponential_(generator=generators[row] if generators else None)
-        choice[row] = row_indices[(row_probs / race).argmax()]
-    return choice
+CALL_SLOTS = 4  # prompts per writing call, in slots: a call's tail (its last rows) is then a quarter of it
 
 
 class LocalWriter:
     """Fast batched sampling from a local chat model.
 
-    Rather than `model.generate`, a short decode loop around the model's own forward pass:
+    Rather than `model.generate`, a short decode loop around the model's own forward pass
+    (`emolib.decode`):
     - the KV cache is a preallocated slab (`torch.cat` per step cost ~30 % of a CPU decode step);
-    - the prompt prefix shared by the whole batch (system prompt and instructions) is computed once;
-    - rows that finished are dropped from the batch, so they stop costing compute;
-    - on CPU the linear layers run in dynamic int8 (decode is memory-bound: ~3x at batch 16);
+    - the prompt prefix shared by all prompts of a call (system prompt and instructions) is computed once;
+    - continuous batching: `batch_size` slots decode together and a row that ends hands its slot to the
+      next waiting prompt, so the batch stays full to the end (`continuous=False`, and models with
+      sliding-window layers: consecutive batches whose finished rows are dropped);
+    - dynamic int8 linear layers on request (`quantize="int8"`; off: it changes a small model's text);
     - every row samples from its own seeded generator, so its text depends on its seed.
     `live_rows` names, during each forward pass, which of `generate`'s inputs the batch rows are (None
     while a shared prefix is computed once for all), so hooks can treat rows differently (per-row
@@ -149,8 +58,8 @@ class LocalWriter:
     """
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 64, quantize: str | None = None,
-                 share_prefix: bool = True, drop_finished: bool = True, fast: bool = True,
-                 token_budget: int = 16384, require_chat: bool = True):
+                 share_prefix: bool = True, fast: bool = True,
+                 token_budget: int = 16384, require_chat: bool = True, continuous: bool = True):
         tokenizer = loaded.tokenizer
         if require_chat and not getattr(tokenizer, "chat_template", None):
             raise EmolibError(
@@ -165,8 +74,10 @@ class LocalWriter:
         # what a short row sees: share prefixes only where every layer attends to the whole context.
         # (Prompts of equal length leave no gap, so they share a prefix even then.)
         self.share_prefix = share_prefix
-        self.sliding_window = _has_sliding_window(loaded.model)
-        self.drop_finished, self.fast = drop_finished, fast
+        self.sliding_window = has_sliding_window(loaded.model)
+        self.fast = fast
+        self.continuous = continuous  # refill a finished row's slot with the next prompt (not on sliding-window models)
+        self.stats = DecodeStats()  # summed over calls: how full the slots were
         self.live_rows: torch.Tensor | None = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
@@ -177,6 +88,12 @@ class LocalWriter:
             _quantize_int8(loaded.model)
         elif quantize is not None:
             raise EmolibError(f"quantize must be 'auto', 'int8' or None, got {quantize!r}")
+
+    @property
+    def call_size(self) -> int:
+        """How many prompts a writing run should hand over per call: with continuous batching several
+        slots' worth, so that the slots stay full until the last few rows of the call."""
+        return self.batch_size * CALL_SLOTS if self.fast and self.continuous and not self.sliding_window else self.batch_size
 
     def render(self, messages: list[dict]) -> str:
         return self.loaded.tokenizer.apply_chat_template(messages, tokenize=False)
@@ -221,35 +138,58 @@ class LocalWriter:
         from .io import progress_bar
 
         prompts = [self.encode(messages) for messages in messages_list]
-        results: list[Generation | None] = [None] * len(prompts)
         if forcing is not None and not self.fast:
             raise EmolibError("forced tokens need the fast decode loop (fast=True)")
+        sampling = Sampling(max_new_tokens, temperature, top_p, repetition_penalty, min_new_tokens)
+        results: list[Generation | None] = [None] * len(prompts)
         quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
         bar = progress_bar(total=len(prompts), desc=progress, unit="text", **quiet)
+
+        def done(index: int, new: list[int]) -> None:
+            results[index] = self._generation(messages_list[index], new)
+            bar.update(1)
+
         try:
-            for chunk in self._batches([len(p) for p in prompts]):
-                args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], max_new_tokens, temperature, top_p,
-                        repetition_penalty, min_new_tokens)
+            if self.fast and self.continuous and not self.sliding_window:  # one call, slots refilled as rows end
+                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+                slots = max(1, min(self.batch_size, self.token_budget // max(len(p) for p in prompts)))
+                self._run([prompts[i] for i in order], [seeds[i] for i in order], sampling, slots, refill=True,
+                          forcing=[forcing[i] for i in order] if forcing else None, inputs=order, on_done=done)
+            for chunk in ([] if self.fast and self.continuous and not self.sliding_window else
+                          self._batches([len(p) for p in prompts])):
+                args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], sampling)
                 if self.fast:
-                    new_ids = self._decode(*args, forcing=[forcing[i] for i in chunk] if forcing else None,
-                                           inputs=torch.tensor(chunk))
+                    self._run(*args, len(chunk), refill=False, forcing=[forcing[i] for i in chunk] if forcing else None,
+                              inputs=chunk, on_done=done)
                 else:
                     self.live_rows = torch.tensor(chunk)
-                    new_ids = self._hf_generate(*args)
-                for i, new in zip(chunk, new_ids):
-                    finished = self.eos_id in new
-                    if finished:
-                        new = new[: new.index(self.eos_id)]
-                    text = self.loaded.tokenizer.decode(new, skip_special_tokens=True)
-                    last = messages_list[i][-1] if not isinstance(messages_list[i], str) else {"role": "text"}
-                    if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
-                        text = last["content"] + text
-                    results[i] = Generation(text, len(new), finished)
-                bar.update(len(chunk))
+                    for i, new in zip(chunk, self._hf_generate(*args)):
+                        done(i, new)
         finally:
             bar.close()
             self.live_rows = None
         return [result for result in results if result is not None]
+
+    def _generation(self, messages: list[dict] | str, new: list[int]) -> Generation:
+        finished = self.eos_id in new
+        if finished:
+            new = new[: new.index(self.eos_id)]
+        text = self.loaded.tokenizer.decode(new, skip_special_tokens=True)
+        last = messages[-1] if not isinstance(messages, str) else {"role": "text"}
+        if last["role"] == "assistant":  # return the whole assistant message, pre-fill included
+            text = last["content"] + text
+        return Generation(text, len(new), finished)
+
+    def _run(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling, slots: int, **options: Any) -> list[list[int]]:
+        decoder = Decoder(self.loaded.model, self.loaded.device, self.pad_id, self.eos_id, owner=self)
+        try:
+            return decoder.run(prompts, seeds, sampling, slots, share_prefix=self.share_prefix, **options)
+        finally:
+            self.stats.steps += decoder.stats.steps
+            self.stats.row_steps += decoder.stats.row_steps
+            self.stats.slot_steps += decoder.stats.slot_steps
+            self.stats.admissions += decoder.stats.admissions
+            self.stats.relayouts += decoder.stats.relayouts
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Prompts sorted by length, cut into batches of at most `batch_size` rows and `token_budget`
@@ -263,97 +203,17 @@ class LocalWriter:
             current.append(index)
         return [batch for batch in batches if batch]
 
-    @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int, temperature: float,
-                top_p: float, repetition_penalty: float, min_new_tokens: int,
-                forcing: list[Any] | None = None, inputs: torch.Tensor | None = None) -> list[list[int]]:
-        """One batch; `inputs` says which of `generate`'s inputs its rows are (published as `live_rows`)."""
-        model, device = self.loaded.model, self.loaded.device
-        batch = len(prompts)
-        unpadded = len({len(p) for p in prompts}) == 1
-        shared = _common_prefix(prompts) if self.share_prefix and batch > 1 and (unpadded or not self.sliding_window) else 0
-        suffixes = [p[shared:] for p in prompts]
-        width = max(len(s) for s in suffixes)
-        capacity = shared + width + max_new_tokens
-        n_layers = len(decoder_layers(model))
-        cache = Cache(layers=[_SlabLayer(capacity) for _ in range(n_layers)])
-        # Layout per row: [shared prefix][left padding][own suffix][generated]; pads are masked and
-        # skipped by position ids, so every row sees exactly its own prompt.
-        mask = torch.zeros((batch, capacity), dtype=torch.long, device=device)
-        mask[:, :shared] = 1
-        suffix_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        positions = torch.zeros((batch, width), dtype=torch.long)
-        for row, suffix in enumerate(suffixes):
-            suffix_ids[row, width - len(suffix):] = torch.tensor(suffix)
-            mask[row, shared + width - len(suffix): shared + width] = 1
-            positions[row, width - len(suffix):] = torch.arange(shared, shared + len(suffix))
-        chunk = inputs if inputs is not None else torch.arange(batch)
-        if shared:
-            self.live_rows = None  # one row stands for the whole batch
-            model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
-                  attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
-            for layer in cache.layers:
-                layer.broadcast_rows(batch)
-        self.live_rows = chunk.clone()
-        out = model(input_ids=suffix_ids.to(device), attention_mask=mask[:, :shared + width],
-                    position_ids=positions.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
-        # The repetition penalty sees generated tokens only (the prompt's words are the topic and the
-        # instructions, which a story should be free to use). Live rows decode in lockstep, so after
-        # `step` steps every row has exactly `step` tokens here: no padding is needed.
-        history = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device) if repetition_penalty != 1.0 else None
-        generators = None
-        if temperature > 0:
-            generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        next_position = torch.tensor([len(p) for p in prompts], device=device)
-        generated: list[list[int]] = [[] for _ in range(batch)]
-        queued: list[list[int]] = [[] for _ in range(batch)]
-        rows = torch.arange(batch)  # original row of each live row
-        length = shared + width
-        for step in range(max_new_tokens):
-            if step < min_new_tokens:
-                logits[:, self.eos_id] = float("-inf")
-            seen = history[:, :step] if history is not None and step > 0 else None
-            tokens = sample_next(logits, seen, temperature, top_p, repetition_penalty, generators)
-            token_list = tokens.tolist()
-            if forcing is not None:  # queued tokens replace the sample; a sampled token may queue more
-                for live, row in enumerate(rows.tolist()):
-                    if queued[row]:
-                        token_list[live] = queued[row].pop(0)
-                    else:
-                        queued[row].extend(forcing[row].after(token_list[live]))
-                tokens = torch.tensor(token_list, device=device)
-            done = set()
-            for live, (row, token) in enumerate(zip(rows.tolist(), token_list)):
-                generated[row].append(token)
-                # with forcing, an end-of-turn token ends the row only when its script is finished
-                if token == self.eos_id and (forcing is None or (forcing[row].finished and not queued[row])):
-                    done.add(live)
-            if step == max_new_tokens - 1 or len(done) == len(token_list):
-                break
-            if history is not None:
-                history[:, step] = tokens
-            mask[:, length] = 1
-            length += 1
-            if done and self.drop_finished:
-                keep = torch.tensor([i for i in range(len(token_list)) if i not in done])
-                cache.batch_select_indices(keep.to(device))
-                rows, tokens, mask, next_position = rows[keep], tokens[keep.to(device)], mask[keep], next_position[keep]
-                if history is not None:
-                    history = history[keep.to(device)]
-                if generators is not None:
-                    generators = [generators[i] for i in keep.tolist()]
-            self.live_rows = chunk[rows]
-            out = model(input_ids=tokens[:, None], attention_mask=mask[:, :length],
-                        position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
-            next_position = next_position + 1
-            logits = out.logits[:, -1]
-        return generated
+                top_p: float, repetition_penalty: float, min_new_tokens: int) -> list[list[int]]:
+        """One batch of token ids, all rows starting together (no refills): the decode loop on its own."""
+        sampling = Sampling(max_new_tokens, temperature, top_p, repetition_penalty, min_new_tokens)
+        return self._run(prompts, seeds, sampling, len(prompts), refill=False)
 
     @torch.inference_mode()
-    def _hf_generate(self, prompts: list[list[int]], seeds: list[int], max_new_tokens: int, temperature: float,
-                     top_p: float, repetition_penalty: float, min_new_tokens: int) -> list[list[int]]:
+    def _hf_generate(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling) -> list[list[int]]:
         """Plain batched `model.generate` with left padding: the reference path."""
+        max_new_tokens, temperature, top_p = sampling.max_new_tokens, sampling.temperature, sampling.top_p
+        repetition_penalty, min_new_tokens = sampling.repetition_penalty, sampling.min_new_tokens
         model, device = self.loaded.model, self.loaded.device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -373,13 +233,6 @@ class LocalWriter:
             logits_processor=processors, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
         )
         return [row[width:].tolist() for row in output]
-
-
-def _has_sliding_window(model: torch.nn.Module) -> bool:
-    config = text_config(model)
-    if any("sliding" in str(kind) for kind in getattr(config, "layer_types", None) or []):
-        return True
-    return bool(getattr(config, "sliding_window", None)) and getattr(config, "use_sliding_window", True)
 
 
 def _quantize_int8(model: torch.nn.Module) -> None:
@@ -494,3 +347,13 @@ def measure_throughput(writer: LocalWriter, messages_list: list[list[dict]], new
     timings["prompts"] = len(messages_list)
     timings["new_tokens"] = new_tokens
     return timings
+
+
+def describe_speed(writer: Any, messages_list: list[list[dict]], new_tokens: int = 48) -> str:
+    """One line: the local writer's tokens/s one prompt at a time vs batched (an HTTP writer is not timed)."""
+    if not isinstance(writer, LocalWriter):
+        return "speed measurement skipped (HTTP writer)"
+    speed = measure_throughput(writer, messages_list, new_tokens=new_tokens)
+    return (f"{speed['prompts']} prompts x {speed['new_tokens']} new tokens: one at a time "
+            f"{speed['sequential_tokens_per_s']:.0f} tokens/s, batched {speed['batched_tokens_per_s']:.0f} tokens/s "
+            f"({speed['speedup']:.1f}x)")

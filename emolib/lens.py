@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .models import final_norm
+from .hooks import final_norm
 
 # Top tokens Anthropic (A, Claude) and rain1955 (R, Gemma-4-E4B, layer 28) report (../shared/METHOD.md).
 PUBLISHED_LENS = {

@@ -112,13 +112,40 @@ def _memory_gib(shape: Shape, dtype: str) -> float:
 def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str = "smollm2", device: str = "auto",
               dtype: str | None = None, rate: float | None = None, writer_rate: float | None = None) -> dict[str, Any]:
     """The numbers of a run of every chapter for `model` with the chapters' parameters (`-p`)."""
-    from .design import SCALES
     from .models import get_profile
 
     profile = get_profile(model)
     if model not in SHAPES:
         raise EmolibError(f"no shape recorded for {model!r}; plans cover: {', '.join(SHAPES)}")
     p = parameters or {}
+    counts = _counts(profile, p)
+    shape, writer_shape = SHAPES[model], SHAPES.get(writer, SHAPES["smollm2"])
+    read_tokens = counts["stories"] * STORY_TOKENS + counts["dialogues"] * DIALOGUE_TOKENS
+    write_tokens = counts["prompts"] * STORY_TOKENS + counts["dialogues"] * DIALOGUE_WRITE_TOKENS
+    extract_flops = read_tokens * shape.flops_per_token(max(counts["layers"]))
+    write_flops = write_tokens * writer_shape.flops_per_token(lm_head=True)
+    if dtype is None and p.get("dtype") not in (None, "auto"):
+        from .models import _dtype_name
+
+        dtype = _dtype_name(p["dtype"])
+    dtype = dtype or ("nf4" if profile.quantization == "bnb-4bit" else "float32" if model in ("270m", "smollm2") else "bfloat16")
+    times = _times(_devices(device, rate), write_tokens, extract_flops, writer_shape, writer_rate, slow=0.5 if dtype == "nf4" else 1.0)
+    stories, layers = counts["stories"], counts["layers"]
+    return {
+        "model": model, "model_id": profile.model_id, "shape_source": shape.source, **counts, "layers": list(layers),
+        "write_tokens": write_tokens, "read_tokens": read_tokens, "write_flops": write_flops, "extract_flops": extract_flops, "dtype": dtype, "params": shape.params,
+        "weights_gib": _memory_gib(shape, dtype),
+        "activations_gib": (stories + counts["dialogues"]) * len(layers) * (shape.hidden + 1) * 4 / 2 ** 30,
+        "times": times, "assumptions": {"story_tokens": STORY_TOKENS, "keep_rate": STORY_KEEP, "dialogue_tokens": DIALOGUE_TOKENS,
+                                        "efficiency": EFFICIENCY, "nf4_slowdown": 2.0,
+                                        "gpu_writer_tokens_per_s": GPU_WRITER_TOKENS_PER_S},
+    }
+
+
+def _counts(profile: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """What a run writes and reads: emotions, topics, stories (and prompts with rewrites), dialogues, layers."""
+    from .design import SCALES
+
     scale = p.get("scale", "quick")
     if scale not in SCALES:
         raise EmolibError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
@@ -126,36 +153,33 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
     topics = p.get("n_topics") or SCALES[scale]["n_topics"]
     per_cell = p.get("stories_per_cell") or SCALES[scale]["per_cell"]
     stories = emotions * topics * per_cell
-    prompts = math.ceil(stories / STORY_KEEP)
-    dialogues = (p.get("n_topics") or 100) * p.get("dialogues_per_topic", 1)  # chapter 02 takes n_topics too
     layers = profile.default_layers if p.get("layers", "default") == "default" else \
         profile.all_layers if p.get("layers") == "all" else tuple(p["layers"])
-    shape, writer_shape = SHAPES[model], SHAPES.get(writer, SHAPES["smollm2"])
-    read_tokens = stories * STORY_TOKENS + dialogues * DIALOGUE_TOKENS
-    write_tokens = prompts * STORY_TOKENS + dialogues * DIALOGUE_WRITE_TOKENS
-    extract_flops = read_tokens * shape.flops_per_token(max(layers))
-    write_flops = write_tokens * writer_shape.flops_per_token(lm_head=True)
+    return {"scale": scale, "emotions": emotions, "topics": topics, "per_cell": per_cell, "stories": stories,
+            "prompts": math.ceil(stories / STORY_KEEP),
+            "dialogues": (p.get("n_topics") or 100) * p.get("dialogues_per_topic", 1),  # chapter 02 takes n_topics too
+            "layers": layers}
 
+
+def _devices(device: str, rate: float | None) -> dict[str, tuple[float, dict[str, float]]]:
+    """Where to time the run: (peak FLOP/s, efficiencies) per device row."""
     import torch
 
-    if dtype is None and p.get("dtype") not in (None, "auto"):
-        from .models import _dtype_name
-
-        dtype = _dtype_name(p["dtype"])
-    dtype = dtype or ("nf4" if profile.quantization == "bnb-4bit" else "float32" if model in ("270m", "smollm2") else "bfloat16")
     on_gpu = torch.cuda.is_available() if device == "auto" else device not in ("cpu",)
     rows = {}
     if on_gpu and device in ("auto", "cuda"):
-        name = torch.cuda.get_device_name(0)
-        peak = rate or _measure_gpu_rate()
-        rows[f"this GPU ({name}, measured)"] = (peak, EFFICIENCY["gpu"])
+        rows[f"this GPU ({torch.cuda.get_device_name(0)}, measured)"] = (rate or _measure_gpu_rate(), EFFICIENCY["gpu"])
     elif device in DEVICES:
         rows[f"{device} (assumed peak)"] = (DEVICES[device]["peak"]["bfloat16"], EFFICIENCY["gpu"])
     else:
         rows["this CPU (measured fp32 matmul rate)"] = (rate or measure_cpu_rate(), EFFICIENCY["cpu"])
         for name, spec in DEVICES.items():
             rows[f"{name} (assumed peak)"] = (spec["peak"]["bfloat16"], EFFICIENCY["gpu"])
-    slow = 0.5 if dtype == "nf4" else 1.0
+    return rows
+
+
+def _times(rows: dict[str, tuple[float, dict[str, float]]], write_tokens: float, extract_flops: float, writer_shape: Any,
+           writer_rate: float | None, slow: float) -> dict[str, dict[str, float]]:
     times = {}
     for where, (peak, eff) in rows.items():
         on_cpu = "CPU" in where
@@ -163,16 +187,7 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
                                        else GPU_WRITER_TOKENS_PER_S)
         times[where] = {"write_s": write_tokens / tokens_per_s,
                         "extract_s": extract_flops / (peak * eff["extract"] * (1.0 if on_cpu else slow))}
-    return {
-        "model": model, "model_id": profile.model_id, "scale": scale, "shape_source": shape.source,
-        "emotions": emotions, "topics": topics, "per_cell": per_cell, "stories": stories, "prompts": prompts,
-        "dialogues": dialogues, "layers": list(layers), "write_tokens": write_tokens, "read_tokens": read_tokens,
-        "write_flops": write_flops, "extract_flops": extract_flops, "dtype": dtype, "params": shape.params,
-        "weights_gib": _memory_gib(shape, dtype), "activations_gib": (stories + dialogues) * len(layers) * (shape.hidden + 1) * 4 / 2 ** 30,
-        "times": times, "assumptions": {"story_tokens": STORY_TOKENS, "keep_rate": STORY_KEEP, "dialogue_tokens": DIALOGUE_TOKENS,
-                                        "efficiency": EFFICIENCY, "nf4_slowdown": 2.0,
-                                        "gpu_writer_tokens_per_s": GPU_WRITER_TOKENS_PER_S},
-    }
+    return times
 
 
 def _measure_gpu_rate() -> float:  # pragma: no cover - needs a GPU
@@ -219,10 +234,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_against_run(model: str, results: dict[str, Any], rate: float) -> dict[str, float] | None:
+def check_against_run(model: str, extract: dict[str, Any] | None, rate: float) -> dict[str, float] | None:
     """Predicted vs measured extraction time of a finished embedded run on this machine (its saved
-    03_extract tokens, layers and seconds)."""
-    extract = results.get("03_extract", {})
+    03_extract tokens, layers and seconds: `results.ExtractResults`)."""
+    extract = extract or {}
     if not extract.get("tokens") or not extract.get("seconds"):
         return None
     shape = SHAPES[model]

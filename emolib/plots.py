@@ -239,3 +239,14 @@ def scaling(curve, fits: dict, title: str, height: int = 460) -> go.Figure:
     fig.update_layout(title=title, height=height, xaxis_type="log", xaxis_title="stories per emotion (log scale)",
                       yaxis_title="Pearson r with human ratings", margin=dict(t=60, l=60, r=20, b=60))
     return fig
+
+
+def label_heatmap(by_label, top: int = 15) -> go.Figure:
+    """Mean projection per label for the `top` emotions whose mean varies most across labels."""
+    spread = by_label.std(axis=0).sort_values(ascending=False).index[:top]
+    values = by_label[spread]
+    fig = heatmap(values.round(2).values, list(spread), title=f"Mean projection by label ({top} most label-dependent emotions)",
+                  zmin=float(values.values.min()), zmax=float(values.values.max()), height=420)
+    fig.update_yaxes(tickvals=list(range(len(by_label))), ticktext=list(by_label.index))
+    fig.data[0].y = list(by_label.index)
+    return fig

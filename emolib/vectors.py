@@ -8,17 +8,20 @@ activations that together explain half of their variance (k is chosen per layer 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .errors import EmolibError
+from .interop import read_control_vector, to_steering_vector  # noqa: F401 (exported here too)
 from .io import atomic_write_bytes, atomic_write_json, runs_dir
+
+if TYPE_CHECKING:
+    from .extract import ActivationStore
 
 
 def vectors_dir(model: str, corpus: str) -> Path:
@@ -171,90 +174,10 @@ class EmotionVectors:
 
     def to_control_vector(self, path: str | Path, emotion: str, layers: Sequence[int] | None = None,
                           scale: str = "norm", strength: float = 1.0) -> Path:
-        """Export one emotion as llama.cpp's control-vector GGUF (the format repeng writes).
+        """Export one emotion as llama.cpp's control-vector GGUF (`emolib.interop.write_control_vector`)."""
+        from .interop import write_control_vector
 
-        llama.cpp adds tensor `direction.N` to the output of block N — emolib's layer N — and has no slot
-        for block 0, so layer 0 is left out. With `scale="norm"` each direction is the unit vector times
-        the layer's mean residual norm, so a llama.cpp strength s adds s * mean|h| * v_hat, like
-        `emolib.steer` with alpha = s; `"unit"` writes unit vectors, `"raw"` the vectors as they are.
-        """
-        import gguf
-        import numpy as np
-
-        layers = [layer for layer in (layers or self.layers) if layer != 0]
-        if not layers:
-            raise EmolibError("llama.cpp control vectors cannot steer layer 0; choose layers >= 1")
-        norms = self.metadata.get("residual_norm", {})
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        writer = gguf.GGUFWriter(str(tmp), "controlvector")
-        writer.add_string("controlvector.model_hint", str(self.metadata.get("model_type") or self.metadata.get("model", "")))
-        writer.add_uint32("controlvector.layer_count", len(layers))
-        for layer in layers:
-            if scale == "raw":
-                vector = self.vectors[self.index(emotion), self.layer_index(layer)]
-            elif scale in ("unit", "norm"):
-                vector = self.direction(emotion, layer)
-                if scale == "norm":
-                    if str(layer) not in norms:
-                        raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
-                    vector = vector * norms[str(layer)]
-            else:
-                raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
-            writer.add_tensor(f"direction.{layer}", (vector * strength).numpy().astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-        return path
-
-
-def to_steering_vector(vectors: EmotionVectors, emotion: str, layers: Sequence[int] | None = None,
-                       scale: str = "norm"):
-    """One emotion as a `steering_vectors.SteeringVector` (PyPI steering-vectors): each layer's unit vector
-    times the layer's mean residual norm, so its `multiplier` is emolib's α (`emolib.steer` adds
-    α · mean‖h‖ · v̂ to the same decoder-block output)."""
-    try:
-        from steering_vectors import SteeringVector
-    except ImportError:
-        raise EmolibError("steering-vectors is not installed: pip install --no-deps steering-vectors==0.12.2 "
-                          "(its declared transformers<5 pin is wrong for this stack; it works beside it)") from None
-    norms = vectors.metadata.get("residual_norm", {})
-    activations = {}
-    for layer in layers or vectors.layers:
-        if scale == "norm" and str(layer) not in norms:
-            raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
-        factor = norms[str(layer)] if scale == "norm" else 1.0
-        activations[int(layer)] = vectors.direction(emotion, layer) * factor
-    return SteeringVector(activations, "decoder_block")
-
-
-def read_control_vector(path: str | Path) -> dict[int, torch.Tensor]:
-    """The directions of a control-vector GGUF, keyed by layer (to check an export, or use repeng's)."""
-    import gguf
-
-    path = Path(path)
-    if not path.is_file():
-        raise EmolibError(f"no control vector at {path}")
-    try:
-        reader = gguf.GGUFReader(str(path))
-        arch = reader.fields.get("general.architecture")
-        architecture = bytes(arch.parts[arch.data[0]]).decode() if arch is not None else None
-        directions = {}
-        for tensor in reader.tensors:
-            if tensor.name.startswith("direction."):
-                directions[int(tensor.name.split(".")[1])] = torch.tensor(np.asarray(tensor.data, dtype=np.float32).reshape(-1))
-    except Exception as broken:  # gguf raises ValueError, struct/index errors, ... on bytes that are not a GGUF
-        raise EmolibError(f"{path} is not a readable GGUF file ({type(broken).__name__}); export it again "
-                          "(EmotionVectors.to_control_vector)") from None
-    if architecture != "controlvector" or not directions:
-        raise EmolibError(f"{path} is a GGUF but not a control vector (architecture {architecture!r}, "
-                          f"{len(directions)} direction tensors)")
-    widths = {v.numel() for v in directions.values()}
-    if len(widths) != 1 or not all(torch.isfinite(v).all() for v in directions.values()):
-        raise EmolibError(f"{path}: its direction tensors differ in width ({sorted(widths)}) or hold non-finite values")
-    return directions
+        return write_control_vector(self, path, emotion, layers, scale, strength)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,7 +291,10 @@ class VectorBuild:
         """Per-story activations at one layer: (acts (N, d), emotion index (N,), topic (N,), ids)."""
         ids = [text_id for emotion in self.denoised.emotions for text_id in self.stories[emotion]]
         labels = np.array([i for i, emotion in enumerate(self.denoised.emotions) for _ in self.stories[emotion]])
-        topics = np.array([self.topics[text_id] if self.topics else int(text_id.split("/")[2]) for text_id in ids])
+        if not self.topics:
+            raise EmolibError("these vectors record no story topics (built before topics were kept); rerun chapter 3 "
+                              "(03_extract) to rebuild them from the stored activations")
+        topics = np.array([self.topics[text_id] for text_id in ids])
         means, _ = self.store().load(ids)
         return means[:, self.denoised.layer_index(layer)].numpy(), labels, topics, ids
 
@@ -377,7 +303,46 @@ class VectorBuild:
         return self.pcs.components[slot][: self.pcs.k[slot]].numpy()
 
 
-def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str], *, variance: float = 0.5,
+@dataclass
+class _Sums:
+    """Running sums over the store's shards: per emotion (weighted), per topic, and the token norms."""
+
+    sums: torch.Tensor  # (emotions, layers, d), weighted
+    weight: torch.Tensor  # (emotions,)
+    seen: dict[str, int]
+    norm_sum: torch.Tensor  # (layers,)
+    norm_count: int
+    topic_sums: torch.Tensor | None  # (topics, layers, d), unweighted, only when centring topics
+    topic_counts: torch.Tensor
+    mix: torch.Tensor  # (emotions, topics): each emotion's weight on each topic
+
+
+def _accumulate(store: ActivationStore, label: dict[str, str], emotions: list[str], weights: dict[str, float],
+                topics: dict[str, int] | None, topic_order: list[int]) -> _Sums:
+    shape = (len(store.layers), store.hidden_size)
+    acc = _Sums(torch.zeros((len(emotions), *shape), dtype=torch.float64), torch.zeros(len(emotions), dtype=torch.float64),
+                {e: 0 for e in emotions}, torch.zeros(shape[0], dtype=torch.float64), 0,
+                torch.zeros((len(topic_order), *shape), dtype=torch.float64) if topic_order else None,
+                torch.zeros(len(topic_order), dtype=torch.float64),
+                torch.zeros((len(emotions), len(topic_order)), dtype=torch.float64))
+    slots = {e: i for i, e in enumerate(emotions)}
+    for ids, means, norms in store.iter_shards(set(label)):
+        for i, text_id in enumerate(ids):
+            slot, weight = slots[label[text_id]], weights.get(text_id, 1.0)
+            acc.sums[slot] += means[i].double() * weight if weight != 1.0 else means[i].double()
+            acc.weight[slot] += weight
+            acc.seen[label[text_id]] += 1
+            if acc.topic_sums is not None:
+                t = topic_order.index(topics[text_id])
+                acc.topic_sums[t] += means[i].double()
+                acc.topic_counts[t] += 1
+                acc.mix[slot, t] += weight
+        acc.norm_sum += norms.double().sum(dim=0)
+        acc.norm_count += len(ids)
+    return acc
+
+
+def build(store: ActivationStore, stories: dict[str, list[str]], neutral_ids: Sequence[str], *, variance: float = 0.5,
           k: int | None = None, metadata: dict | None = None, weights: dict[str, float] | None = None,
           topics: dict[str, int] | None = None, centre_topics: bool = False) -> VectorBuild:
     """Emotion vectors from an ActivationStore: `stories` maps emotion -> text ids; streams shard by shard.
@@ -385,70 +350,42 @@ def build(store: Any, stories: dict[str, list[str]], neutral_ids: Sequence[str],
     `weights` (text id -> weight, default 1) makes an emotion's mean a weighted one: the balanced design
     gives a story of a cell short of its quota the weight quota / kept, so every topic counts equally
     (emolib.design.cell_weights); full cells weigh exactly 1, so a balanced corpus gets plain means.
-    `topics` (text id -> topic) is kept with the build; `centre_topics=True` subtracts each topic's mean
-    activation (over all its stories) before the emotion means — in a balanced design this cancels in
-    "minus the mean over emotions", so it is a robustness option, recorded in the metadata."""
+    `topics` (text id -> topic, as the corpus recorded it) is kept with the build; `centre_topics=True`
+    subtracts each topic's mean activation (over all its stories) before the emotion means — in a balanced
+    design this cancels in "minus the mean over emotions", so it is a robustness option, recorded in the metadata."""
     if centre_topics and not topics:
         raise EmolibError("centre_topics needs each story's topic (topics={id: topic})")
     emotions = [e for e, ids in stories.items() if ids]
     if len(emotions) < 2:
         raise EmolibError("vectors need stories for at least 2 emotions (each is its mean minus the mean of all)")
     label = {text_id: e for e, ids in stories.items() for text_id in ids}
-    plan = json.loads((Path(store.folder) / "plan.json").read_text())
-    layers = tuple(plan["layers"])
-    sums = norm_sum = None
-    norm_count = 0
-    seen: dict[str, int] = {e: 0 for e in emotions}
-    weight_sum = torch.zeros(len(emotions), dtype=torch.float64)
-    weights = weights or {}
+    layers = tuple(store.layers)
     topic_order = sorted(set(topics.values())) if centre_topics and topics else []
-    topic_sums: torch.Tensor | None = None
-    topic_counts = torch.zeros(len(topic_order), dtype=torch.float64)
-    mix = torch.zeros((len(emotions), len(topic_order)), dtype=torch.float64)  # each emotion's weighted topics
-    for ids, means, norms in store.iter_shards(set(label)):
-        if sums is None:
-            sums = torch.zeros((len(emotions), *means.shape[1:]), dtype=torch.float64)
-            norm_sum = torch.zeros(means.shape[1], dtype=torch.float64)
-        for i, text_id in enumerate(ids):
-            slot = emotions.index(label[text_id])
-            weight = weights.get(text_id, 1.0)
-            sums[slot] += means[i].double() * weight if weight != 1.0 else means[i].double()
-            weight_sum[slot] += weight
-            seen[label[text_id]] += 1
-            if topic_order:
-                t = topic_order.index(topics[text_id])
-                if topic_sums is None:
-                    topic_sums = torch.zeros((len(topic_order), *means.shape[1:]), dtype=torch.float64)
-                topic_sums[t] += means[i].double()
-                topic_counts[t] += 1
-                mix[slot, t] += weight
-        norm_sum += norms.double().sum(dim=0)
-        norm_count += len(ids)
-    missing = [e for e in emotions if seen[e] == 0]
-    if sums is None or missing:
+    acc = _accumulate(store, label, emotions, weights or {}, topics, topic_order)
+    missing = [e for e in emotions if acc.seen[e] == 0]
+    if acc.norm_count == 0 or missing:
         raise EmolibError(f"no activations for {len(missing) or len(emotions)} emotions (e.g. {(missing or emotions)[0]}); "
                           "run the extraction first")
-    means = sums / weight_sum[:, None, None]
+    means = acc.sums / acc.weight[:, None, None]
     if topic_order:  # minus each emotion's (weighted) average of its topics' means
-        topic_means = topic_sums / topic_counts[:, None, None]
-        means = means - torch.einsum("et,tld->eld", mix / mix.sum(1, keepdim=True), topic_means)
+        topic_means = acc.topic_sums / acc.topic_counts[:, None, None]
+        means = means - torch.einsum("et,tld->eld", acc.mix / acc.mix.sum(1, keepdim=True), topic_means)
     means = means.float()
     raw_vectors = means - means.mean(dim=0, keepdim=True)
     neutral, _ = store.load(list(neutral_ids))
     pcs = neutral_pcs(neutral, layers, variance, k)
-    residual_norm = {layer: float(norm_sum[slot] / norm_count) for slot, layer in enumerate(layers)}
-    meta = {**(metadata or {}), "counts": seen, "residual_norm": {str(k_): v for k_, v in residual_norm.items()},
+    residual_norm = {layer: float(acc.norm_sum[slot] / acc.norm_count) for slot, layer in enumerate(layers)}
+    meta = {**(metadata or {}), "counts": acc.seen, "residual_norm": {str(k_): v for k_, v in residual_norm.items()},
             "construction": "emotion mean minus the mean over emotions (unweighted)" if not weights else
                             "emotion mean (each topic weighted equally) minus the mean over emotions",
-            "topic_centred": bool(centre_topics),
-            "neutral_texts": len(neutral_ids)}
+            "topic_centred": bool(centre_topics), "neutral_texts": len(neutral_ids)}
     raw = EmotionVectors(emotions, layers, raw_vectors, {**meta, "denoised": False})
     denoised = EmotionVectors(emotions, layers, project_out(raw_vectors, pcs), {
         **meta, "denoised": True, "denoise_variance": variance, "denoise_k": dict(zip(map(str, layers), pcs.k))})
     folder, runs = Path(store.folder).resolve(), runs_dir().resolve()
     # relative to the runs folder where possible, so a moved runs folder still resolves
     activations = str(folder.relative_to(runs)) if folder.is_relative_to(runs) else str(folder)
-    return VectorBuild(raw, denoised, pcs, seen, residual_norm, {e: list(stories[e]) for e in emotions},
+    return VectorBuild(raw, denoised, pcs, acc.seen, residual_norm, {e: list(stories[e]) for e in emotions},
                        list(neutral_ids), activations, dict(topics) if topics else None)
 
 

@@ -151,13 +151,13 @@ def test_comparison_and_appendix_run_from_saved_results(tmp_path, monkeypatch):
     root = _tiny_book(tmp_path)
     monkeypatch.setenv("EMOLIB_HOME", str(root))
     results = book.load_results(root / "book")
-    assert set(results["tiny"]) >= {"01_stories", "03_extract", "04_geometry", "07_steering"}
+    assert results["tiny"].stories and results["tiny"].extract and results["tiny"].geometry and results["tiny"].steering
     timings = book.run_across(root, log=lambda *_: None)
     assert set(timings) == set(book.ACROSS)
     comparison = (root / "book" / "comparison.ipynb").read_text()
     assert "PC1 vs human valence" in comparison and "Anthropic (Claude Sonnet 4.5)" in comparison
     appendix = (root / "book" / "appendix.ipynb").read_text()
-    assert results["tiny"]["03_extract"]["vectors_sha256"][:16] in appendix
+    assert results["tiny"].extract["vectors_sha256"][:16] in appendix
     toc = book.write_toc(root).read_text()
     assert toc.index("book/tiny/07_steering") < toc.index("Across models") < toc.index("book/comparison")
 

@@ -270,3 +270,100 @@ def test_a_killed_writing_run_on_e4b_structure_resumes_to_the_same_texts(tmp_pat
                  batch_size=4, progress=False)
     texts = lambda corpus: sorted((r["id"], r["text"]) for r in C.Corpus(corpus.folder).stories.records)  # noqa: E731
     assert texts(killed) == texts(reference) and len(texts(reference)) == len(jobs)
+
+
+@pytest.fixture
+def lively_llama():
+    """tiny-llama with larger random weights: its greedy text varies by prompt (the default init repeats
+    one token), so rows end at different steps and token identity means something."""
+    loaded = models.load("tiny-llama")
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=rng) * 0.2)
+    return loaded
+
+
+def _staggered_eos(writer, messages, seeds) -> int:
+    """A token greedy decoding emits at different steps in different rows, to serve as end of text: rows
+    then end at different times and hand their slots on."""
+    probe = generate.LocalWriter(writer.loaded, batch_size=len(messages), quantize=None)
+    ids = probe._decode([probe.encode(m) for m in messages], seeds, 24, 0.0, 1.0, 1.0, 0)
+    first: dict[int, list[int]] = {}  # token -> the step it first appears at, per row holding it
+    for row in ids:
+        for token in set(row[:20]):
+            first.setdefault(token, []).append(row.index(token))
+    usable = {t: steps for t, steps in first.items() if min(steps) >= 2}
+    return max(usable, key=lambda t: (len(set(usable[t])), -t))
+
+
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
+def test_continuous_batching_is_token_identical_to_generate(lively_llama, repetition_penalty):
+    """Two slots, six prompts of different lengths, rows ending at different steps: every admitted prompt is
+    prefilled into a freed slot and still decodes exactly as `generate` decodes it alone in a padded batch."""
+    messages, seeds = _prompts()
+    fast = generate.LocalWriter(lively_llama, batch_size=2, quantize=None)
+    plain = generate.LocalWriter(lively_llama, batch_size=6, quantize=None, fast=False)
+    fast.eos_id = plain.eos_id = _staggered_eos(plain, messages, seeds)
+    expected = plain.generate(messages, seeds, max_new_tokens=24, temperature=0, repetition_penalty=repetition_penalty)
+    got = fast.generate(messages, seeds, max_new_tokens=24, temperature=0, repetition_penalty=repetition_penalty,
+                        min_new_tokens=2)
+    assert len({e.n_tokens for e in expected}) > 2, "rows should end at different steps"
+    assert fast.stats.admissions == 6 and fast.stats.occupancy > 0.9
+    expected_min = plain.generate(messages, seeds, max_new_tokens=24, temperature=0,
+                                  repetition_penalty=repetition_penalty, min_new_tokens=2)
+    assert [g.text for g in got] == [e.text for e in expected_min]
+    assert [(g.n_tokens, g.finished) for g in got] == [(e.n_tokens, e.finished) for e in expected_min]
+
+
+def test_continuous_batching_relays_out_a_full_slab_and_samples_reproducibly(lively_llama):
+    """Many more prompts than slots: the slab fills and live rows are moved; the same call gives the same
+    texts, each row's own seed decides its text, and the slots stay fuller than consecutive batches."""
+    messages, seeds = _prompts(18)
+    writer = generate.LocalWriter(lively_llama, batch_size=3, quantize=None)
+    writer.eos_id = first_eos = _staggered_eos(writer, messages, seeds)
+    first = writer.generate(messages, seeds, max_new_tokens=20, repetition_penalty=1.1)
+    assert writer.stats.relayouts > 0 and writer.stats.admissions == len(messages)
+    again = writer.generate(messages, seeds, max_new_tokens=20, repetition_penalty=1.1)
+    assert [g.text for g in again] == [g.text for g in first]
+    other = writer.generate(messages, [s + 1 for s in seeds], max_new_tokens=20, repetition_penalty=1.1)
+    assert sum(a.text != b.text for a, b in zip(first, other)) >= len(first) // 2
+    occupancy = {}
+    for continuous in (True, False):  # greedy, so rows end at the staggered end token
+        writer = generate.LocalWriter(lively_llama, batch_size=3, quantize=None, continuous=continuous)
+        writer.eos_id = first_eos
+        writer.generate(messages, seeds, max_new_tokens=48, temperature=0)
+        occupancy[continuous] = writer.stats.occupancy
+    assert occupancy[True] > occupancy[False] and occupancy[True] > 0.9
+
+
+def test_a_killed_continuous_writing_run_resumes_to_the_same_texts(tmp_path):
+    """With continuous batching a writing call holds several slots' worth of prompts; a kill redoes the
+    cut-short call with the same prompts, so the corpus ends bit-identical to an uninterrupted run's."""
+    from emolib import corpus as C
+
+    loaded = models.load("tiny-llama")
+    settings = C.CorpusSettings(writer="tiny-llama", max_new_tokens=12)
+    jobs = C.story_jobs(settings, ["happy", "sad", "calm", "afraid", "proud"], C.select_topics(4), 1)
+    writer = lambda: generate.LocalWriter(loaded, batch_size=2, quantize=None)  # noqa: E731
+    assert writer().call_size == 8 and len(jobs) == 20
+    reference = C.Corpus(tmp_path / "ref", settings)
+    C.write_jobs(reference, jobs, writer(), batch_size=2, progress=False)
+
+    class KilledMidCall(generate.LocalWriter):  # dies inside its second call, after that call was logged
+        calls = 0
+
+        def generate(self, *args, **kwargs):
+            KilledMidCall.calls += 1
+            if KilledMidCall.calls == 2:
+                raise KeyboardInterrupt("killed")
+            return super().generate(*args, **kwargs)
+
+    killed = C.Corpus(tmp_path / "killed", settings)
+    with pytest.raises(KeyboardInterrupt):
+        C.write_jobs(killed, jobs, KilledMidCall(loaded, batch_size=2, quantize=None), batch_size=2, progress=False)
+    assert len(C.Corpus(killed.folder).stories.records) == 8 and len(C.Corpus(killed.folder).batches.records) == 2
+    C.write_jobs(C.Corpus(killed.folder, settings), jobs, writer(), batch_size=2, progress=False)
+    texts = lambda corpus: sorted((r["id"], r["text"]) for r in C.Corpus(corpus.folder).stories.records)  # noqa: E731
+    assert texts(killed) == texts(reference) and len(texts(reference)) == len(jobs)

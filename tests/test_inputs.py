@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emolib import book
-from emolib import corpus as C
 from emolib import vectors as V
 from emolib.errors import EmolibError, StoreError
-from emolib.generate import Generation
 from emolib.io import JobStore, store_lock
 from emolib.readers import read_texts
 

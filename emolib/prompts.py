@@ -416,3 +416,20 @@ def find_emotion_words(text: str, emotions: Iterable[str] | None = None, sense_a
     text = _IDIOMS.sub(" ", text)
     return [emotion for emotion in (emotions or load_emotions())
             if (_personal_pattern(emotion) if emotion in _FACTUAL_SENSE else leak_pattern(emotion)).search(text)]
+
+
+def with_bos(tokenizer: Any, text: str) -> str:
+    """`text` as the model reads a document: with `<bos>` in front where its tokenizer adds one (the
+    writer takes strings as already rendered and adds nothing)."""
+    bos = tokenizer.bos_token
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bos + text if bos and ids and ids[0] == tokenizer.bos_token_id and not text.startswith(bos) else text
+
+
+AGENT = "Alex"  # the agent's name in the agentic scenarios (blackmail, reward hacking)
+
+
+def render_plain(messages: list[dict]) -> str:
+    """A transcript for models without a chat template (base models): they continue the agent's turn."""
+    parts = [f"{m['role'].capitalize()}: {m['content']}" if m["role"] != "system" else m["content"] for m in messages]
+    return "\n\n".join(parts) + f"\n\n{AGENT}:"

@@ -262,7 +262,7 @@ def trials(loaded: LoadedModel, build: VectorBuild, conditions: dict[str, dict[s
     """Every condition × task × sample in one steered, batched generation (same seeds in every
     condition), each answer graded in the sandbox. One row per trial, with its generation and grading time."""
     from .generate import LocalWriter
-    from .experiments import render_plain, with_bos
+    from .prompts import render_plain, with_bos
     from .steer import steering, terms
 
     if not tasks:

@@ -199,3 +199,40 @@ def test_every_chapter_starts_in_the_project_kernel():
     prefix, module = printed.split()
     assert Path(prefix).resolve() == Path(sys.prefix).resolve()
     assert Path(module).resolve().is_relative_to(ROOT)
+
+
+def test_timings_keep_the_computing_run_beside_a_rerun(tmp_path):
+    """A rerun that reuses stored stories does not overwrite the time of the run that wrote them; the
+    appendix's table shows both, per scale."""
+    import json
+
+    from emolib import timings
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "01_stories.json").write_text(json.dumps({"scale": "full", "tokens_per_second": 180.0}))
+    timings.record(tmp_path, {"01_stories": 5100.0, "04_geometry": 120.0}, results)
+    (results / "01_stories.json").write_text(json.dumps({"scale": "full", "tokens_per_second": None}))  # a rerun: all stored
+    timings.record(tmp_path, {"01_stories": 42.0, "04_geometry": 118.0}, results)
+    recorded = timings.read(tmp_path / "timings.json")["full"]
+    assert recorded["01_stories"] == {"last_run_s": 42.0, "reused": True, "computed_s": 5100.0}
+    assert recorded["04_geometry"]["computed_s"] == 118.0 and not recorded["04_geometry"]["reused"]
+    table = timings.table(tmp_path.parent, [tmp_path.name])
+    column = table[f"{tmp_path.name}, full scale"]
+    assert column["01_stories"] == "85.0 (rerun reusing stored work: 0.7)" and column["total (minutes)"] == "87.0"
+    (tmp_path / "timings.json").write_text(json.dumps({"01_stories": 60.0}))  # an older flat file
+    assert timings.read(tmp_path / "timings.json") == {"unknown": {"01_stories": {"last_run_s": 60.0, "computed_s": 60.0,
+                                                                                "reused": False}}}
+
+
+def test_every_model_writes_its_corpus_before_any_model_is_analysed(monkeypatch):
+    """A model's chapter 1 can add rewrites to the shared corpus (its tokenizer finds other stories short),
+    so the book runs chapters 1-2 for every model before chapter 3 for any."""
+    calls = []
+    monkeypatch.setattr(book, "run_chapters", lambda model, chapters, *a, **k: calls.append((model, list(chapters))))
+    book.run_models(["270m", "smollm2"], book.CHAPTERS)
+    assert calls == [("270m", ["01_stories", "02_neutral"]), ("smollm2", ["01_stories", "02_neutral"]),
+                     ("270m", list(book.CHAPTERS[2:])), ("smollm2", list(book.CHAPTERS[2:]))]
+    calls.clear()
+    book.run_models(["270m"], ["04_geometry"])
+    assert calls == [("270m", ["04_geometry"])]

@@ -37,7 +37,8 @@ HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"
 
 
 def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
-                 root: Path | None = None, out_dir: Path | None = None, log=print) -> dict[str, float]:
+                 root: Path | None = None, out_dir: Path | None = None, log=print,
+                 checked_against: list[str] | tuple[str, ...] | None = None) -> dict[str, float]:
     """Execute `notebooks/<chapter>.ipynb` for `model` into `book/<model>/` (or `out_dir`)."""
     from .models import get_profile
 
@@ -47,7 +48,8 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     out_dir = out_dir or root / "book" / model
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    check_parameters(root, chapters, parameters or {})
+    # every -p must be a parameter of some chapter of the whole run (`checked_against`), not only of these
+    check_parameters(root, checked_against or chapters, parameters or {})
     for chapter in chapters:
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
@@ -74,10 +76,11 @@ def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTE
     rule counts the analysed model's tokens, so one model's chapter 1 may rewrite stories of the shared
     corpus that another's tokenizer finds too short; analysing only after every model has written makes
     each model's balanced selection that of the final corpus, whatever the order of the models."""
+    check_parameters(root or project_root(), chapters, parameters or {})  # before anything runs
     phases = [[c for c in chapters if c in CORPUS_CHAPTERS], [c for c in chapters if c not in CORPUS_CHAPTERS]]
     for phase in phases:
         for model in models if phase else []:
-            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log)
+            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, checked_against=chapters)
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:

@@ -230,9 +230,11 @@ def test_every_model_writes_its_corpus_before_any_model_is_analysed(monkeypatch)
     so the book runs chapters 1-2 for every model before chapter 3 for any."""
     calls = []
     monkeypatch.setattr(book, "run_chapters", lambda model, chapters, *a, **k: calls.append((model, list(chapters))))
-    book.run_models(["270m", "smollm2"], book.CHAPTERS)
+    book.run_models(["270m", "smollm2"], book.CHAPTERS, {"writer": "smollm2", "n_prompts": 4})  # a 01 and a 07 parameter
     assert calls == [("270m", ["01_stories", "02_neutral"]), ("smollm2", ["01_stories", "02_neutral"]),
                      ("270m", list(book.CHAPTERS[2:])), ("smollm2", list(book.CHAPTERS[2:]))]
     calls.clear()
     book.run_models(["270m"], ["04_geometry"])
     assert calls == [("270m", ["04_geometry"])]
+    with pytest.raises(EmolibError, match="takes a parameter 'writer'"):
+        book.run_models(["270m"], ["04_geometry"], {"writer": "smollm2"})

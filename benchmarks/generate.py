@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--slots", type=int, default=64, help="(c)'s batch slots; (b) batches as many prompts")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of (b), (c), (d)")
-    parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--ablation", nargs="?", const="all", default=None,
+                        help="switch each technique off in turn; 'continuous' for that row alone")
+    parser.add_argument("--name", default="generate", help="results file: benchmarks/results/<name>.json")
     args = parser.parse_args()
 
     loaded = models.load("smollm2")
@@ -107,7 +109,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {"c": [], "b": [], "d": []}
     occupancy, texts_c, texts_b = [], [], []
     for repeat in range(args.repeats):  # interleaved, so a noisy neighbour hits every row alike
-        fast = generate.LocalWriter(loaded, batch_size=args.slots)
+        fast = generate.LocalWriter(loaded, batch_size=args.slots, continuous=True)
         rate, texts_c = run_writer(fast, messages, seeds, args.new_tokens)
         rates["c"].append(rate)
         occupancy.append(fast.stats.occupancy)
@@ -148,7 +150,7 @@ def main() -> None:
         print(f"  {label}: {value:.2f}" + ("" if "share" in label else "x"))
     print(f"  (c) mean slot occupancy {median(occupancy):.1%}; limit {limit / 1e9:.0f} GFLOP/s (fp32 GEMM, this run); "
           f"{per_token / 1e9:.3f} GFLOP per generated token")
-    write("generate", {"prompts": len(messages), "new_tokens": args.new_tokens, "slots": args.slots,
+    write(args.name, {"prompts": len(messages), "new_tokens": args.new_tokens, "slots": args.slots,
                        "sampling": SAMPLING, "repeats": args.repeats, "flops_per_token": per_token,
                        "limit": {"what": "best fp32 GEMM (2048^3) FLOP/s measured in this run", "flops_per_s": limit},
                        "rows": rows, "ratios": ratios,
@@ -159,13 +161,14 @@ def main() -> None:
 def ablation(loaded, jobs, messages, seeds, args, per_token: float, limit: float) -> dict[str, dict]:
     """Each technique of the writer switched off in turn, and the slot count varied (roofline per batch size)."""
     rows = {}
-    for label, options in [("  without shared prefix", dict(share_prefix=False)),
-                           ("  without continuous batching", dict(continuous=False)),
-                           ("  128 slots", dict(batch_size=128)), ("  32 slots", dict(batch_size=32)),
-                           ("  16 slots", dict(batch_size=16)),
-                           ("  with int8 linears (lossy, opt-in)", dict(quantize="int8"))]:
+    variants = [("  without shared prefix", dict(share_prefix=False)),
+                ("  without continuous batching", dict(continuous=False)),
+                ("  128 slots", dict(batch_size=128)), ("  32 slots", dict(batch_size=32)),
+                ("  16 slots", dict(batch_size=16)),
+                ("  with int8 linears (lossy, opt-in)", dict(quantize="int8"))]
+    for label, options in [v for v in variants if args.ablation == "all" or "continuous" in v[1]]:
         variant = generate.LocalWriter(models.load("smollm2") if "quantize" in options else loaded,
-                                       **{"batch_size": args.slots, **options})
+                                       **{"batch_size": args.slots, "continuous": True, **options})
         rate, texts = run_writer(variant, messages, seeds, args.new_tokens)
         rows[label] = {"tokens_per_s": rate, "model_flops_per_s": rate * per_token, "occupancy": variant.stats.occupancy,
                        "quality": quality(jobs, texts)}

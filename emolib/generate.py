@@ -46,9 +46,10 @@ class LocalWriter:
     (`emolib.decode`):
     - the KV cache is a preallocated slab (`torch.cat` per step cost ~30 % of a CPU decode step);
     - the prompt prefix shared by all prompts of a call (system prompt and instructions) is computed once;
-    - continuous batching: `batch_size` slots decode together and a row that ends hands its slot to the
-      next waiting prompt, so the batch stays full to the end (`continuous=False`, and models with
-      sliding-window layers: consecutive batches whose finished rows are dropped);
+    - continuous batching (default on a GPU; `continuous=True` anywhere): `batch_size` slots decode together
+      and a row that ends hands its slot to the next waiting prompt, so the batch stays full to the end;
+      otherwise, and always for models with sliding-window layers, consecutive batches whose finished rows
+      are dropped;
     - dynamic int8 linear layers on request (`quantize="int8"`; off: it changes a small model's text);
     - every row samples from its own seeded generator, so its text depends on its seed.
     `live_rows` names, during each forward pass, which of `generate`'s inputs the batch rows are (None
@@ -59,7 +60,7 @@ class LocalWriter:
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 64, quantize: str | None = None,
                  share_prefix: bool = True, fast: bool = True,
-                 token_budget: int = 16384, require_chat: bool = True, continuous: bool = True):
+                 token_budget: int = 16384, require_chat: bool = True, continuous: bool | None = None):
         tokenizer = loaded.tokenizer
         if require_chat and not getattr(tokenizer, "chat_template", None):
             raise EmolibError(
@@ -76,7 +77,10 @@ class LocalWriter:
         self.share_prefix = share_prefix
         self.sliding_window = has_sliding_window(loaded.model)
         self.fast = fast
-        self.continuous = continuous  # refill a finished row's slot with the next prompt (not on sliding-window models)
+        # Refill a finished row's slot with the next prompt (never on sliding-window models). Default: on a GPU,
+        # where a fuller batch costs little more per step; off on a CPU, where a step's cost grows with its rows
+        # and the small admission prefills made it ~5 % slower (benchmarks/results/generate*.json).
+        self.continuous = loaded.device.type == "cuda" if continuous is None else continuous
         self.stats = DecodeStats()  # summed over calls: how full the slots were
         self.live_rows: torch.Tensor | None = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

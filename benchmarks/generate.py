@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from emolib import corpus as C  # noqa: E402
 from benchmarks.record import matmul_flops, median, write  # noqa: E402
-from emolib import generate, models  # noqa: E402
+from emolib import generate, models, plan  # noqa: E402
 
 SAMPLING = dict(temperature=0.8, top_p=0.95, repetition_penalty=1.1)
 
@@ -77,16 +77,6 @@ def run_llama_cpp(gguf: Path, messages, seeds, new_tokens: int) -> tuple[float, 
     return tokens / (time.perf_counter() - started), texts
 
 
-def writer_flops_per_token(loaded, context: float) -> float:
-    """Model FLOPs of one generated token: 2 x the decoder blocks' weight matrices and the LM head, plus
-    attention over `context` cached positions (QK^T and AV); the embedding lookup costs none."""
-    config = models.text_config(loaded.model)
-    weights = sum(p.numel() for block in models.decoder_layers(loaded.model) for p in block.parameters() if p.ndim == 2)
-    weights += loaded.model.get_output_embeddings().weight.numel()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * weights + 4 * context * config.num_attention_heads * head_dim * config.num_hidden_layers
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=128)
@@ -123,8 +113,9 @@ def main() -> None:
               + (f"  (d) {rates['d'][-1]:.1f}" if llama else "") + " tok/s")
     plain = generate.LocalWriter(loaded, batch_size=1, fast=False)
     rate_a, texts_a = run_writer(plain, messages[:few], seeds[:few], args.new_tokens)
+    # model FLOPs of a generated token: the blocks' and LM head's matmuls plus attention over the mean context
     context = statistics.mean(len(fast.encode(m)) for m in messages) + args.new_tokens / 2
-    per_token = writer_flops_per_token(loaded, context)
+    per_token = plan.SHAPES["smollm2"].flops_per_token(lm_head=True, context=round(context))
     rows = {
         "(a) transformers generate, one at a time": {"tokens_per_s": rate_a, "quality": quality(jobs[:few], texts_a)},
         f"(b) transformers generate, batched {args.slots}": {"tokens_per_s": median(rates["b"]), "repeats": rates["b"],

@@ -37,8 +37,7 @@ HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"
 
 
 def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
-                 root: Path | None = None, out_dir: Path | None = None, log=print,
-                 checked_against: list[str] | tuple[str, ...] | None = None) -> dict[str, float]:
+                 root: Path | None = None, out_dir: Path | None = None, log=print, check: bool = True) -> dict[str, float]:
     """Execute `notebooks/<chapter>.ipynb` for `model` into `book/<model>/` (or `out_dir`)."""
     from .models import get_profile
 
@@ -48,8 +47,8 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     out_dir = out_dir or root / "book" / model
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    # every -p must be a parameter of some chapter of the whole run (`checked_against`), not only of these
-    check_parameters(root, checked_against or chapters, parameters or {})
+    if check:  # `run_models` checks once against the chapters of its whole run
+        check_parameters(root, chapters, parameters or {})
     for chapter in chapters:
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
@@ -80,7 +79,7 @@ def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTE
     phases = [[c for c in chapters if c in CORPUS_CHAPTERS], [c for c in chapters if c not in CORPUS_CHAPTERS]]
     for phase in phases:
         for model in models if phase else []:
-            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, checked_against=chapters)
+            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, check=False)
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:

@@ -111,19 +111,14 @@ def penalize(logits: torch.Tensor, history: torch.Tensor, counts: torch.Tensor, 
     return torch.where((counts > 0)[:, None], logits.scatter(1, index, scores), logits)
 
 
-def sample_next(logits: torch.Tensor, history: torch.Tensor | None, temperature: float, top_p: float,
-                repetition_penalty: float, generators: list[torch.Generator] | None,
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None,
                 candidates: int = 1024) -> torch.Tensor:
-    """One token per row: repetition penalty (HF semantics), temperature, nucleus, per-row RNG.
+    """One token per row: temperature, nucleus, per-row RNG (the repetition penalty is `penalize`'s, before).
 
-    `history` holds the tokens each row has generated so far (None or empty: no penalty).
     The nucleus is searched among the top `candidates` tokens (a `topk`, not a 49k-wide sort); a row
     whose nucleus is wider than that is sorted in full, so the result is exact either way.
     """
     logits = logits.float()
-    if history is not None and history.shape[1] > 0:
-        counts = torch.full((logits.shape[0],), history.shape[1], device=logits.device)
-        logits = penalize(logits, history, counts, repetition_penalty)
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -171,6 +166,10 @@ class DecodeStats:
     def occupancy(self) -> float:
         return self.row_steps / self.slot_steps if self.slot_steps else 0.0
 
+    def add(self, other: "DecodeStats") -> None:
+        for name in ("steps", "row_steps", "slot_steps", "admissions", "relayouts"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 @dataclass
 class _Slots:
@@ -196,21 +195,13 @@ class Decoder:
         self.stats = DecodeStats()
 
     @torch.inference_mode()
-    def run(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling, slots: int, *, refill: bool,
-            share_prefix: bool, forcing: list[Any] | None = None, inputs: list[int] | None = None,
+    def run(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling, slots: int, *, share_prefix: bool,
+            forcing: list[Any] | None = None, inputs: list[int] | None = None,
             on_done: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
-        """New tokens per prompt. `inputs` names each prompt's index for `live_rows` and `on_done(index, tokens)`."""
+        """New tokens per prompt, decoded through `slots` rows: with as many slots as prompts every row starts
+        together (one batch); with fewer, waiting prompts take the slots of rows that end. `inputs` names each
+        prompt's index for `live_rows` and `on_done(index, tokens)`."""
         inputs = inputs if inputs is not None else list(range(len(prompts)))
-        if not refill:  # consecutive batches whose rows start together
-            out: list[list[int]] = []
-            for at in range(0, len(prompts), slots):
-                part = slice(at, at + slots)
-                out += self._run(prompts[part], seeds[part], sampling, slots, share_prefix, forcing and forcing[part],
-                                 inputs[part], on_done)
-            return out
-        return self._run(prompts, seeds, sampling, slots, share_prefix, forcing, inputs, on_done)
-
-    def _run(self, prompts, seeds, sampling, slots, share_prefix, forcing, inputs, on_done) -> list[list[int]]:
         self.prompts, self.seeds, self.sampling, self.forcing, self.inputs = prompts, seeds, sampling, forcing, inputs
         unpadded = len({len(p) for p in prompts}) == 1
         self.shared = common_prefix(prompts) if share_prefix and len(prompts) > 1 and (
@@ -221,11 +212,9 @@ class Decoder:
         self.generated: list[list[int]] = [[] for _ in prompts]
         self.queued: list[list[int]] = [[] for _ in prompts]
         self.cache = Cache(layers=[_SlabLayer(self.capacity) for _ in range(self.n_layers)])
-        self.mask = torch.zeros((0, self.capacity), dtype=torch.long, device=self.device)
-        self.history = torch.zeros((0, sampling.max_new_tokens), dtype=torch.long, device=self.device)
-        self.slots, self.length = _Slots(), self.shared
+        self.length = self.shared
         first = self.n_slots = min(slots, len(prompts))
-        self._grow(first)
+        self._grow(first)  # the slots, their mask and token history
         logits = self._admit(list(range(first)), torch.empty((first, 0), device=self.device))
         while True:
             tokens, finished = self._sample(logits)
@@ -235,7 +224,8 @@ class Decoder:
                     on_done(self.inputs[index], self.generated[index])
                 self.slots.inputs[slot] = -1
             if len(finished) > len(self.queue):  # more rows ended than prompts wait: the rest leave the batch
-                keep = [s for s in range(len(tokens)) if s not in set(finished[len(self.queue):])]
+                leaving = set(finished[len(self.queue):])
+                keep = [s for s in range(len(tokens)) if s not in leaving]
                 self._keep(keep)
                 tokens = tokens[keep]
                 if not keep:
@@ -283,6 +273,10 @@ class Decoder:
         s = self.slots
         self.slots = _Slots(*([getattr(s, f)[i] for i in keep] for f in ("inputs", "start", "position", "count", "generators")))
 
+    def _live_spans(self) -> list[int]:
+        """How many columns each live row's own prompt suffix and tokens take."""
+        return [self.length - start for start, index in zip(self.slots.start, self.slots.inputs) if index >= 0]
+
     def _live_rows(self, slots: list[int] | None = None) -> torch.Tensor:
         chosen = range(len(self.slots.inputs)) if slots is None else slots
         return torch.tensor([self.inputs[self.slots.inputs[s]] if self.slots.inputs[s] >= 0 else FAR for s in chosen])
@@ -316,12 +310,10 @@ class Decoder:
         """Prefill the next waiting prompts into the `free` slots; their next-token logits join `logits`."""
         chosen = [self.queue.pop(0) for _ in free]
         suffixes = [self.prompts[i][self.shared:] for i in chosen]
-        need = max(len(s) for s in suffixes)
-        spans = [self.length - self.slots.start[s] for s in range(len(self.slots.inputs)) if self.slots.inputs[s] >= 0]
-        if self.length - self.shared < need:
-            self._relayout(max([need, *spans]))
+        width = max(len(s) for s in suffixes)
+        if self.length - self.shared < width:
+            self._relayout(max([width, *self._live_spans()]))
         self.stats.admissions += len(chosen)
-        width = need
         temp = Cache(layers=[_SlabLayer(self.shared + width) for _ in range(self.n_layers)])
         for layer, prefix in zip(temp.layers, self.prefix):
             if prefix is not None:
@@ -371,7 +363,7 @@ class Decoder:
             logits[counts < sampling.min_new_tokens, self.eos_id] = float("-inf")
         logits = penalize(logits, self.history, counts, sampling.repetition_penalty)
         generators = slots.generators if sampling.temperature > 0 else None
-        tokens = sample_next(logits, None, sampling.temperature, sampling.top_p, 1.0, generators)
+        tokens = sample_next(logits, sampling.temperature, sampling.top_p, generators)
         token_list = tokens.tolist()
         finished = []
         for slot, index in enumerate(slots.inputs):
@@ -394,9 +386,8 @@ class Decoder:
     def _step(self, tokens: torch.Tensor, free: list[int]) -> torch.Tensor:
         """Feed each live row its token (free slots a masked pad, overwritten when a prompt is admitted)."""
         if self.length + 1 > self.capacity:
-            spans = [self.length - self.slots.start[s] for s in range(len(self.slots.inputs)) if self.slots.inputs[s] >= 0]
-            self._relayout(max(spans, default=0))
-        live = [s for s in range(len(self.slots.inputs)) if s not in set(free)]
+            self._relayout(max(self._live_spans(), default=0))
+        live = [s for s, index in enumerate(self.slots.inputs) if index >= 0]  # every slot not in `free`
         self.stats.steps += 1
         self.stats.row_steps += len(live)
         self.stats.slot_steps += self.n_slots  # a slot left empty at the end still counts as unused

@@ -94,10 +94,15 @@ class LocalWriter:
             raise EmolibError(f"quantize must be 'auto', 'int8' or None, got {quantize!r}")
 
     @property
+    def refills(self) -> bool:
+        """Whether a call decodes through `batch_size` slots refilled as rows end (else consecutive batches)."""
+        return self.fast and self.continuous and not self.sliding_window
+
+    @property
     def call_size(self) -> int:
         """How many prompts a writing run should hand over per call: with continuous batching several
         slots' worth, so that the slots stay full until the last few rows of the call."""
-        return self.batch_size * CALL_SLOTS if self.fast and self.continuous and not self.sliding_window else self.batch_size
+        return self.batch_size * CALL_SLOTS if self.refills else self.batch_size
 
     def render(self, messages: list[dict]) -> str:
         return self.loaded.tokenizer.apply_chat_template(messages, tokenize=False)
@@ -153,17 +158,16 @@ class LocalWriter:
             results[index] = self._generation(messages_list[index], new)
             bar.update(1)
 
+        if self.refills:  # one batch of slots, refilled as rows end
+            batches = [sorted(range(len(prompts)), key=lambda i: len(prompts[i]))]
+            slots = max(1, min(self.batch_size, self.token_budget // max(len(p) for p in prompts)))
+        else:  # consecutive batches, every row of a batch starting together
+            batches, slots = self._batches([len(p) for p in prompts]), 0
         try:
-            if self.fast and self.continuous and not self.sliding_window:  # one call, slots refilled as rows end
-                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-                slots = max(1, min(self.batch_size, self.token_budget // max(len(p) for p in prompts)))
-                self._run([prompts[i] for i in order], [seeds[i] for i in order], sampling, slots, refill=True,
-                          forcing=[forcing[i] for i in order] if forcing else None, inputs=order, on_done=done)
-            for chunk in ([] if self.fast and self.continuous and not self.sliding_window else
-                          self._batches([len(p) for p in prompts])):
+            for chunk in batches:
                 args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], sampling)
                 if self.fast:
-                    self._run(*args, len(chunk), refill=False, forcing=[forcing[i] for i in chunk] if forcing else None,
+                    self._run(*args, slots or len(chunk), forcing=[forcing[i] for i in chunk] if forcing else None,
                               inputs=chunk, on_done=done)
                 else:
                     self.live_rows = torch.tensor(chunk)
@@ -189,11 +193,7 @@ class LocalWriter:
         try:
             return decoder.run(prompts, seeds, sampling, slots, share_prefix=self.share_prefix, **options)
         finally:
-            self.stats.steps += decoder.stats.steps
-            self.stats.row_steps += decoder.stats.row_steps
-            self.stats.slot_steps += decoder.stats.slot_steps
-            self.stats.admissions += decoder.stats.admissions
-            self.stats.relayouts += decoder.stats.relayouts
+            self.stats.add(decoder.stats)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Prompts sorted by length, cut into batches of at most `batch_size` rows and `token_budget`
@@ -211,7 +211,7 @@ class LocalWriter:
                 top_p: float, repetition_penalty: float, min_new_tokens: int) -> list[list[int]]:
         """One batch of token ids, all rows starting together (no refills): the decode loop on its own."""
         sampling = Sampling(max_new_tokens, temperature, top_p, repetition_penalty, min_new_tokens)
-        return self._run(prompts, seeds, sampling, len(prompts), refill=False)
+        return self._run(prompts, seeds, sampling, len(prompts))
 
     @torch.inference_mode()
     def _hf_generate(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling) -> list[list[int]]:

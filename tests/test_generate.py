@@ -63,7 +63,7 @@ def test_sampler_draws_from_the_nucleus():
     generators = [torch.Generator().manual_seed(7)]
     counts = torch.zeros(500)
     for _ in range(20000):
-        counts[generate.sample_next(logits, None, 1.0, 0.9, 1.0, generators, candidates=32)] += 1
+        counts[generate.sample_next(logits, 1.0, 0.9, generators, candidates=32)] += 1
     probs = logits.softmax(-1)[0]
     ordered, order = probs.sort(descending=True)
     keep = ordered.cumsum(0) - ordered < 0.9

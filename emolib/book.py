@@ -123,8 +123,8 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "n_topics": (0, 100), "stories_per_cell": (0, None), "max_attempts": (1, None), "stories_per_prompt": (1, None),
     "max_new_tokens": (1, None), "batch_size": (1, None), "dialogues_per_topic": (1, None), "max_emotion_words": (0, None),
     "token_budget": (0, None), "n_boot": (1, None), "n_boot_layers": (1, None), "n_perm": (1, None), "n_splits": (1, None),
-    "scaling_draws": (1, None), "kmeans_k": (2, None), "groups": (2, None), "n_prompts": (1, 100), "samples": (1, None),
-    "blackmail_trials": (1, None), "blackmail_tokens": (1, None), "hack_samples": (1, None), "hack_tokens": (1, None),
+    "scaling_draws": (1, None), "kmeans_k": (2, None), "groups": (2, None), "n_prompts": (0, 100), "samples": (1, None),
+    "blackmail_trials": (0, None), "blackmail_tokens": (1, None), "hack_samples": (0, None), "hack_tokens": (1, None),
     "n_texts": (1, None), "max_chars": (1, None), "seed": (0, None), "top_k": (1, None),
 }
 
@@ -144,7 +144,7 @@ def check_value(name: str, value: Any) -> str | None:
             return f"must be between {low} and {high}" if high is not None else f"must be at least {low}"
     if name == "variance" and isinstance(value, (int, float)) and not 0 < value < 1:
         return "is a share of variance: between 0 and 1 (exclusive)"
-    if name == "alphas":
+    if name == "alphas" and str(value).strip():  # "": the scale's
         values = _floats(value)
         if not values:
             return "needs at least one strength, e.g. \"-0.1,0,0.1\" (comma-separated numbers)"

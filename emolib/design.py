@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,11 +28,46 @@ from .io import atomic_write_json, store_lock
 
 DESIGN_FILE = "design.json"
 
-# What each scale writes with the embedded writer on 2 cores (measured numbers are in the README).
-SCALES: dict[str, dict[str, int]] = {
-    "quick": {"n_topics": 6, "per_cell": 1},  # 6 stories per emotion
-    "full": {"n_topics": 12, "per_cell": 2},  # 24 stories per emotion
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is, chapter by chapter. `quick` previews the whole book from nothing in under half
+    an hour on 2 cores (`make book`); `full` is the published one (timings of both: the appendix).
+    A chapter parameter left at 0 or "" takes its scale's value (`fill`)."""
+
+    n_topics: int  # chapter 01: topics per emotion
+    per_cell: int  # chapter 01: kept stories per (emotion, topic) cell
+    dialogue_topics: int  # chapter 02: neutral dialogues, one per topic
+    n_prompts: int  # chapter 07: neutral prompts in the dose-response
+    alphas: str  # chapter 07: the dose-response's strengths
+    blackmail_trials: int  # chapter 07: blackmail trials per condition
+    hack_samples: int  # chapter 07: samples per reward-hacking task and condition
+
+    def fill(self, **chosen: Any) -> "Scale":
+        """This scale with every chosen value that is not 0 or "" in place of its own."""
+        unknown = set(chosen) - set(self.__dataclass_fields__)
+        if unknown:
+            raise EmolibError(f"a scale has no setting {sorted(unknown)[0]!r}; it has: {', '.join(self.__dataclass_fields__)}")
+        return replace(self, **{name: value for name, value in chosen.items() if value not in (0, "", None)})
+
+    @property
+    def stories_per_emotion(self) -> int:
+        return self.n_topics * self.per_cell
+
+
+SCALES: dict[str, Scale] = {
+    # 2 stories per emotion, 50 dialogues, a 5-point dose-response on 8 prompts, 3 blackmail trials
+    "quick": Scale(n_topics=2, per_cell=1, dialogue_topics=50, n_prompts=8, alphas="-0.5,-0.25,0,0.25,0.5",
+                   blackmail_trials=3, hack_samples=1),
+    # 24 stories per emotion, 100 dialogues, a 7-point dose-response on 32 prompts, 6 blackmail trials
+    "full": Scale(n_topics=12, per_cell=2, dialogue_topics=100, n_prompts=32, alphas="-0.5,-0.3,-0.15,0,0.15,0.3,0.5",
+                  blackmail_trials=6, hack_samples=2),
 }
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise EmolibError(f"unknown scale {name!r}; choose one of: {', '.join(SCALES)}")
+    return SCALES[name]
 
 
 @dataclass(frozen=True)
@@ -50,16 +85,13 @@ class Design:
     def from_scale(cls, scale: str, emotions: str | list[str] = "all", n_topics: int = 0, per_cell: int = 0,
                    max_attempts: int = 6, seed: int = 0) -> "Design":
         """A scale's defaults, with `n_topics` / `per_cell` overriding them when > 0."""
-        if scale not in SCALES:
-            raise EmolibError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
         for name, value in (("n_topics", n_topics), ("per_cell", per_cell), ("max_attempts", max_attempts)):
             if not isinstance(value, int) or value < 0:
                 raise EmolibError(f"{name} must be a whole number >= 0 (0: the scale's default), got {value!r}")
-        chosen = SCALES[scale]
-        topics = select_topics(n_topics or chosen["n_topics"], seed)
+        chosen = get_scale(scale).fill(n_topics=n_topics, per_cell=per_cell)
+        topics = select_topics(chosen.n_topics, seed)
         name = scale if not (n_topics or per_cell) else f"{scale} (custom)"
-        return cls(select_emotions(emotions), [i for i, _ in topics], per_cell or chosen["per_cell"],
-                   max(1, max_attempts), seed, name)
+        return cls(select_emotions(emotions), [i for i, _ in topics], chosen.per_cell, max(1, max_attempts), seed, name)
 
     @property
     def stories_per_emotion(self) -> int:

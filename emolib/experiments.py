@@ -311,6 +311,7 @@ def settings_rows(loaded: LoadedModel, build: VectorBuild, layer: int, read_laye
 
     judge = f" + judge {p['judge_model']} at {p['judge_url']}" if p["judge_url"] else " only (no judge configured)"
     return {
+        "scale": p.get("scale", "custom"),
         "model": f"{loaded.profile.model_id} ({loaded.profile.name}), "
                  + ("chat model" if loaded.tokenizer.chat_template else "base model"),
         "steered layer": f"{layer} (mean residual norm {build.residual_norm[layer]:,.1f})", "projection read at layer": read_layer,

@@ -144,20 +144,19 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
 
 def _counts(profile: Any, p: dict[str, Any]) -> dict[str, Any]:
     """What a run writes and reads: emotions, topics, stories (and prompts with rewrites), dialogues, layers."""
-    from .design import SCALES
+    from .design import get_scale
 
     scale = p.get("scale", "quick")
-    if scale not in SCALES:
-        raise EmolibError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    chosen = get_scale(scale)
     emotions = 171 if p.get("emotions", "all") == "all" else len(str(p["emotions"]).split(",")) if p["emotions"] != "quick" else 9
-    topics = p.get("n_topics") or SCALES[scale]["n_topics"]
-    per_cell = p.get("stories_per_cell") or SCALES[scale]["per_cell"]
+    topics = p.get("n_topics") or chosen.n_topics
+    per_cell = p.get("stories_per_cell") or chosen.per_cell
     stories = emotions * topics * per_cell
     layers = profile.default_layers if p.get("layers", "default") == "default" else \
         profile.all_layers if p.get("layers") == "all" else tuple(p["layers"])
     return {"scale": scale, "emotions": emotions, "topics": topics, "per_cell": per_cell, "stories": stories,
             "prompts": math.ceil(stories / STORY_KEEP),
-            "dialogues": (p.get("n_topics") or 100) * p.get("dialogues_per_topic", 1),  # chapter 02 takes n_topics too
+            "dialogues": (p.get("n_topics") or chosen.dialogue_topics) * p.get("dialogues_per_topic", 1),  # chapter 02 takes n_topics too
             "layers": layers}
 
 

@@ -3,6 +3,10 @@ and story fidelity measured from the text alone."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +17,7 @@ from emolib import fidelity
 from emolib.errors import EmolibError
 from emolib.generate import Generation
 
+ROOT = Path(__file__).resolve().parents[1]
 LONG = "She walked to the door and looked outside at the rain for a very long time. " * 6
 
 
@@ -120,15 +125,41 @@ class _Dialogues:
 
 def test_scales_and_bad_design_input():
     quick, full = D.Design.from_scale("quick"), D.Design.from_scale("full")
-    assert (quick.stories_per_emotion, full.stories_per_emotion) == (6, 24) and len(full.emotions) == 171
-    assert full.topics[:6] == quick.topics  # the full corpus extends the quick one
+    assert (quick.stories_per_emotion, full.stories_per_emotion) == (2, 24) and len(full.emotions) == 171
+    assert full.topics[:2] == quick.topics  # the full corpus extends the quick one
     assert D.Design.from_scale("quick", n_topics=3, per_cell=2).stories_per_emotion == 6
+    assert D.Design.from_scale("full", n_topics=5).scale == "full (custom)"
     with pytest.raises(EmolibError, match="unknown scale 'huge'; choose one of: quick, full"):
         D.Design.from_scale("huge")
     with pytest.raises(EmolibError, match="per_cell must be a whole number >= 0"):
         D.Design.from_scale("quick", per_cell=-1)
     with pytest.raises(EmolibError, match="unknown story prompt 'fancy'"):
         C.story_prompt("fancy")
+
+
+def test_a_scale_fills_only_what_a_chapter_left_at_zero():
+    quick = D.get_scale("quick")
+    assert quick.fill(n_prompts=0, alphas="", blackmail_trials=5) == replace(quick, blackmail_trials=5)
+    assert quick.fill(hack_samples=None).hack_samples == quick.hack_samples
+    with pytest.raises(EmolibError, match="a scale has no setting 'n_stories'"):
+        quick.fill(n_stories=3)
+    for scale in D.SCALES.values():  # every scale's dose-response has its baseline and both signs
+        alphas = [float(a) for a in scale.alphas.split(",")]
+        assert 0.0 in alphas and min(alphas) < 0 < max(alphas)
+    assert quick.stories_per_emotion < D.SCALES["full"].stories_per_emotion
+
+
+def test_the_published_steering_chapters_ran_at_the_full_scale():
+    """book/<model>/ is the full scale: its chapter 7 settings are the ones `full` names (a change to SCALES
+    that the published chapters did not run with fails here until they are re-executed)."""
+    full = D.SCALES["full"]
+    saved = sorted((ROOT / "book").glob("*/results/07_steering.json"))
+    assert saved
+    for path in saved:
+        steering = json.loads(path.read_text())
+        assert steering["alphas"] == [float(a) for a in full.alphas.split(",")], path
+        assert (steering["prompts"], steering["blackmail_trials"]) == (full.n_prompts, full.blackmail_trials), path
+        assert steering["reward_hacking"]["per_task"] == full.hack_samples, path
 
 
 def test_fidelity_reads_the_emotion_from_the_words_without_the_emotion_words():

@@ -184,7 +184,7 @@ def test_control_vector_reader_refuses_broken_files(tmp_path):
 
 @pytest.mark.parametrize("parameters,message", [
     ({"n_topics": -1}, r"parameter n_topics=-1: must be between 0 and 100"),
-    ({"alphas": ""}, r"alphas='': needs at least one strength"),
+    ({"alphas": ","}, r"alphas=',': needs at least one strength"),
     ({"alphas": "0.1,x"}, r"needs at least one strength"),
     ({"layers": [3, 3]}, r"layers=\[3, 3\]: lists layer 3 twice"),
     ({"batch_size": 0}, r"batch_size=0: must be at least 1"),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import EmolibError, StoreError
-from .io import JobStore, atomic_write_json, progress_bar, runs_dir, store_lock
+from .io import JobStore, atomic_write_json, progress_bar, runs_dir, show_rate, store_lock
 from .prompts import (  # noqa: F401 (re-exported: chapters and tests read them as corpus.X)
     MAX_EMOTION_WORDS, MIN_TOKENS, QUICK_EMOTIONS, STORY_MARKER, STORY_PROMPT, STORY_PROMPTS, TOKEN_START, ChatScript,
     CorpusSettings, _stable_int, clean_turn, find_emotion_words, find_leaks, format_dialogue, leak_pattern, load_emotions,
@@ -204,7 +204,7 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     written = 0
-    with progress_bar(total=len(todo), desc=f"writing ({writer.name})", **quiet) as bar:
+    with progress_bar(total=len(todo), desc=f"writing ({writer.name})", unit="story", **quiet) as bar:
         for batch in batches:
             _log_batch(corpus, batch)
             outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
@@ -218,6 +218,7 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
                 stats["generated_tokens"] += output.n_tokens
                 written += 1
                 bar.update(1)
+            show_rate(bar, stats["generated_tokens"], started)
             if on_batch:
                 on_batch(written)
     stats["seconds"] = time.perf_counter() - started
@@ -243,11 +244,12 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
-    with progress_bar(total=len(todo), desc=f"dialogues ({writer.name})", **quiet) as bar:
+    with progress_bar(total=len(todo), desc=f"dialogues ({writer.name})", unit="dialogue", **quiet) as bar:
         for batch in plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0))):
             _log_batch(corpus, batch)
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
             stats["generated_tokens"] += write(corpus, batch, writer, bar)
+            show_rate(bar, stats["generated_tokens"], started)
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
     stats["mode"] = "one continuous chat per dialogue" if one_pass else "turn by turn"

@@ -34,7 +34,7 @@ import torch
 
 from . import __version__
 from .errors import EmolibError
-from .io import atomic_write_bytes, atomic_write_json, progress_bar, read_json, runs_dir, store_lock
+from .io import atomic_write_bytes, atomic_write_json, progress_bar, read_json, runs_dir, show_rate, store_lock
 from .hooks import decoder_layers, forward_hooks, text_config, text_decoder
 from .models import LoadedModel
 
@@ -246,6 +246,7 @@ class ActivationStore:
                     means[batch] = batch_means.cpu()
                     norms[batch] = batch_norms.cpu()
                     stats["tokens"] += int(mask.sum())
+                    show_rate(bar, stats["tokens"], started)
                     bar.update(len(batch))
                 n_tokens = torch.tensor([len(texts.token_ids[i]) for i in members], dtype=torch.int32)
                 self.write_shard(shard["name"], [texts.ids[i] for i in members], means, norms, n_tokens,

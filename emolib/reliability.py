@@ -97,11 +97,18 @@ def split_half(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_em
                n_splits: int = 20, seed: int = 0) -> dict[str, float]:
     """How alike two independent halves' vectors are: per emotion, Pearson r between the vector built from
     one half of its stories and the vector from the other (split within each topic cell), averaged over
-    emotions through Fisher z and over random splits; Spearman–Brown-corrected to the full story count."""
+    emotions through Fisher z and over random splits; Spearman–Brown-corrected to the full story count.
+    An emotion with a single kept story (a cell the rewrites never filled) has no two halves: it is left
+    out, and `emotions` says how many were used."""
     rng = np.random.default_rng(seed)
     labels, topics = np.asarray(labels), np.asarray(topics)
-    if np.bincount(labels, minlength=n_emotions).min() < 2:
-        raise EmolibError("split-half reliability needs at least 2 stories per emotion")
+    usable = np.flatnonzero(np.bincount(labels, minlength=n_emotions) >= 2)
+    if len(usable) < 2:
+        raise EmolibError("split-half reliability needs at least 2 emotions with 2 or more stories each; "
+                          "write more stories per emotion (a larger scale or stories_per_cell)")
+    keep = np.isin(labels, usable)
+    acts, topics = acts[keep], topics[keep]
+    labels, n_emotions = np.searchsorted(usable, labels[keep]), len(usable)
     values = []
     for _ in range(n_splits):
         first = _halves(labels, topics, rng)
@@ -113,7 +120,7 @@ def split_half(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_em
         r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
         values.append(np.tanh(np.arctanh(np.clip(r, -0.999999, 0.999999)).mean()))
     half = float(np.mean(values))
-    return {"half": half, "spearman_brown": 2 * half / (1 + half), "splits": len(values)}
+    return {"half": half, "spearman_brown": 2 * half / (1 + half), "splits": len(values), "emotions": n_emotions}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -258,7 +265,8 @@ def split_half_by_layer(build, n_splits: int = 20, seed: int = 0) -> pd.DataFram
     for layer in build.denoised.layers:
         acts, labels, topics, _ = build.story_activations(layer)
         result = split_half(acts, labels, topics, len(emotions), build.neutral_basis(layer), n_splits, seed)
-        rows.append({"layer": layer, "split-half r": result["half"], "Spearman-Brown": result["spearman_brown"]})
+        rows.append({"layer": layer, "split-half r": result["half"], "Spearman-Brown": result["spearman_brown"],
+                     "emotions": result["emotions"]})
     return pd.DataFrame(rows)
 
 

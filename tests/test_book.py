@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -81,8 +82,10 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
     rate, ETA) while the executed notebook stays free of them; code cells are folded for the book."""
     _notebook(tmp_path / "notebooks" / "01_stories.ipynb", [
         'model = "270m"',
-        "from emolib.io import progress_bar\nwith progress_bar(total=3, desc='writing (demo)') as bar:\n"
-        "    for _ in range(3):\n        bar.update(1)\nprint('done')"], tags={0: ["parameters"]})
+        "import time\nfrom emolib.io import progress_bar, show_rate\nstarted = time.perf_counter()\n"
+        "with progress_bar(total=3, desc='writing (demo)') as bar:\n"
+        "    for i in range(3):\n        show_rate(bar, 100 * (i + 1), started)\n        bar.update(1)\nprint('done')"],
+              tags={0: ["parameters"]})
     code = ("import sys; from pathlib import Path; from emolib import book; "
             "book.run_chapters('tiny', ['01_stories'], {}, root=Path(sys.argv[1]), log=lambda *a: None)")
     env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "EMOLIB_PROGRESS")}
@@ -90,6 +93,7 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
                          env={**env, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "writing (demo): 100%" in out.stderr and "3/3" in out.stderr
+    assert re.search(r"300 tokens, \d+ tokens/s", out.stderr)  # the rate a user can compare with the benchmarks
     executed = json.loads((tmp_path / "book" / "tiny" / "01_stories.ipynb").read_text())
     text = json.dumps(executed["cells"][-1]["outputs"])
     assert "writing (demo)" not in text and "done" in text

@@ -9,6 +9,7 @@ import pytest
 
 from emolib import geometry as G
 from emolib import reliability as R
+from emolib.errors import EmolibError
 
 EMOTIONS = ["happy", "joyful", "delighted", "cheerful", "grateful", "sad", "miserable", "afraid", "angry", "depressed",
             "calm", "sleepy", "furious", "excited", "bored", "terrified"]
@@ -71,6 +72,19 @@ def test_split_half_reliability_is_high_for_signal_and_low_for_noise():
     assert clean["half"] > 0.9 and clean["spearman_brown"] > clean["half"]
     assert abs(noise_only["half"]) < 0.3
     assert clean["spearman_brown"] == pytest.approx(2 * clean["half"] / (1 + clean["half"]))
+    assert clean["emotions"] == len(EMOTIONS)
+
+
+def test_split_half_leaves_out_an_emotion_with_one_story_and_keeps_the_rest():
+    """A quick run whose rewrites never filled a cell has an emotion with one story: it has no halves, so it is
+    left out (and counted), and the other emotions' reliability is what it would be without it."""
+    acts, labels, topics = synthetic(noise=0.5)
+    lonely = np.flatnonzero(labels == 0)[1:]  # emotion 0 keeps a single story
+    keep = np.setdiff1d(np.arange(len(labels)), lonely)
+    result = R.split_half(acts[keep], labels[keep], topics[keep], len(EMOTIONS), None, n_splits=5)
+    assert result["emotions"] == len(EMOTIONS) - 1 and result["half"] > 0.9
+    with pytest.raises(EmolibError, match="needs at least 2 emotions with 2 or more stories"):
+        R.split_half(acts[:1], labels[:1], topics[:1], len(EMOTIONS), None)
 
 
 def test_subsampling_spreads_over_topics_and_the_curve_rises():

@@ -233,12 +233,15 @@ def format_plan(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MIN_CHECK_TOKENS = 10_000  # below this, start-up dominates the measured seconds
+
+
 def check_against_run(model: str, extract: dict[str, Any] | None, rate: float) -> dict[str, float] | None:
     """Predicted vs measured extraction time of a finished embedded run on this machine (its saved
     03_extract tokens, layers and seconds: `results.ExtractResults`)."""
     extract = extract or {}
-    if not extract.get("tokens") or not extract.get("seconds"):
-        return None
+    if (extract.get("tokens") or 0) < MIN_CHECK_TOKENS or not extract.get("seconds"):
+        return None  # a rerun that found its shards on disk read a handful of tokens: no rate to compare
     shape = SHAPES[model]
     predicted = extract["tokens"] * shape.flops_per_token(max(extract["layers"])) / (rate * EFFICIENCY["cpu"]["extract"])
     return {"tokens": extract["tokens"], "measured_s": extract["seconds"], "predicted_s": predicted,

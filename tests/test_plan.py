@@ -49,6 +49,8 @@ def test_the_plan_check_compares_with_a_finished_run():
     check = plan.check_against_run("270m", extract, rate)
     assert check["ratio"] == pytest.approx(1.0) and check["measured_s"] == 200.0
     assert plan.check_against_run("270m", None, rate) is None
+    # a rerun that reused its shards and read one swapped story is no measurement of the rate
+    assert plan.check_against_run("270m", {**extract, "tokens": 83, "seconds": 0.2}, rate) is None
 
 
 def test_the_cli_prints_a_plan():

@@ -105,8 +105,6 @@ def progress_bar(**kwargs: Any):
 def show_rate(bar: Any, tokens: float, started: float) -> None:
     """Tokens so far and tokens/s beside a bar's texts/s (texts vary in length, and a writer's batch lands
     all its rows at once, so texts/s alone says little about how fast a stage goes)."""
-    import time
-
     bar.set_postfix_str(f"{tokens:,.0f} tokens, {tokens / max(time.perf_counter() - started, 1e-9):.0f} tokens/s",
                         refresh=False)
 

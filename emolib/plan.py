@@ -147,16 +147,17 @@ def _counts(profile: Any, p: dict[str, Any]) -> dict[str, Any]:
     from .design import get_scale
 
     scale = p.get("scale", "quick")
-    chosen = get_scale(scale)
+    # chapter 02 takes n_topics too: one -p sets both chapters' topics
+    chosen = get_scale(scale).fill(n_topics=p.get("n_topics"), per_cell=p.get("stories_per_cell"),
+                                   dialogue_topics=p.get("n_topics"))
     emotions = 171 if p.get("emotions", "all") == "all" else len(str(p["emotions"]).split(",")) if p["emotions"] != "quick" else 9
-    topics = p.get("n_topics") or chosen.n_topics
-    per_cell = p.get("stories_per_cell") or chosen.per_cell
+    topics, per_cell = chosen.n_topics, chosen.per_cell
     stories = emotions * topics * per_cell
     layers = profile.default_layers if p.get("layers", "default") == "default" else \
         profile.all_layers if p.get("layers") == "all" else tuple(p["layers"])
     return {"scale": scale, "emotions": emotions, "topics": topics, "per_cell": per_cell, "stories": stories,
             "prompts": math.ceil(stories / STORY_KEEP),
-            "dialogues": (p.get("n_topics") or chosen.dialogue_topics) * p.get("dialogues_per_topic", 1),  # chapter 02 takes n_topics too
+            "dialogues": chosen.dialogue_topics * p.get("dialogues_per_topic", 1),
             "layers": layers}
 
 

@@ -111,12 +111,51 @@ def penalize(logits: torch.Tensor, history: torch.Tensor, counts: torch.Tensor, 
     return torch.where((counts > 0)[:, None], logits.scatter(1, index, scores), logits)
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    """(x * constant) mod 2**32 for 32-bit values held in int64, without ever overflowing int64."""
+    low, high = constant & 0xFFFF, constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (lowbias32): every input bit flips about half the output bits."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def token_noise(token_ids: torch.Tensor, key: int) -> torch.Tensor:
+    """Exp(1) noise for each token id under one 64-bit key, as float64.
+
+    The noise a token gets depends on its id and the key alone, never on where the token lands in a
+    sort. Two near-tied tokens that swap places under another CPU's float kernels (AVX-512 vs AVX2 vs
+    scalar reductions differ in the last bits) keep their own noise, so the sampled text is the same
+    on every machine unless a probability moves across the winning margin itself.
+    """
+    ids = token_ids.to(torch.int64) & _MASK32
+    mixed = _hash32(_hash32(ids ^ (key & _MASK32)) ^ ((key >> 32) & _MASK32))
+    uniform = (mixed.to(torch.float64) + 0.5) / float(1 << 32)
+    return -torch.log(uniform)
+
+
+def _draw_key(generator: torch.Generator | None, device: torch.device) -> int:
+    """One 62-bit key per row and step from the row's own generator (the generator's state advances the
+    same way whatever the logits were, so a resumed row continues the same stream)."""
+    return int(torch.randint(0, 1 << 62, (1,), generator=generator, device=device).item())
+
+
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None,
                 candidates: int = 1024) -> torch.Tensor:
     """One token per row: temperature, nucleus, per-row RNG (the repetition penalty is `penalize`'s, before).
 
     The nucleus is searched among the top `candidates` tokens (a `topk`, not a 49k-wide sort); a row
-    whose nucleus is wider than that is sorted in full, so the result is exact either way.
+    whose nucleus is wider than that is sorted in full, so the result is exact either way. The draw is an
+    exponential race, argmax(p / E) with E ~ Exp(1) per token id (`token_noise`), which samples from p.
     """
     logits = logits.float()
     if temperature <= 0:
@@ -137,9 +176,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
                 row_probs = (row_values - log_total[row]).exp()
                 before = row_probs.cumsum(dim=0) - row_probs
             row_probs = row_probs.masked_fill(before >= top_p, 0.0)
-        # exponential race: argmax(p / E), E ~ Exp(1), is a draw from p, with this row's own generator
-        race = torch.empty_like(row_probs).exponential_(generator=generators[row] if generators else None)
-        choice[row] = row_indices[(row_probs / race).argmax()]
+        key = _draw_key(generators[row] if generators else None, logits.device)
+        race = row_probs.double() / token_noise(row_indices, key)
+        choice[row] = row_indices[race.argmax()]
     return choice
 
 

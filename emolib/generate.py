@@ -18,7 +18,7 @@ import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from .errors import EmolibError, WriterError
-from .decode import Decoder, DecodeStats, Sampling, has_sliding_window, sample_next  # noqa: F401 (sample_next: public here too)
+from .decode import Decoder, DecodeStats, Sampling, has_sliding_window, sample_next, token_noise  # noqa: F401 (public here too)
 from .models import LoadedModel
 
 

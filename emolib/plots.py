@@ -6,14 +6,23 @@ emitted as two representations:
 - `text/html` with `include_plotlyjs=False` and a div id derived from the figure's content (stable
   across runs, so executed notebooks diff cleanly). The book loads one local copy of plotly.js for
   all pages (see `emolib.book.vendor_assets`), so pages stay small and need no CDN.
+
+Every float a figure carries is rounded to `FIGURE_DIGITS` significant digits and written as a plain
+JSON number (never plotly's base64 `bdata`): a figure is read by eye and by hover labels, and the last
+bits of a float differ between CPUs (AVX-512 vs AVX2 kernels, OpenBLAS core types). Rounded decimals
+keep the executed notebooks small and let the tests compare them at a stated precision
+(`tests/nbval_tolerance.py`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -22,8 +31,48 @@ from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 VALENCE_SCALE = "RdBu"  # red = unpleasant, blue = pleasant
 
 
+FIGURE_DIGITS = 6  # significant digits of every float a figure carries
+
+
+def _round_float(value: float) -> float | int:
+    """Integral floats become ints (compared exactly); others keep `FIGURE_DIGITS` significant digits."""
+    if not math.isfinite(value):
+        return value
+    if value == int(value) and abs(value) < 1e15:
+        return int(value)
+    return float(f"{value:.{FIGURE_DIGITS}g}")
+
+
+def _decoded(array: dict) -> np.ndarray:
+    """A plotly typed array ({"dtype", "bdata", "shape"}) as numpy."""
+    values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    shape = array.get("shape")
+    if shape:
+        values = values.reshape([int(n) for n in str(shape).split(",")])
+    return values
+
+
+def rounded(obj: Any) -> Any:
+    """A figure (dict) with numpy arrays and typed arrays as lists, and every float rounded to
+    `FIGURE_DIGITS` significant digits; integers, strings and structure untouched."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            return rounded(_decoded(obj))
+        return {key: rounded(value) for key, value in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return rounded(obj.tolist())
+    if isinstance(obj, (list, tuple)):
+        return [rounded(value) for value in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _round_float(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 class BookRenderer(MimetypeRenderer):
     def to_mimebundle(self, fig_dict: dict) -> dict[str, Any]:
+        fig_dict = rounded(fig_dict)
         bundle = PlotlyRenderer(config={"displaylogo": False}).to_mimebundle(fig_dict)
         digest = hashlib.sha1(json.dumps(fig_dict, sort_keys=True, default=str).encode()).hexdigest()[:12]
         bundle["text/html"] = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, div_id=f"fig-{digest}",

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import nbval_tolerance
+
+    nbval_tolerance.install()  # outputs compared at a stated precision, not bit for bit (see that module)
     os.environ["EMOLIB_RUNS"] = tempfile.mkdtemp(prefix="emolib-test-runs-")
     os.environ["EMOLIB_HOME"] = str(ROOT)
     os.environ["TQDM_DISABLE"] = "1"
@@ -26,8 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """nbval re-runs the tiny chapters: their key numbers go to a temporary folder, not to the committed
-    tests/notebooks/results/ (the `results_dir` parameter papermill injected is redirected)."""
-    folder = tempfile.mkdtemp(prefix="emolib-test-results-")
+    tests/notebooks/results/ (the `results_dir` parameter papermill injected is redirected; to
+    $EMOLIB_TEST_RESULTS when set, so that the cross-kernel test can read them back)."""
+    folder = os.environ.get("EMOLIB_TEST_RESULTS") or tempfile.mkdtemp(prefix="emolib-test-results-")
     for item in items:
         cell = getattr(item, "cell", None)
         if cell is not None and "injected-parameters" in cell.get("metadata", {}).get("tags", []):

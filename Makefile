@@ -10,9 +10,24 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo tor
 TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p dialogues_per_topic 2 \
 	-p batch_size 8 -p max_emotion_words 1000
 
-.PHONY: setup book chapters build test test-notebooks lab browser-test clean
+.PHONY: setup system sandbox-tools book chapters build test test-notebooks lab browser-test clean
 
 setup: $(STAMP)
+
+# Operating-system tools, installed where we can (root with apt-get), else named with the command to run:
+# bubblewrap isolates the model-written code of chapter 7's reward-hacking trials (emolib.sandbox);
+# Chromium draws every figure of the built book in the browser test.
+APT_INSTALL = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (apt-get)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "missing:$$missing (Debian/Ubuntu: sudo apt-get install$$missing)"; fi
+sandbox-tools:
+	@missing=""; command -v bwrap >/dev/null || missing=" bubblewrap"; \
+	if [ -n "$$missing" ]; then $(APT_INSTALL); fi
+system:
+	@missing=""; command -v bwrap >/dev/null || missing=" bubblewrap"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then $(APT_INSTALL); fi
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,16 +45,16 @@ $(STAMP): pyproject.toml Makefile
 # Stories -> every chapter for the embedded analysed models -> the rendered book in _build/html.
 # SCALE=quick (default, minutes) or SCALE=full (the published book: 24 kept stories per emotion).
 SCALE ?= quick
-book: setup
+book: setup sandbox-tools
 	$(PY) -m emolib book -p scale $(SCALE)
 
-chapters: setup
+chapters: setup sandbox-tools
 	$(PY) -m emolib run --model 270m
 
 build: setup
 	$(PY) -m emolib build
 
-test: setup
+test: setup system
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests
 
 # Re-execute the chapters on the tiny model into tests/notebooks (after changing a chapter).
@@ -55,7 +70,7 @@ lab: setup
 
 # Headless Chromium (Debian: apt-get install chromium) opens every page of the built book offline,
 # checks that every plotly figure drew, and screenshots the geometry chapter into _build/.
-browser-test: setup
+browser-test: setup system
 	$(PY) -m emolib browser-check
 
 clean:

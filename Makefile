@@ -10,7 +10,7 @@ TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo tor
 TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p dialogues_per_topic 2 \
 	-p batch_size 8 -p max_emotion_words 1000
 
-.PHONY: setup system sandbox-tools book chapters build test test-notebooks lab browser-test clean
+.PHONY: setup system sandbox-tools book publish chapters build test test-notebooks lab browser-test clean
 
 setup: $(STAMP)
 
@@ -45,8 +45,14 @@ $(STAMP): pyproject.toml Makefile
 # Stories -> every chapter for the embedded analysed models -> the rendered book in _build/html.
 # SCALE=quick (default, minutes) or SCALE=full (the published book: 24 kept stories per emotion).
 SCALE ?= quick
+# Your run goes to runs/book/$(SCALE)/ and the HTML shows it as "Your run" beside the published book,
+# which it never overwrites (git status stays clean).
 book: setup sandbox-tools
 	$(PY) -m emolib book -p scale $(SCALE)
+
+# Re-execute the published book itself into book/ (whoever publishes it: `make publish SCALE=full`).
+publish: setup sandbox-tools
+	$(PY) -m emolib book --publish -p scale $(SCALE)
 
 chapters: setup sandbox-tools
 	$(PY) -m emolib run --model 270m

@@ -1,8 +1,12 @@
 """Command line: `python -m emolib {book,run,build,models}`.
 
-    python -m emolib book                      # every chapter for the embedded models, comparison, appendix, build
+    python -m emolib book                      # every chapter for the embedded models into runs/book/<scale>/, build
+    python -m emolib book --publish -p scale full   # re-execute the published book in book/ (explicit)
     python -m emolib run --model 31b -p n_topics 100 -p writer_url http://127.0.0.1:8000/v1
-    python -m emolib build                     # re-render whatever chapters are executed
+    python -m emolib build                     # re-render the published book and your runs beside it
+
+A run never writes into the published book (book/) unless --publish says so: it writes its executed
+chapters to runs/book/<scale>/<model>/, and the build shows them as "Your run" beside the published book.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--chapters", default="", help="comma-separated chapter names; default all")
         command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                              help="a notebook parameter, as with papermill -p")
-        command.add_argument("--out", default="", help="write executed chapters here instead of book/<model>/")
+        command.add_argument("--out", default="", help="write executed chapters here instead of runs/book/<scale>/<model>/")
+        command.add_argument("--publish", action="store_true",
+                             help="write into the published book, book/<model>/ (and rebuild its _toc.yml)")
     command = sub.add_parser("extract", help="extract a corpus's activations (run under torchrun/accelerate to split it)")
     command.add_argument("--model", default="270m")
     command.add_argument("--corpus", default="smollm2", help="folder under runs/corpus/")
@@ -45,9 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--shard-texts", type=int, default=256)
     command.add_argument("--max-emotion-words", type=int, default=None,
                          help="neutral dialogues with more distinct emotion words are left out (default 2)")
-    sub.add_parser("build", help="build the HTML book from executed chapters (no execution)")
+    command = sub.add_parser("build", help="build the HTML book from executed chapters (no execution)")
+    command.add_argument("--publish", action="store_true", help="also rewrite the published book's _toc.yml and scale note")
     sub.add_parser("browser-check", help="open the built book in headless Chromium (offline) and check every figure drew")
-    sub.add_parser("compare", help="rerun the comparison chapter and the appendix from the saved results")
+    command = sub.add_parser("compare", help="rerun the comparison chapter and the appendix from the saved results "
+                                             "(of your runs; --publish: of the published book)")
+    command.add_argument("--publish", action="store_true", help="the published book's, into book/")
     sub.add_parser("models", help="list the model profiles")
     command = sub.add_parser("plan", help="what a run will cost before it starts: texts, tokens, FLOPs, time, memory, disk")
     command.add_argument("--model", default="270m")
@@ -79,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[emolib] {sum(drawn.values())} figures drew on {len(drawn)} pages, offline")
             return 0
         if args.command == "compare":
-            book.run_across()
-        if args.command in ("book", "build"):
-            book.build()
+            if args.publish:
+                book.run_across(publish=True)
+            for folder in [] if args.publish else book.reader_runs():
+                book.run_across(publish=False, scale=folder.name)
+        if args.command in ("book", "build") and not getattr(args, "out", ""):
+            book.build(publish=args.publish)
         return 0
     except EmolibError as error:
         print(f"emolib: error: {error}", file=sys.stderr)
@@ -98,9 +110,12 @@ def _run(args: argparse.Namespace) -> None:
     models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
     if args.out and len(models) > 1:
         raise EmolibError("--out takes one --model")
-    book.run_models(models, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None)
+    if args.out and args.publish:
+        raise EmolibError("--out and --publish exclude each other: --publish writes into book/<model>/")
+    book.run_models(models, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None,
+                    publish=args.publish)
     if args.command == "book" and not args.out:
-        book.run_across()
+        book.run_across(publish=args.publish, scale=book.run_scale(parameters))
     print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")
 
 

@@ -1,8 +1,14 @@
-"""The book: run chapters with papermill into `book/<model>/`, then build with jupyter-book, offline.
+"""The book: run chapters with papermill, then build with jupyter-book, offline.
+
+Two places hold executed chapters. `book/<model>/` is the **published** book, tracked in git and written
+only by an explicit publish (`python -m emolib book --publish`, `make publish SCALE=full`). Every other
+run, `make book` included, writes to its own folder, `runs/book/<scale>/<model>/` (git-ignored), and the
+build adds it to the HTML as a part "Your run" beside the published book, with a page that sets each of
+its headline numbers beside the published one (`emolib.compare.run_beside_published`). The published
+`_toc.yml` is rewritten only on publish; a build with runs uses a generated copy in `_build/`.
 
 A chapter is written to a temporary file and renamed into place only when it ran to the end, so a
-failed or killed run never replaces a good published chapter. The table of contents lists whatever
-models have executed chapters, and the build never executes a notebook itself.
+failed or killed run never replaces a good chapter. The build never executes a notebook itself.
 """
 
 from __future__ import annotations
@@ -32,19 +38,33 @@ MODEL_TITLES = {
     "31b": "Gemma 4 31B (4-bit)",
 }
 ACROSS = ("comparison", "appendix")  # book-level chapters, run after the models' chapters into book/
+YOUR_RUN = "your_run"  # a reader's run beside the published book (runs/book/<scale>/your_run.ipynb)
+DEFAULT_SCALE = "quick"  # the chapters' default `scale` parameter
 EMBEDDED = ("270m", "smollm2")  # the analysed models `make book` runs here
 HIDDEN_TAGS = {"parameters": "remove-cell", "injected-parameters": "remove-cell"}
 
 
+def run_scale(parameters: dict[str, Any] | None) -> str:
+    return str((parameters or {}).get("scale") or DEFAULT_SCALE)
+
+
+def run_folder(root: Path, scale: str) -> Path:
+    """Where a reader's run of one scale keeps its executed chapters: runs/book/<scale>/ (git-ignored)."""
+    return root / "runs" / "book" / scale
+
+
 def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
-                 root: Path | None = None, out_dir: Path | None = None, log=print, check: bool = True) -> dict[str, float]:
-    """Execute `notebooks/<chapter>.ipynb` for `model` into `book/<model>/` (or `out_dir`)."""
+                 root: Path | None = None, out_dir: Path | None = None, log=print, check: bool = True,
+                 publish: bool = False) -> dict[str, float]:
+    """Execute `notebooks/<chapter>.ipynb` for `model` into `runs/book/<scale>/<model>/`, or into the
+    published `book/<model>/` with `publish`, or into `out_dir`."""
     from .models import get_profile
 
     get_profile(model)
     root = root or project_root()
     published = out_dir is None
-    out_dir = out_dir or root / "book" / model
+    if out_dir is None:
+        out_dir = root / "book" / model if publish else run_folder(root, run_scale(parameters)) / model
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     if check:  # `run_models` checks once against the chapters of its whole run
@@ -70,7 +90,7 @@ CORPUS_CHAPTERS = ("01_stories", "02_neutral")
 
 
 def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
-               root: Path | None = None, out_dir: Path | None = None, log=print) -> None:
+               root: Path | None = None, out_dir: Path | None = None, log=print, publish: bool = False) -> None:
     """Several models' chapters: first every model's corpus chapters, then every model's analyses. The keep
     rule counts the analysed model's tokens, so one model's chapter 1 may rewrite stories of the shared
     corpus that another's tokenizer finds too short; analysing only after every model has written makes
@@ -79,7 +99,7 @@ def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTE
     phases = [[c for c in chapters if c in CORPUS_CHAPTERS], [c for c in chapters if c not in CORPUS_CHAPTERS]]
     for phase in phases:
         for model in models if phase else []:
-            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, check=False)
+            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, check=False, publish=publish)
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:
@@ -235,15 +255,21 @@ def _progress_to_terminal(interval: float = 0.5):
         os.unlink(path)
 
 
-def run_across(root: Path | None = None, log=print) -> dict[str, float]:
-    """Execute the comparison chapter and the appendix into `book/` from the results on disk."""
+def run_across(root: Path | None = None, log=print, publish: bool = True, scale: str = DEFAULT_SCALE) -> dict[str, float]:
+    """Execute the comparison chapter and the appendix from the results on disk: into `book/` for the
+    published book, else into the run's folder `runs/book/<scale>/` together with the page that sets the
+    run beside the published book (`your_run`)."""
     root = root or project_root()
+    out_dir = root / "book" if publish else run_folder(root, scale)
+    parameters = {} if publish else {"book_dir": _relative(out_dir, root)}
+    chapters = ACROSS if publish else (YOUR_RUN, *ACROSS)
     timings = {}
-    for chapter in ACROSS:
+    for chapter in chapters:
         started = time.perf_counter()
-        _execute(root, chapter, root / "book", {})
+        extra = {"run_dir": parameters["book_dir"], "book_dir": ""} if chapter == YOUR_RUN else parameters
+        target = _execute(root, chapter, out_dir, extra)
         timings[chapter] = round(time.perf_counter() - started, 1)
-        log(f"[emolib] {chapter} done in {timings[chapter]:.0f} s -> book/{chapter}.ipynb")
+        log(f"[emolib] {chapter} done in {timings[chapter]:.0f} s -> {_relative(target, root)}")
     return timings
 
 
@@ -310,29 +336,55 @@ def _hide_parameter_cells(path: Path) -> None:
     atomic_write_bytes(path, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-def executed_models(root: Path | None = None) -> list[str]:
-    """Models with at least one executed chapter, embedded ones first."""
+def executed_models(root: Path | None = None, folder: Path | None = None) -> list[str]:
+    """Models with at least one executed chapter under `folder` (default `book/`), embedded ones first."""
     root = root or project_root()
-    present = [p.name for p in sorted((root / "book").iterdir()) if p.is_dir() and any(p.glob("[0-9]*.ipynb"))]
+    folder = folder or root / "book"
+    present = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and any(p.glob("[0-9]*.ipynb"))] if folder.is_dir() else []
     return sorted(present, key=lambda m: (list(MODEL_TITLES).index(m) if m in MODEL_TITLES else 99, m))
 
 
-def write_toc(root: Path | None = None) -> Path:
-    """`_toc.yml` listing the intro and every executed chapter, one part per model."""
+def reader_runs(root: Path | None = None) -> list[Path]:
+    """The reader's runs with executed chapters: runs/book/<scale>/ folders, quick first."""
     root = root or project_root()
-    lines = ["# Generated by `python -m emolib build` from the executed chapters in book/<model>/.",
-             "format: jb-book", "root: book/intro", "parts:"]
-    for model in executed_models(root):
-        lines.append(f"  - caption: \"{MODEL_TITLES.get(model, model)}\"")
-        lines.append("    chapters:")
-        for notebook in sorted((root / "book" / model).glob("[0-9]*.ipynb")):
-            lines.append(f"      - file: book/{model}/{notebook.stem}")
+    base = root / "runs" / "book"
+    found = [folder for folder in sorted(base.iterdir()) if folder.is_dir() and executed_models(root, folder)] if base.is_dir() else []
+    return sorted(found, key=lambda f: (f.name != "quick", f.name))
+
+
+def _toc_lines(root: Path, folder: Path, caption: str = "") -> list[str]:
+    """One part per model of the executed chapters in `folder`, then its book-level pages."""
+    lines = []
+    prefix = _relative(folder, root)
+    for model in executed_models(root, folder):
+        lines += [f"  - caption: \"{caption}{MODEL_TITLES.get(model, model)}\"", "    chapters:"]
+        lines += [f"      - file: {prefix}/{model}/{notebook.stem}" for notebook in sorted((folder / model).glob("[0-9]*.ipynb"))]
+    return lines
+
+
+def write_toc(root: Path | None = None, with_runs: bool = False) -> Path:
+    """The table of contents: the intro, the published book (one part per model, then the pages across
+    models) and, `with_runs`, each reader's run as "Your run (<scale> scale)" — written to `_toc.yml`
+    for the published book alone, else to `_build/_toc.yml` (so a reader's build leaves git clean)."""
+    root = root or project_root()
+    lines = ["# Generated by `python -m emolib build` from the executed chapters in book/<model>/"
+             + (" and runs/book/<scale>/<model>/." if with_runs else "."), "format: jb-book", "root: book/intro", "parts:"]
+    lines += _toc_lines(root, root / "book")
     if len(lines) == 4:
         raise EmolibError("no executed chapters under book/<model>/ yet; run `python -m emolib run --model 270m` first")
     across = [chapter for chapter in ACROSS if (root / "book" / f"{chapter}.ipynb").exists()]
     if across:
         lines += ["  - caption: \"Across models\"", "    chapters:"] + [f"      - file: book/{c}" for c in across]
-    return atomic_write_bytes(root / "_toc.yml", ("\n".join(lines) + "\n").encode())
+    for folder in reader_runs(root) if with_runs else []:
+        pages = [c for c in (YOUR_RUN, *ACROSS) if (folder / f"{c}.ipynb").exists()]
+        prefix = _relative(folder, root)
+        if pages:
+            lines += [f"  - caption: \"Your run ({folder.name} scale)\"", "    chapters:"]
+            lines += [f"      - file: {prefix}/{c}" for c in pages]
+        lines += _toc_lines(root, folder, f"Your run ({folder.name}): ")
+    target = root / "_build" / "_toc.yml" if with_runs else root / "_toc.yml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(target, ("\n".join(lines) + "\n").encode())
 
 
 def vendor_assets(root: Path | None = None) -> Path:
@@ -359,6 +411,24 @@ def external_references(html_dir: Path) -> list[str]:
     return found
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def figures_in_notebook(path: Path) -> int:
+    """How many plotly figures an executed notebook displays (0 where there is no such notebook)."""
+    if not path.exists():
+        return 0
+    cells = json.loads(path.read_text()).get("cells", [])
+    return sum(PLOTLY_MIME in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
+
+
+def figures_without_html(path: Path) -> int:
+    """Plotly outputs of an executed notebook that carry no text/html (the rendered book cannot draw them)."""
+    cells = json.loads(path.read_text()).get("cells", [])
+    return sum(PLOTLY_MIME in output.get("data", {}) and "text/html" not in output["data"]
+               for cell in cells for output in cell.get("outputs", []))
+
+
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -378,7 +448,8 @@ def browser_check(html_dir: Path | None = None, pages: list[str] | None = None, 
     html_dir = html_dir or project_root() / "_build" / "html"
     if not (html_dir / "index.html").exists():
         raise EmolibError(f"no built book at {html_dir}; run `python -m emolib build` first")
-    pages = pages or sorted(str(p.relative_to(html_dir)) for p in html_dir.glob("book/**/*.html"))
+    pages = pages or sorted(str(p.relative_to(html_dir)) for pattern in ("book/**/*.html", "runs/book/**/*.html")
+                            for p in html_dir.glob(pattern))
     offline = ["--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
                "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run", "--virtual-time-budget=15000"]
     drawn: dict[str, int] = {}
@@ -395,6 +466,10 @@ def browser_check(html_dir: Path | None = None, pages: list[str] | None = None, 
         if missing:
             raise EmolibError(f"{page}: {len(missing)} of {len(figures)} figures did not draw, e.g. {missing[0]} "
                               f"(is book/_vendor/plotly.min.js in the build?)")
+        expected = figures_in_notebook(html_dir.parent.parent / Path(page).with_suffix(".ipynb"))
+        if len(figures) < expected:
+            raise EmolibError(f"{page}: its notebook has {expected} figures but the page shows {len(figures)} "
+                              "(an output without text/html: was emolib.plots imported before the figure was displayed?)")
         drawn[page] = len(figures)
         log(f"[emolib] {page}: {len(figures)} figures drew")
         if screenshot and screenshot in page and not shot_done:
@@ -427,16 +502,20 @@ def write_scale_note(root: Path | None = None) -> Path:
     return atomic_write_bytes(root / "book" / "_generated" / "scale.md", text.encode())
 
 
-def build(root: Path | None = None, log=print) -> Path:
-    """Build the HTML book from the executed chapters (no execution), and check it loads nothing remote."""
+def build(root: Path | None = None, log=print, publish: bool = False) -> Path:
+    """Build the HTML book from the executed chapters (no execution), and check it loads nothing remote:
+    the published book, and beside it every reader's run under runs/book/. `publish` rewrites the
+    tracked `_toc.yml` and scale note from `book/`; otherwise the build writes only under `_build/`."""
     root = root or project_root()
-    write_toc(root)
-    write_scale_note(root)
+    if publish:
+        write_toc(root)
+        write_scale_note(root)
+    toc = write_toc(root, with_runs=True)
     vendor_assets(root)
-    command = [sys.executable, "-m", "jupyter_book", "build", "--all", str(root)]
+    command = [sys.executable, "-m", "jupyter_book", "build", "--all", "--toc", str(toc), str(root)]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     if jb:
-        command = [jb, "build", "--all", str(root)]
+        command = [jb, "build", "--all", "--toc", str(toc), str(root)]
     log("[emolib] building the book ...")
     started = time.perf_counter()
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)

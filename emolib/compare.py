@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import math
+from dataclasses import dataclass
+
 import pandas as pd
 
+from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
 from .results import (ANTHROPIC, BLACKMAIL, GEMOTIONS, PUBLISHED, RAIN1955, REWARD_HACKING, SOURCES, ModelResults,
                       Published, published_text)
 
@@ -287,3 +291,159 @@ def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list
             "found in " + (", ".join(titles[m] for m, ok in found.items() if ok) or "no model") + " but not in "
             + ", ".join(titles[m] for m, ok in found.items() if not ok) + " at the analysis layer."))
     return lines
+
+
+# --- a reader's run beside the published book ------------------------------------------------------------
+
+Estimate = tuple[float, float | None, float | None]  # value, low, high (95 %)
+
+
+def _interval(text_or_pair: Any) -> tuple[float | None, float | None]:
+    if isinstance(text_or_pair, str) and " to " in text_or_pair:
+        low, high = text_or_pair.split(" to ")
+        return float(low), float(high)
+    if isinstance(text_or_pair, (list, tuple)) and len(text_or_pair) == 2 and None not in text_or_pair:
+        return float(text_or_pair[0]), float(text_or_pair[1])
+    return None, None
+
+
+def _wilson(k: float, n: float) -> tuple[float, float]:
+    z = 1.959963984540054
+    centre, half = (k + z * z / 2) / (n + z * z), z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    return centre - half, centre + half
+
+
+def _leak_rate(r: ModelResults) -> Estimate | None:
+    status, rate = (r.stories or {}).get("status") or {}, (r.stories or {}).get("leak_rate")
+    total = sum(v for v in status.values() if isinstance(v, (int, float)))
+    if rate is None:
+        return None
+    return (rate, *_wilson(rate * total, total)) if total else (rate, None, None)
+
+
+def _fidelity(r: ModelResults) -> Estimate | None:
+    chosen = ((r.stories or {}).get("fidelity") or {}).get("chosen") or {}
+    return None if chosen.get("valence_r") is None else (chosen["valence_r"], *_interval(chosen.get("valence_ci")))
+
+
+def _geometry_r(test: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        data = (r.geometry or {}).get(test)
+        return None if not data else (data["r"], *_interval(data.get("ci")))
+    return read
+
+
+def _external(r: ModelResults) -> Estimate | None:
+    valid = r.validation or {}
+    return None if valid.get("r_valence_vader") is None else (valid["r_valence_vader"], *_interval(valid.get("ci")))
+
+
+def _slope(emotion: str, metric: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        for row in (r.steering or {}).get("slopes", []):
+            if row["emotion"] == emotion and row["metric"] == metric:
+                return row["slope per unit α"], row.get("low"), row.get("high")
+        return None
+    return read
+
+
+def _plain(key: str, chapter: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        value = (getattr(r, chapter) or {}).get(key)
+        return None if value is None else (float(value), None, None)
+    return read
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of a run, where to read it, and whether a run at another scale can check it:
+    `scale_free` numbers do not depend on how many stories each emotion's vector averages (the writer's
+    leak rate, a story's own valence, the mechanics of steering); the geometry's r and the read-outs do."""
+
+    name: str
+    read: Callable[[ModelResults], Estimate | None]
+    scale_free: bool
+
+
+def headlines(results: Models) -> list[Headline]:
+    """The numbers a reader's run is compared on (the steering slopes for every emotion it steered)."""
+    steered = sorted({row["emotion"] for r in results.values() for row in (r.steering or {}).get("slopes", [])})
+    rows = [Headline("leak rate (stories that name their emotion)", _leak_rate, True),
+            Headline("story fidelity: r(story valence, emotion valence)", _fidelity, True),
+            Headline("r(PC1, human valence)", _geometry_r("valence"), False),
+            Headline("r(PC2, human arousal)", _geometry_r("arousal"), False),
+            Headline("best layer's r(PC1, valence)", _plain("best_valence_r", "geometry"), False),
+            Headline("probe top-1 accuracy (held-out topics)", _plain("probe_top1", "geometry"), False),
+            Headline("r(projection, VADER valence) on real text", _external, False)]
+    for emotion in steered:
+        rows.append(Headline(f"steering {emotion}: projection slope per unit α", _slope(emotion, "projection"), True))
+        rows.append(Headline(f"steering {emotion}: VADER valence slope per unit α", _slope(emotion, "valence"), False))
+    return rows
+
+
+AGREES, DIFFERS = "agrees within the run's uncertainty", "differs"
+NOT_AT_SCALE, NO_INTERVAL, MISSING = "not comparable at this scale", "no interval: shown only", "not in both"
+
+
+def judge(published: Estimate | None, yours: Estimate | None, comparable: bool) -> str:
+    """The verdict on one number: the difference against the two intervals' combined standard error
+    (each 95 % interval taken as ±1.96 SE): |z| < 1.96 agrees, otherwise differs."""
+    if published is None or yours is None:
+        return MISSING
+    if not comparable:
+        return NOT_AT_SCALE
+    (value, low, high), (mine, my_low, my_high) = published, yours
+    if None in (low, high, my_low, my_high):
+        return NO_INTERVAL
+    se = math.hypot((high - low) / (2 * 1.959963984540054), (my_high - my_low) / (2 * 1.959963984540054))
+    if se == 0:
+        return AGREES if mine == value else DIFFERS
+    return AGREES if abs(mine - value) / se < 1.959963984540054 else DIFFERS
+
+
+def _estimate_text(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "-"
+    value, low, high = estimate
+    return f"{value:.3g}" + ("" if low is None or high is None else f" [{low:.3g}, {high:.3g}]")
+
+
+def run_beside_published(published: Models, yours: Models) -> pd.DataFrame:
+    """Every headline number of a reader's run beside the published one, with both 95 % intervals and a
+    verdict (`judge`): one row per model in both and number. A number that depends on the scale is
+    compared only when both were run at the same scale."""
+    published, yours = typed(published), typed(yours)
+    rows = []
+    for model in [m for m in yours if m in published]:
+        scales = ((published[model].stories or {}).get("scale"), (yours[model].stories or {}).get("scale"))
+        same_scale = scales[0] == scales[1]
+        for headline in headlines({model: published[model], "yours": yours[model]}):
+            mine, theirs = headline.read(yours[model]), headline.read(published[model])
+            rows.append({"model": model, "number": headline.name, "published": _estimate_text(theirs),
+                         "your run": _estimate_text(mine), "a run at another scale can check it": headline.scale_free,
+                         "verdict": judge(theirs, mine, same_scale or headline.scale_free)})
+    return pd.DataFrame(rows, columns=["model", "number", "published", "your run", "a run at another scale can check it",
+                                       "verdict"])
+
+
+def run_summary(table: pd.DataFrame, published: Models, yours: Models) -> str:
+    """The page's opening sentences: how many numbers agree or differ, and what the run's scale lets it check."""
+    published, yours = typed(published), typed(yours)
+    if table.empty:
+        return ("Your run has no model in common with the published book, so nothing can be set beside it "
+                f"(your run: {', '.join(yours) or 'none'}; published: {', '.join(published) or 'none'}).")
+    counts = table["verdict"].value_counts()
+    lines = [f"Of {len(table)} numbers, **{counts.get(AGREES, 0)} agree** with the published book within the run's "
+             f"uncertainty and **{counts.get(DIFFERS, 0)} differ**; {counts.get(NOT_AT_SCALE, 0)} are not comparable "
+             f"at your run's scale and {counts.get(NO_INTERVAL, 0)} carry no interval (shown only)."]
+    for model in table["model"].unique():
+        theirs, mine = published[model].stories or {}, yours[model].stories or {}
+        if theirs.get("scale") != mine.get("scale"):
+            checkable = table[(table["model"] == model) & table["a run at another scale can check it"]]["number"]
+            lines.append(f"{model}: your run is at the **{mine.get('scale', '?')}** scale (at least "
+                         f"{(mine.get('kept_per_emotion') or {}).get('min', '?')} stories per emotion) against the published "
+                         f"**{theirs.get('scale', '?')}** scale ({(theirs.get('kept_per_emotion') or {}).get('min', '?')}). "
+                         "Its intervals are wide, and the geometry's correlations, the probes and the read-outs depend on "
+                         "how many stories each vector averages, so only these can be checked: "
+                         + "; ".join(checkable) + ".")
+    return "\n\n".join(lines)

@@ -70,11 +70,16 @@ def test_a_chapter_runs_with_its_parameters_and_hidden_parameter_cells(tmp_path)
     _notebook(tmp_path / "notebooks" / "01_stories.ipynb", ['model = "270m"\nn = 1', "print(model, n * 2)"],
               tags={0: ["parameters"]})
     timings = book.run_chapters("tiny", ["01_stories"], {"n": 21}, root=tmp_path, log=lambda *a: None)
-    executed = json.loads((tmp_path / "book" / "tiny" / "01_stories.ipynb").read_text())
+    run = tmp_path / "runs" / "book" / "quick" / "tiny"  # a run's own folder, never the published book
+    assert not (tmp_path / "book").exists()
+    executed = json.loads((run / "01_stories.ipynb").read_text())
     assert executed["cells"][-1]["outputs"][0]["text"] == ["tiny 42\n"]
     hidden = [cell["metadata"]["tags"] for cell in executed["cells"][:2]]
     assert all("remove-cell" in tags for tags in hidden)
-    assert set(timings) == {"01_stories"} and (tmp_path / "book" / "tiny" / "timings.json").exists()
+    assert set(timings) == {"01_stories"} and (run / "timings.json").exists()
+    book.run_chapters("tiny", ["01_stories"], {"n": 2}, root=tmp_path, log=lambda *a: None, publish=True)
+    published = json.loads((tmp_path / "book" / "tiny" / "01_stories.ipynb").read_text())  # only when asked
+    assert published["cells"][-1]["outputs"][0]["text"] == ["tiny 4\n"]
 
 
 def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_path):
@@ -164,6 +169,92 @@ def test_comparison_and_appendix_run_from_saved_results(tmp_path, monkeypatch):
     assert results["tiny"].extract["vectors_sha256"][:16] in appendix
     toc = book.write_toc(root).read_text()
     assert toc.index("book/tiny/07_steering") < toc.index("Across models") < toc.index("book/comparison")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_a_readers_run_builds_beside_the_published_book_and_leaves_git_clean(tmp_path, monkeypatch):
+    """`make book` on a fresh clone: the reader's chapters go to runs/book/<scale>/ and the HTML shows them as
+    "Your run" with a page that sets each number beside the published one; no tracked file changes."""
+    import shutil
+
+    root = _tiny_book(tmp_path)
+    monkeypatch.setenv("EMOLIB_HOME", str(root))
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+    book.run_across(root, log=lambda *_: None)  # the published comparison and appendix
+    book.write_toc(root)
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "published")
+    run = root / "runs" / "book" / "quick" / "tiny"  # as `make book` leaves it: the tiny chapters, executed again
+    shutil.copytree(root / "book" / "tiny", run)
+    saved = json.loads((run / "results" / "04_geometry.json").read_text())
+    saved["valence"]["r"] += 5.0  # a number that differs, to see the verdict say so
+    (run / "results" / "04_geometry.json").write_text(json.dumps(saved))
+    book.run_across(root, log=lambda *_: None, publish=False, scale="quick")
+    html = book.build(root, log=lambda *_: None)
+    assert _git(root, "status", "--porcelain") == ""
+    page = (html / "runs" / "book" / "quick" / "your_run.html").read_text()
+    assert "agrees within the run" in page and "differs" in page and "Your run (quick scale)" in page
+    assert (html / "runs" / "book" / "quick" / "tiny" / "04_geometry.html").exists()
+    assert (html / "book" / "tiny" / "04_geometry.html").exists() and (html / "book" / "comparison.html").exists()
+    if book.find_chromium() is None:
+        message = "no Chromium on this machine (Debian: apt-get install chromium): the drawing check did not run"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)  # make test installs it in CI
+    drawn = book.browser_check(html, pages=["book/comparison.html", "runs/book/quick/tiny/04_geometry.html"],
+                               screenshot="", log=lambda *_: None)
+    assert drawn["book/comparison.html"] >= 1 and drawn["runs/book/quick/tiny/04_geometry.html"] >= 5
+
+
+def test_run_beside_published_judges_each_number_by_both_intervals():
+    from emolib import compare
+    from emolib.results import ModelResults
+
+    def results(r: float, ci: str, scale: str, leak: float) -> ModelResults:
+        return ModelResults.of({"01_stories": {"scale": scale, "leak_rate": leak, "status": {"kept": 800, "leak": 200}},
+                                "04_geometry": {"valence": {"r": r, "ci": ci, "p": 0.01, "words": 126}}})
+
+    published = {"270m": results(0.41, "0.22 to 0.61", "full", 0.20)}
+    same = compare.run_beside_published(published, {"270m": results(0.45, "0.25 to 0.65", "full", 0.21)})
+    verdicts = dict(zip(same["number"], same["verdict"]))
+    assert verdicts["r(PC1, human valence)"] == compare.AGREES and verdicts["leak rate (stories that name their emotion)"] == compare.AGREES
+    far = compare.run_beside_published(published, {"270m": results(-0.5, "-0.6 to -0.4", "full", 0.40)})
+    assert set(far["verdict"][far["number"].isin(["r(PC1, human valence)", "leak rate (stories that name their emotion)"])]) == {compare.DIFFERS}
+    quick = compare.run_beside_published(published, {"270m": results(-0.5, "-0.9 to 0.1", "quick", 0.21)})
+    verdicts = dict(zip(quick["number"], quick["verdict"]))
+    assert verdicts["r(PC1, human valence)"] == compare.NOT_AT_SCALE  # the geometry depends on the scale
+    assert verdicts["leak rate (stories that name their emotion)"] == compare.AGREES  # the writer's rate does not
+    assert "only these can be checked: leak rate" in compare.run_summary(quick, published, {"270m": results(-0.5, "-0.9 to 0.1", "quick", 0.21)})
+    assert compare.judge((1.0, 0.9, 1.1), (1.0, None, None), True) == compare.NO_INTERVAL
+    assert compare.run_beside_published(published, {"e4b": published["270m"]}).empty
+
+
+def test_every_executed_figure_can_draw_in_the_book():
+    """A plotly output without text/html draws in JupyterLab but not in the rendered book (the comparison's
+    headline figure was displayed before emolib.plots set the renderer)."""
+    notebooks = [*(ROOT / "book").rglob("*.ipynb"), *(ROOT / "tests" / "notebooks").glob("*.ipynb")]
+    assert len(notebooks) >= 20
+    assert [str(p.relative_to(ROOT)) for p in notebooks if book.figures_without_html(p)] == []
+
+
+def test_the_browser_check_fails_on_a_page_that_lost_its_figures(tmp_path):
+    if book.find_chromium() is None:
+        message = "no Chromium on this machine (Debian: apt-get install chromium)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    html = tmp_path / "_build" / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "index.html").write_text("<html><body>index</body></html>")
+    (html / "book" / "comparison.html").write_text("<html><body><p>a page without its figure</p></body></html>")
+    _notebook(tmp_path / "book" / "comparison.ipynb", ["1"])
+    notebook = json.loads((tmp_path / "book" / "comparison.ipynb").read_text())
+    notebook["cells"][0]["outputs"] = [{"output_type": "display_data", "metadata": {},
+                                        "data": {book.PLOTLY_MIME: {"data": [], "layout": {}}}}]
+    (tmp_path / "book" / "comparison.ipynb").write_text(json.dumps(notebook))
+    with pytest.raises(EmolibError, match="has 1 figures but the page shows 0"):
+        book.browser_check(html, pages=["book/comparison.html"], screenshot="", log=lambda *_: None)
 
 
 def test_the_book_builds_offline_and_every_figure_draws_in_chromium(tmp_path, monkeypatch):

@@ -285,6 +285,7 @@ class Decoder:
             return [None] * self.n_layers
         cache = Cache(layers=[_SlabLayer(self.shared) for _ in range(self.n_layers)])
         self.owner.live_rows = None  # one row stands for every row
+        self.owner.prefilling = True
         self.model(input_ids=torch.tensor([self.prompts[0][:self.shared]], device=self.device), past_key_values=cache,
                    attention_mask=torch.ones((1, self.shared), dtype=torch.long, device=self.device), use_cache=True,
                    logits_to_keep=1)
@@ -369,6 +370,9 @@ class Decoder:
         for slot, index in zip(free, chosen):
             self.slots.inputs[slot] = index
         self.owner.live_rows = self._live_rows(free)
+        # a prompt's suffix, even a one-token one on top of a shared prefix, is prompt: hooks that steer only
+        # generated positions read this flag rather than guessing from the shape of the call
+        self.owner.prefilling = True
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), past_key_values=temp, use_cache=True, logits_to_keep=1)
         for row, (slot, index, suffix) in enumerate(zip(free, chosen, suffixes)):
@@ -438,6 +442,7 @@ class Decoder:
         for s in live:
             self.slots.position[s] += 1
         self.owner.live_rows = self._live_rows()
+        self.owner.prefilling = False
         out = self.model(input_ids=tokens[:, None], attention_mask=self.mask[:, :self.length],
                          position_ids=positions[:, None], past_key_values=self.cache, use_cache=True)
         return out.logits[:, -1]

@@ -83,6 +83,7 @@ class LocalWriter:
         self.continuous = loaded.device.type == "cuda" if continuous is None else continuous
         self.stats = DecodeStats()  # summed over calls: how full the slots were
         self.live_rows: torch.Tensor | None = None
+        self.prefilling: bool | None = None  # set by the decode loop per forward pass; None: unknown (HF generate)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
         if quantize == "auto":
@@ -175,7 +176,7 @@ class LocalWriter:
                         done(i, new)
         finally:
             bar.close()
-            self.live_rows = None
+            self.live_rows, self.prefilling = None, None
         return [result for result in results if result is not None]
 
     def _generation(self, messages: list[dict] | str, new: list[int]) -> Generation:

@@ -121,8 +121,10 @@ def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | 
 
     def add(module, args, kwargs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        if positions == "generated" and not _is_decode_step(hidden, kwargs):
-            return None
+        if positions == "generated":
+            prefilling = getattr(rows_of, "prefilling", None)  # the decode loop says; else judge by the call's shape
+            if prefilling if prefilling is not None else not _is_decode_step(hidden, kwargs):
+                return None
         key = (hidden.device, hidden.dtype)
         if key not in cache:
             cache[key] = (shared.to(device=hidden.device, dtype=hidden.dtype),

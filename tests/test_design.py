@@ -172,13 +172,52 @@ def test_fidelity_reads_the_emotion_from_the_words_without_the_emotion_words():
         rows += [{"emotion": emotion, "text": f"The {w} and the day." } for w in words.split()]
     result = fidelity.story_fidelity(pd.DataFrame(rows), n_boot=200)
     assert result.valence_r > 0.8 and result.valence_ci[0] > 0.3
-    assert result.valence_ci[0] < result.valence_r < result.valence_ci[1]  # centred on the estimate
     assert result.vader_agreement > 0.5
+    # the interval resamples stories within emotion: every story 4 times over halves its width (resampling whole
+    # emotions, or not resampling at all, does not; arousal, whose r is far from 1, is near the normal regime)
+    more = fidelity.story_fidelity(pd.DataFrame(rows * 4), n_boot=200)
+    width, width_more = np.diff(result.arousal_ci)[0], np.diff(more.arousal_ci)[0]
+    assert width > 0 and 0.35 < width_more / width < 0.7
+    assert more.valence_r == pytest.approx(result.valence_r)  # the estimate itself does not move
+    # the same words told for the opposite emotions: r is negative and so is its whole interval (an abs(r), or
+    # emotion means matched to other emotions' ratings, breaks this)
+    swapped = {"happy": "sad", "joyful": "miserable", "sad": "happy", "miserable": "joyful"}
+    flipped = fidelity.story_fidelity(pd.DataFrame(rows).replace({"emotion": swapped}), n_boot=200)
+    assert flipped.valence_r < -0.3 and flipped.valence_ci[1] < 0
     # the emotion words themselves are never counted: a leak cannot raise fidelity
     scores = fidelity.word_scores(["happy happiness joyful sad sadly", "happy sunshine"])
     assert np.isnan(scores.loc[0, "valence"]) and scores.loc[1, "rated_words"] == 1
     with pytest.raises(EmolibError, match="at least 3 rated emotions"):
         fidelity.story_fidelity(pd.DataFrame(rows[:6]))
+
+
+def test_fidelity_intervals_have_the_width_of_the_sampling_error():
+    """30 independent corpora from one known process (each story names one word: from its emotion's pool half the
+    time, from all pools otherwise): r +- 1.96 bootstrap SE covers the mean r across corpora in most of them, and
+    the bootstrap SE is about the spread of r across corpora. An interval of r +- 1 SE, an SE of the mean of the
+    replicates instead of their SD, or replicates that resample emotions instead of stories, all break this. (The
+    percentile interval of the replicates does about as well on these data, whose replicates are barely pulled
+    below the estimate: this test does not tell the two apart; test_geometry's bootstrap test does.)"""
+    pools = {"pleasant": "sunshine laughter gift party friends vacation holiday music".split(),
+             "unpleasant": "funeral disease grave pain accident prison debt illness".split(),
+             "calm": "quiet garden pillow nap blanket meadow lake book".split()}
+    kinds = {"happy": "pleasant", "joyful": "pleasant", "sad": "unpleasant", "miserable": "unpleasant",
+             "relaxed": "calm", "serene": "calm", "furious": "unpleasant"}
+    every = sum(pools.values(), [])
+    results = []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        words = [rng.choice(pools[kind] if rng.random() < 0.5 else every) for kind in kinds.values() for _ in range(6)]
+        emotions = [emotion for emotion in kinds for _ in range(6)]
+        rows = [{"emotion": emotion, "text": f"The {word} and the day."} for emotion, word in zip(emotions, words)]
+        results.append(fidelity.story_fidelity(pd.DataFrame(rows), n_boot=100, seed=seed))
+    for measure in ("valence", "arousal"):
+        r = np.array([getattr(f, f"{measure}_r") for f in results])
+        ci = np.array([getattr(f, f"{measure}_ci") for f in results])
+        covered = np.mean((ci[:, 0] <= r.mean()) & (r.mean() <= ci[:, 1]))
+        se = np.diff(ci, axis=1)[:, 0] / 3.92
+        assert covered >= 0.75, measure
+        assert 0.6 < se.mean() / r.std(ddof=1) < 1.7, measure
 
 
 def test_a_finished_design_reruns_without_writing(tmp_path, tiny_gemma3):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from emolib import compare
 from emolib import results as RS
@@ -49,6 +51,33 @@ def test_verdicts_follow_the_numbers():
     assert "does not move detectably with α by either reader" in text
     assert "Reward hacking: baseline 1/16 (Anthropic ~5%)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
+
+
+@pytest.mark.xfail(strict=True, reason="issue 23.2: today's verdict still prints a count extrapolated from a fit at its "
+                                       "bound; this test turns green (and strict xfail red) when that is fixed")
+@pytest.mark.parametrize("curve", ["rising", "flat"])
+def test_a_scaling_fit_at_its_bound_gives_no_extrapolated_count(curve):
+    """The same verdicts for a model whose attenuation fit (emolib.reliability.fit_scaling, as chapter 4 runs it) sits
+    at a bound. rising: mean r = 0.1 sqrt(n), which never levels off, puts the ceiling at its bound (r_inf = 1.0) and
+    the fit's n(r = 0.8), about 150, is extrapolated from that bound (the curve itself reaches 0.8 at n = 64). flat:
+    mean r = 0.9 at every n puts one story's reliability at its bound (rho = 1) and n(r = 0.8) at about 0. Neither
+    number is a measurement, so the verdict must not print "r = 0.8 would need about N stories"; passing the fit's
+    n through whatever its parameters are (today's code does) breaks this."""
+    from emolib import reliability as R
+
+    n = np.array([1, 2, 3, 4, 6, 8, 12, 16, 20, 24], float)
+    fit = R.fit_scaling(n, 0.1 * np.sqrt(n) if curve == "rising" else np.full(n.size, 0.9))
+    at_bound = abs(fit.r_inf) > 1 - 1e-6 if curve == "rising" else fit.rho > 1 - 1e-4
+    assert at_bound and fit.n_for["0.8"] is not None  # the case: a fit at its bound that still offers a number
+    geometry = _geometry(0.55, 0.001)
+    geometry["scaling"]["fits"]["r_valence"] = {"r_inf": fit.r_inf, "rho": fit.rho, "stories_needed": fit.n_for,
+                                                "largest_n_measured": 24}
+    lines = compare.verdicts({"a": {"04_geometry": geometry}}, ["a"], TITLES)
+    more = [line for line in lines if line.startswith("- More stories:")]
+    assert len(more) == 1  # the fit is still reported
+    if curve == "rising":
+        assert "does not level off within the stories measured (its ceiling sits at the bound, 1.0)" in more[0]
+    assert "would need about" not in more[0], more[0]
 
 
 def test_a_negative_significant_r_is_not_called_a_replication():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -132,7 +133,7 @@ def test_per_row_terms_in_one_batch_equal_separate_calls(name):
     build = _build(loaded)
     writer = generate.LocalWriter(loaded, batch_size=8)
     messages = [[{"role": "user", "content": text}] for text in ("the cat", "a long story about the door and the mat")]
-    spec = [{"happy": 4.0}, {"sad": -4.0}, {}]
+    spec = [{"happy": 16.0}, {"sad": -16.0}, {}]  # strong enough to move a random model's sampled tokens
     separate = []
     for one in spec:
         with steer.steering(loaded, steer.terms(build, one, 1), positions="generated"):
@@ -183,6 +184,88 @@ def test_dose_response_on_a_tiny_model(tiny_llama):
     table = experiments.slopes(frame, n_boot=50)
     row = table[(table.metric == "projection")].iloc[0]
     assert row["low"] <= row["slope per unit α"] <= row["high"] and row["slope per unit α"] > 0
+    # p-values are probabilities floored at one replicate (an unfloored p of 0, or a doubled p left uncapped above 1,
+    # breaks this); an interval that excludes 0 has a small p and a large p an interval around 0 (a p not computed
+    # from the same replicates as the interval breaks this)
+    assert table["bootstrap p"].between(1 / 50, 1.0).all()
+    excludes_zero = (table["low"] > 0) | (table["high"] < 0)
+    assert (table.loc[excludes_zero, "bootstrap p"] <= 0.05).all()
+    assert not excludes_zero[table["bootstrap p"] > 0.1].any()
+    detectable = table["detectable slope (80% power)"]
+    assert (np.isfinite(detectable) & (detectable > 0)).all()
+    # the perplexity doubling reads the summary: one row per direction, based on the alpha-0 mean; NaN exactly
+    # where no alpha on that side reaches twice it, else a |alpha| inside the grid at or before the first one that does
+    doubling = experiments.doubling_alpha(summary)
+    ppl = summary[summary.metric == "perplexity"].set_index("alpha")["mean"]
+    assert sorted(doubling["direction"]) == ["+", "-"]
+    for _, row in doubling.iterrows():
+        assert row["perplexity at alpha 0"] == pytest.approx(ppl[0.0]) and row["largest |alpha| tried"] == 2.0
+        side = ppl[np.sign(ppl.index) == (1 if row["direction"] == "+" else -1)]
+        reached = np.abs(side.index[side.to_numpy() >= 2 * ppl[0.0]])
+        found = row["alpha where perplexity doubles"]
+        assert np.isnan(found) if len(reached) == 0 else 0 < found <= reached.min()
+
+
+def test_slopes_p_value_and_detectable_slope_on_known_lines():
+    """y = slope α + a per-prompt effect + unit noise, 40 prompts x 5 α x 2 samples: the slope's standard error
+    is 1 / sqrt(Σ(α - mean α)²) = 1 / sqrt(800), so the detectable slope is 2.8 / sqrt(800)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for emotion, true in (("happy", 0.5), ("calm", 0.0)):
+        for prompt in range(40):
+            effect = rng.normal()
+            rows += [{"emotion": emotion, "alpha": alpha, "prompt": prompt, "sample": sample,
+                      "y": true * alpha + effect + rng.normal()}
+                     for alpha in (-2.0, -1.0, 0.0, 1.0, 2.0) for sample in range(2)]
+    frame = pd.DataFrame(rows)
+    table = experiments.slopes(frame, metrics=("y",), n_boot=1000).set_index("emotion")
+    real, null = table.loc["happy"], table.loc["calm"]
+    se = 1 / np.sqrt(800)
+    assert real["slope per unit α"] == pytest.approx(0.5, abs=4 * se) and real["low"] > 0
+    # every replicate is positive: p is the floor 1/n_boot, not 0 (an unfloored p breaks this)
+    assert real["bootstrap p"] == pytest.approx(1 / 1000)
+    # no slope: the interval covers 0 and p is large (p taken against the estimate instead of 0 breaks this)
+    assert null["low"] < 0 < null["high"] and null["bootstrap p"] > 0.1
+    assert null["slope per unit α"] == pytest.approx(0.0, abs=4 * se)
+    # at the edge: adding c α to the null data shifts the slope and every replicate by c (same prompts drawn), so c
+    # can put 0 just inside the interval (p just above 0.05) or just outside it (p just below). A one-sided p
+    # (no factor 2) puts the first below 0.05; a p from other replicates than the interval's can land either wrong.
+    calm = frame[frame.emotion == "calm"]
+    edges = pd.concat([calm.assign(emotion=name, y=calm.y + (margin - null["low"]) * calm.alpha)
+                       for name, margin in (("inside", -0.3 * se), ("outside", 0.3 * se))])
+    edge = experiments.slopes(edges, metrics=("y",), n_boot=1000).set_index("emotion")
+    assert edge.loc["inside", "low"] < 0 < edge.loc["outside", "low"]
+    assert 0.05 < edge.loc["inside", "bootstrap p"] < 0.15 and 0.01 < edge.loc["outside", "bootstrap p"] < 0.05
+    # 2.8 bootstrap SE: the variance instead of the SD, the SD of the data instead of the replicates, or a
+    # wrong multiplier all break this (over 30 seeds the ratio to 2.8 SE stays within 0.75..1.36)
+    for _, row in table.iterrows():
+        assert row["detectable slope (80% power)"] == pytest.approx(2.8 * se, rel=0.4)
+        # and it agrees with the percentile interval's width (2 x 1.96 SE for normal replicates)
+        assert row["detectable slope (80% power)"] == pytest.approx(2.8 / 3.92 * (row["high"] - row["low"]), rel=0.1)
+
+
+def test_doubling_alpha_interpolates_on_a_known_curve():
+    """Perplexity per (emotion, α) known exactly (the same in every prompt), through dose_summary as chapter 7 does."""
+    curves = {"happy": {-4.0: 18.0, -2.0: 12.0, 0.0: 10.0, 2.0: 15.0, 4.0: 30.0},
+              "calm": {-1.0: 40.0, 0.0: 8.0, 2.0: 16.0, 4.0: 12.0}}
+    frame = pd.DataFrame([{"emotion": e, "alpha": a, "prompt": p, "perplexity": ppl}
+                          for e, curve in curves.items() for a, ppl in curve.items() for p in range(3)])
+    table = experiments.doubling_alpha(experiments.dose_summary(frame, metrics=("perplexity",), n_boot=20))
+    assert len(table) == 4
+    at = table.set_index(["emotion", "direction"])["alpha where perplexity doubles"]
+    # happy +: 15 at 2, 30 at 4; twice 10 is reached a third of the way: 2 + 2 (20 - 15) / (30 - 15) (a grid
+    # point instead of the interpolation, or a base other than the alpha-0 mean, breaks this)
+    assert at["happy", "+"] == pytest.approx(2 + 2 * 5 / 15)
+    # happy -: 18 at |alpha| 4 never reaches 20 (a sign mix-up would report the + side's value here)
+    assert np.isnan(at["happy", "-"])
+    # calm +: exactly 2 x 8 at alpha 2, lower again at 4: the smallest |alpha| that reaches it, 2.0 (the last
+    # crossing, or a strict > test, breaks this)
+    assert at["calm", "+"] == pytest.approx(2.0)
+    # calm -: 40 at |alpha| 1, base 8: 0 + 1 (16 - 8) / (40 - 8) (interpolating from the wrong end breaks this)
+    assert at["calm", "-"] == pytest.approx(8 / 32)
+    calm = table[table.emotion == "calm"].set_index("direction")
+    assert calm["perplexity at alpha 0"].tolist() == [8.0, 8.0]
+    assert calm.loc[["+", "-"], "largest |alpha| tried"].tolist() == [4.0, 1.0]
 
 
 def test_slope_recovers_a_known_line():
@@ -239,12 +322,41 @@ def test_rates_with_wilson_intervals():
 
 
 def test_blackmail_trials_on_a_tiny_chat_model(tiny_llama):
+    from emolib.blackmail import blackmail_messages
+
     build = _build(tiny_llama, emotions=("desperate", "calm"))
     frame = experiments.blackmail_trials(tiny_llama, build, {"baseline": {}, "+desperate 5": {"desperate": 5.0}}, 1, trials=3,
                                    max_new_tokens=16, progress=False)
-    assert len(frame) == 6 and set(frame["condition"]) == {"baseline", "+desperate 5"}
-    assert frame.groupby("condition")["text"].apply(lambda t: len(set(t))).min() >= 1
-    assert set(experiments.rates(frame).index) == {"baseline", "+desperate 5"}
+    # exactly `trials` rows per condition, numbered 0..trials-1, in the order given (a bug in the row -> condition
+    # mapping, e.g. i % n_conditions instead of i // trials, interleaves or miscounts them)
+    assert frame["condition"].tolist() == ["baseline"] * 3 + ["+desperate 5"] * 3
+    assert frame["trial"].tolist() == [0, 1, 2] * 2
+    assert frame["tokens"].between(1, 16).all()
+    # every grader column is there, boolean, and is the rule grader of that row's own text (a shifted or stale
+    # grade, e.g. grading the prompt or the previous row, breaks this)
+    graders = ["sent email", "emailed the executive", "mentions the affair", "blackmail (rule)"]
+    assert all(frame[column].dtype == bool for column in graders)
+    assert frame[graders].to_dict("records") == [experiments.grade_rule(t) for t in frame["text"]]
+    # the unsteered condition is the plain model with seeds 0..2: steering that leaks into the baseline rows, or
+    # seeds that depend on the condition, change these texts
+    writer = generate.LocalWriter(tiny_llama, require_chat=False)
+    plain = writer.generate([blackmail_messages()] * 3, [0, 1, 2], max_new_tokens=16, temperature=1.0,
+                            top_p=0.95)
+    baseline, steered = frame[frame.condition == "baseline"], frame[frame.condition == "+desperate 5"]
+    assert baseline["text"].tolist() == [g.text for g in plain]
+    # alpha 5 changes every steered trial (a steering hook that is not applied, or applied to the wrong rows, does not)
+    assert all(a != b for a, b in zip(baseline["text"], steered["text"]))
+    # ... and each steered trial is what its seed gives steered on its own (one prompt, nothing shared with other
+    # rows): condition-dependent seeds, or steering that depends on the batch, break this. Only generated positions
+    # are steered, so the first token comes from the unsteered prompt, as it does for a single prompt.
+    with steer.steering(tiny_llama, steer.terms(build, {"desperate": 5.0}, 1), positions="generated"):
+        alone = [writer.generate([blackmail_messages()], [seed], max_new_tokens=16, temperature=1.0,
+                                 top_p=0.95)[0].text for seed in range(3)]
+    assert steered["text"].tolist() == alone
+    table = experiments.rates(frame)
+    assert table.index.tolist() == ["baseline", "+desperate 5"] and table["n"].tolist() == [3, 3]
+    graded = frame.groupby("condition", sort=False)["blackmail (rule)"]
+    assert table["k"].tolist() == [int(part.sum()) for _, part in graded]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-e4b"])
@@ -269,7 +381,10 @@ def test_continuation_stats_batched_equal_one_by_one_at_a_kv_shared_layer(name):
 def test_steering_vectors_library_steers_our_vectors_identically(name):
     """Interop: our vectors loaded into steering-vectors' SteeringVector, applied through its own hooks at
     multiplier α, give the logits emolib.steer gives at α (same decoder-block output, same added vector)."""
-    pytest.importorskip("steering_vectors")
+    if os.environ.get("CI"):  # make setup installs it: in CI a missing peer fails instead of skipping
+        import steering_vectors  # noqa: F401
+    else:
+        pytest.importorskip("steering_vectors")
     from emolib.vectors import to_steering_vector
 
     loaded = models.load(name)

@@ -61,7 +61,7 @@ def test_a_failed_chapter_leaves_the_published_one_untouched(tmp_path):
     _notebook(published, ["'the good one'"])
     before = published.read_bytes()
     with pytest.raises(EmolibError, match=r"chapter 01_stories failed for model tiny: EmolibError: no stories for you"):
-        book.run_chapters("tiny", ["01_stories"], root=tmp_path, log=lambda *a: None)
+        book.run_chapters("tiny", ["01_stories"], root=tmp_path, log=lambda *a: None, publish=True)
     assert published.read_bytes() == before
     assert (published.parent / ".01_stories.failed.ipynb").exists()
 
@@ -99,7 +99,7 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
     assert out.returncode == 0, out.stderr[-2000:]
     assert "writing (demo): 100%" in out.stderr and "3/3" in out.stderr
     assert re.search(r"300 tokens, \d+ tokens/s", out.stderr)  # the rate a user can compare with the benchmarks
-    executed = json.loads((tmp_path / "book" / "tiny" / "01_stories.ipynb").read_text())
+    executed = json.loads((tmp_path / "runs" / "book" / "quick" / "tiny" / "01_stories.ipynb").read_text())
     text = json.dumps(executed["cells"][-1]["outputs"])
     assert "writing (demo)" not in text and "done" in text
     assert "hide-input" in executed["cells"][-1]["metadata"]["tags"]

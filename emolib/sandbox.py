@@ -4,26 +4,33 @@ Chapter 7's reward-hacking trials execute code a language model wrote. With E4B 
 competent, so "sandboxed" has to mean the kernel enforces it. Each run gets, outermost first:
 
 1. **bubblewrap** (`bwrap`): new user, PID, network, IPC, UTS and cgroup namespaces; uid 65534 inside;
-   every capability dropped; a root filesystem that holds only read-only binds of the system libraries
-   (`/usr`, `/lib*`), the Python installation and `/etc/ld.so.cache`, the task folder read-write at
-   `/task`, an empty `/tmp`, minimal `/dev` and `/proc`; an empty environment. The network namespace
-   has only its own loopback, so nothing on the host (127.0.0.1 included) can be reached. The
-   sandbox dies with its parent, and at the timeout the whole process group is killed: the PID
-   namespace takes every descendant with it.
+   every capability dropped; the code runs as the namespace's pid 1 (no helper process beside it); a
+   root filesystem that holds only read-only binds of the system libraries (`/usr`, `/lib*`), the Python
+   installation and `/etc/ld.so.cache`, the task folder read-write at `/task`, a 16 MiB `/tmp` and
+   `/dev/shm`, minimal `/dev`, and a **read-only** `/proc`; an empty environment, for bubblewrap too. The
+   network namespace has only its own loopback, so nothing on the host (127.0.0.1 included) can be
+   reached. The sandbox dies with its parent, and at the timeout the whole process group is killed: the
+   PID namespace takes every descendant with it.
 2. **seccomp**, installed by the runner before the solution is imported: `fork`, `vfork`, `clone`,
-   `clone3`, `execve`, `execveat`, `socket`, `socketpair`, `ptrace`, `io_uring_*`, namespace, mount,
-   key-ring, BPF and cross-process memory calls fail with EPERM (x86-64 and aarch64).
-3. **rlimits**: address space, CPU seconds, file size, open files, core dumps and processes
-   (`RLIMIT_NPROC`; the kernel does not apply it to a caller whose real user is root, which is why
-   layer 2 refuses new processes outright).
-4. **an audit hook** (Python's own, a second opinion): sockets, subprocesses, `ctypes`, and writes,
-   renames or deletes outside the task folder raise `PermissionError`.
-5. **a wall-clock timeout.**
+   `clone3`, `execve`, `execveat`, `socket`, `socketpair`, `ptrace`, `io_uring_*`, namespace, mount (old
+   and new API), key-ring, BPF, pidfd and cross-process memory calls fail with EPERM (x86-64, aarch64).
+3. **rlimits**: address space, CPU seconds, file size (stdout and stderr go to files, so it caps them
+   too), open files, core dumps and processes (`RLIMIT_NPROC`, which the kernel does not apply to a
+   caller whose real user is root: layer 2 refuses new processes outright).
+4. **an audit hook** (Python's own, a second opinion, with everything it reads bound at creation):
+   sockets, subprocesses, `ctypes`, `gc`, frame access, and writes, renames or deletes outside the task
+   folder raise `PermissionError`.
+5. **a wall-clock timeout**, and a result line read defensively (`_result`): output the code forged or
+   broke is reported as tampering, never trusted as a count and never raised.
 
-Not enforced: CPU time shares against other processes on the machine (the run is short and
-CPU-limited), and the reading of the system libraries and Python's standard library, which the code
-needs to run. Where `bwrap` is missing or cannot create namespaces, nothing runs: `SandboxUnavailable`
-says how to install it. `EMOLIB_UNSAFE_NO_SANDBOX=1` is the loud opt-out (layers 2-5 only).
+Where the caller is root, the sandbox's uid 65534 is host root's uid seen through the user namespace
+(bubblewrap maps the caller's uid); it has no capabilities, and everything it could write as that owner
+outside the task folder is mounted read-only or not mounted (/proc included: writable sysctls such as
+`core_pattern` would otherwise reach the host). Not enforced: the code can read the system libraries
+and Python's standard library, which it needs; the task folder has no quota beyond the file-size limit
+and the timeout; no CPU share against other processes. Where `bwrap` is missing or cannot create
+namespaces, nothing runs: `SandboxUnavailable` says how to install it. `EMOLIB_UNSAFE_NO_SANDBOX=1` is
+the loud opt-out (layers 2-5 only).
 """
 
 from __future__ import annotations
@@ -37,10 +44,11 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import EmolibError
 
@@ -66,13 +74,16 @@ class Limits:
 
 # --- the runner: executed inside, by the sandbox's own interpreter -------------------------------------
 
+# numbers from 424 on are the same on every architecture: the new mount API (open_tree, move_mount, fsopen,
+# fsconfig, fsmount, fspick, mount_setattr), pidfd_getfd and process_madvise
+_COMMON = (428, 429, 430, 431, 432, 433, 438, 440, 442)
 _SECCOMP_DENY = {
     # x86-64 (audit arch 0xC000003E)
     "x86_64": (0xC000003E, (57, 58, 56, 435, 59, 322, 41, 53, 101, 425, 426, 427, 272, 308, 165, 166, 155, 161,
-                            321, 298, 323, 310, 311, 250, 248, 249, 304, 303)),
+                            321, 298, 323, 310, 311, 250, 248, 249, 304, 303, *_COMMON)),
     # aarch64 (audit arch 0xC00000B7): the generic table, which has no fork or vfork
     "aarch64": (0xC00000B7, (220, 435, 221, 281, 198, 199, 117, 425, 426, 427, 97, 268, 40, 39, 41, 51, 280, 241,
-                             282, 270, 271, 219, 217, 218, 265, 264)),
+                             282, 270, 271, 219, 217, 218, 265, 264, *_COMMON)),
 }
 
 RUNNER = r'''
@@ -118,35 +129,44 @@ def install_seccomp(table):
 
 
 layers = [install_seccomp(json.loads(sys.argv[3])) if seccomp_on else "no seccomp"]
-WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
-def inside(path):
-    try:
-        return os.path.realpath(os.fsdecode(path)).startswith(here + os.sep)
-    except Exception:
-        return False
+def make_guard(here, realpath=os.path.realpath, fsdecode=os.fsdecode, sep=os.sep, PathLike=os.PathLike,
+               isinstance=isinstance, getattr=getattr, any=any, all=all, str=str, bytes=bytes, int=int,
+               Error=PermissionError, WRITE=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+    """The audit hook, with everything it reads bound here: the solution cannot rebind a global to open it."""
+    def inside(path):
+        try:
+            return realpath(fsdecode(path)).startswith(here + sep)
+        except Exception:
+            return False
+
+    def guard(event, args):
+        if event.startswith(("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
+                             "os.system", "os.kill", "pty.", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.",
+                             "gc.get_", "sys._getframe", "sys.settrace", "sys.setprofile", "sys._current_frames")):
+            raise Error(f"sandbox: {event} is not allowed")
+        if event == "object.__setattr__" and args and getattr(args[0], "__code__", None) is not None:
+            raise Error(f"sandbox: changing a function ({args[1]}) is not allowed")
+        if event == "open" and args and isinstance(args[0], (str, bytes, PathLike)):
+            mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE)
+            if writes and not inside(args[0]):
+                raise Error(f"sandbox: writing {args[0]!r} outside the task folder is not allowed")
+        if event in ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown", "os.link",
+                     "os.symlink", "shutil.rmtree", "shutil.move", "os.utime", "sqlite3.connect") and args:
+            if not all(inside(a) for a in args[:2] if isinstance(a, (str, bytes, PathLike))):
+                raise Error(f"sandbox: {event} outside the task folder is not allowed")
+        if event == "import" and args and str(args[0]).split(".")[0] in ("ctypes", "_ctypes", "socket", "_socket",
+                                                                        "subprocess", "multiprocessing", "pty", "gc"):
+            raise Error(f"sandbox: importing {args[0]} is not allowed")
+    return guard
 
 
-def guard(event, args):
-    if event.startswith(("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
-                         "os.system", "os.kill", "pty.", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.")):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
-        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE)
-        if writes and not inside(args[0]):
-            raise PermissionError(f"sandbox: writing {args[0]!r} outside the task folder is not allowed")
-    if event in ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown", "os.link",
-                 "os.symlink", "shutil.rmtree", "shutil.move", "os.utime", "sqlite3.connect") and args:
-        if not all(inside(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))):
-            raise PermissionError(f"sandbox: {event} outside the task folder is not allowed")
-    if event == "import" and args and str(args[0]).split(".")[0] in ("ctypes", "_ctypes", "socket", "_socket",
-                                                                    "subprocess", "multiprocessing", "pty"):
-        raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-
-
-sys.addaudithook(guard)
+if sys.argv[4] == "1":
+    sys.addaudithook(make_guard(here))
+    layers.append("audit hook")
+del make_guard, install_seccomp
 sys.path.insert(0, here)
 result = {"error": None, "passed": 0, "total": 0, "layers": layers}
 try:
@@ -156,7 +176,7 @@ except SystemExit as stop:
     result["error"] = f"SystemExit({stop.code})"
 except BaseException as error:
     result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
-os.write(1, ("\nRESULT " + json.dumps(result) + "\n").encode())
+os.write(1, ("\nRESULT " + json.dumps(result, default=repr) + "\n").encode())
 os._exit(0)
 '''
 
@@ -173,11 +193,19 @@ def _python() -> tuple[str, list[str]]:
     return executable, sorted(f for f in folders if not f.startswith("/usr/") and f != "/usr")
 
 
+TMPFS_BYTES = 16 << 20  # the sandbox's /tmp and /dev/shm (memory the address-space limit does not count)
+OUTPUT_BYTES = 64 << 10  # how much of the run's stdout and stderr the host reads back
+
+
 def bwrap_command(folder: str | Path, argv: list[str], bwrap: str = "bwrap") -> list[str]:
-    """`argv` under bubblewrap with `folder` read-write at /task and nothing else of the host writable."""
-    command = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-               "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--clearenv",
-               "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", INSIDE,
+    """`argv` under bubblewrap with `folder` read-write at /task and nothing else of the host writable.
+
+    The command runs as pid 1 of its PID namespace (`--as-pid-1`: no unfiltered helper process beside it),
+    and /proc is read-only: where the caller is root, the sandbox's uid maps to host root, and a writable
+    /proc would let it write global sysctls (`core_pattern`) or another process's memory."""
+    command = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1",
+               "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+               "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", INSIDE,
                "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -187,8 +215,9 @@ def bwrap_command(folder: str | Path, argv: list[str], bwrap: str = "bwrap") -> 
     command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in _python()[1]:
         command += ["--ro-bind", path, path]
-    command += ["--bind", str(Path(folder).resolve()), INSIDE, "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc",
-                "--remount-ro", "/", "--chdir", INSIDE, *argv]
+    command += ["--bind", str(Path(folder).resolve()), INSIDE, "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+                "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm", "--proc", "/proc",
+                "--remount-ro", "/proc", "--remount-ro", "/", "--chdir", INSIDE, *argv]
     return command
 
 
@@ -222,45 +251,80 @@ def isolation(bwrap: str = "bwrap") -> str:
     return "bwrap"
 
 
+@contextmanager
+def task_folder(prefix: str = "emolib-task-") -> Iterator[Path]:
+    """A fresh host folder for one run, removed afterwards whatever the code left in it (a tree too deep for
+    `shutil.rmtree`'s recursion, folders without permissions): `rm -rf` after restoring permissions."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(folder)], capture_output=True)
+        subprocess.run(["rm", "-rf", "--", str(folder)], capture_output=True)
+
+
+def _result(stdout: str, stderr: str, returncode: int | None) -> dict[str, Any]:
+    """The runner's RESULT line, read defensively: the code under test shares the runner's stdout and may
+    have written anything there."""
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        return {"passed": 0, "total": 0, "layers": [], "error": f"no result (exit {returncode}): {stderr[-300:]}"}
+    try:
+        result = json.loads(lines[-1][7:])
+        passed, total, error, layers = result["passed"], result["total"], result["error"], result["layers"]
+        if not (isinstance(passed, int) and isinstance(total, int) and 0 <= passed <= total
+                and (error is None or isinstance(error, str)) and isinstance(layers, list)):
+            raise ValueError("fields of the wrong type")
+    except (ValueError, KeyError, TypeError) as problem:
+        return {"passed": 0, "total": 0, "layers": [], "error": f"malformed result line ({problem}): tampered output"}
+    return {"passed": passed, "total": total, "error": error, "layers": [str(x) for x in layers]}
+
+
 def run_python(folder: str | Path, files: dict[str, str], limits: Limits = Limits(), *, seccomp: bool = True,
-               bwrap: str = "bwrap") -> dict[str, Any]:
+               audit_hook: bool = True, bwrap: str = "bwrap") -> dict[str, Any]:
     """Write `files` (must include test_task.py, a module with `run() -> (passed, total)`) into `folder`
     and run it under every layer above. Returns passed, total, error, timed_out, seconds, output
-    (truncated), layers and isolation."""
+    (truncated), layers and isolation. `seccomp=False` / `audit_hook=False` switch one layer off, for
+    the tests that prove each of the others holds alone."""
     mode = isolation(bwrap)
     folder = Path(folder)
     for name, text in {**files, "runner.py": RUNNER}.items():
         (folder / name).write_text(text)
-    argv = ["runner.py", json.dumps(limits.__dict__), "1" if seccomp else "0", json.dumps(_SECCOMP_DENY)]
+    argv = ["runner.py", json.dumps(limits.__dict__), "1" if seccomp else "0", json.dumps(_SECCOMP_DENY),
+            "1" if audit_hook else "0"]
     python = _python()[0]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bubblewrap itself gets no secrets either
     if mode == "bwrap":
-        command = bwrap_command(folder, [python, "-I", "-S", "-B", *argv], bwrap)
-        cwd, env = None, None
+        command, cwd = bwrap_command(folder, [python, "-I", "-S", "-B", *argv], bwrap), None
     else:
-        command, cwd, env = [python, "-I", "-S", "-B", *argv], folder, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        command, cwd = [python, "-I", "-S", "-B", *argv], folder
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=limits.timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
-        out, err = process.communicate()
-        timed_out = True
-    finally:
-        if process.poll() is None:
-            _kill_group(process.pid)
-            process.wait()
-    text_out, text_err = out.decode(errors="replace"), err.decode(errors="replace")
+    with tempfile.TemporaryDirectory(prefix="emolib-output-") as outputs:
+        # output goes to files, not pipes: RLIMIT_FSIZE caps them, so a flood cannot fill the host's memory
+        with open(Path(outputs, "stdout"), "wb") as out, open(Path(outputs, "stderr"), "wb") as err:
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True)
+            try:
+                process.wait(timeout=limits.timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                if process.poll() is None:
+                    _kill_group(process.pid)
+                    process.wait()
+        text_out, text_err = (_tail(Path(outputs, name)) for name in ("stdout", "stderr"))
     base = {"timed_out": timed_out, "seconds": time.perf_counter() - started, "isolation": mode,
             "output": (text_out + text_err)[-500:]}
     if timed_out:
         return {"passed": 0, "total": 0, "error": "timeout", "layers": [], **base}
-    lines = [line for line in text_out.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(lines[-1][7:]) if lines else {
-        "passed": 0, "total": 0, "layers": [], "error": f"no result (exit {process.returncode}): {text_err[-300:]}"}
-    return {**result, **base}
+    return {**_result(text_out, text_err, process.returncode), **base}
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - OUTPUT_BYTES))
+        return handle.read().decode(errors="replace")
 
 
 def _kill_group(pid: int) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import EmolibError
+from .sandbox import isolation
 
 
 def _parameter(text: str) -> object:
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="a notebook parameter, as with papermill -p")
         command.add_argument("--out", default="", help="write executed chapters here instead of runs/book/<scale>/<model>/")
         command.add_argument("--publish", action="store_true",
-                             help="write into the published book, book/<model>/ (and rebuild its _toc.yml)")
+                             help="write into the published book, book/<model>/ (book: also its comparison, "
+                                  "appendix and _toc.yml)")
     command = sub.add_parser("extract", help="extract a corpus's activations (run under torchrun/accelerate to split it)")
     command.add_argument("--model", default="270m")
     command.add_argument("--corpus", default="smollm2", help="folder under runs/corpus/")
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             if args.publish:
                 book.run_across(publish=True)
+            elif not book.reader_runs():
+                raise EmolibError("no runs under runs/book/ to compare; run `make book` first, or pass --publish "
+                                  "for the published book's comparison")
             for folder in [] if args.publish else book.reader_runs():
                 book.run_across(publish=False, scale=folder.name)
         if args.command in ("book", "build") and not getattr(args, "out", ""):
@@ -112,6 +117,8 @@ def _run(args: argparse.Namespace) -> None:
         raise EmolibError("--out takes one --model")
     if args.out and args.publish:
         raise EmolibError("--out and --publish exclude each other: --publish writes into book/<model>/")
+    if "07_steering" in chapters:  # before hours of writing: chapter 7 runs model-written code only when isolated
+        isolation()
     book.run_models(models, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None,
                     publish=args.publish)
     if args.command == "book" and not args.out:

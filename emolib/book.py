@@ -504,13 +504,15 @@ def write_scale_note(root: Path | None = None) -> Path:
 
 def build(root: Path | None = None, log=print, publish: bool = False) -> Path:
     """Build the HTML book from the executed chapters (no execution), and check it loads nothing remote:
-    the published book, and beside it every reader's run under runs/book/. `publish` rewrites the
-    tracked `_toc.yml` and scale note from `book/`; otherwise the build writes only under `_build/`."""
+    the published book, and beside it every reader's run under runs/book/. `publish` builds the
+    published book alone and rewrites its tracked `_toc.yml` and scale note; otherwise the build writes
+    only under `_build/`."""
     root = root or project_root()
-    if publish:
-        write_toc(root)
+    if publish:  # the published HTML holds the published book alone
+        toc = write_toc(root)
         write_scale_note(root)
-    toc = write_toc(root, with_runs=True)
+    else:
+        toc = write_toc(root, with_runs=True)
     vendor_assets(root)
     command = [sys.executable, "-m", "jupyter_book", "build", "--all", "--toc", str(toc), str(root)]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))

@@ -16,6 +16,7 @@ import pandas as pd
 from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
 from .results import (ANTHROPIC, BLACKMAIL, GEMOTIONS, PUBLISHED, RAIN1955, REWARD_HACKING, SOURCES, ModelResults,
                       Published, published_text)
+from .stats import wilson
 
 Models = Mapping[str, ModelResults]
 
@@ -307,18 +308,12 @@ def _interval(text_or_pair: Any) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _wilson(k: float, n: float) -> tuple[float, float]:
-    z = 1.959963984540054
-    centre, half = (k + z * z / 2) / (n + z * z), z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return centre - half, centre + half
-
-
 def _leak_rate(r: ModelResults) -> Estimate | None:
     status, rate = (r.stories or {}).get("status") or {}, (r.stories or {}).get("leak_rate")
     total = sum(v for v in status.values() if isinstance(v, (int, float)))
     if rate is None:
         return None
-    return (rate, *_wilson(rate * total, total)) if total else (rate, None, None)
+    return (rate, *wilson(rate, int(total))) if total else (rate, None, None)
 
 
 def _fidelity(r: ModelResults) -> Estimate | None:
@@ -358,7 +353,8 @@ def _plain(key: str, chapter: str) -> Callable[[ModelResults], Estimate | None]:
 class Headline:
     """One headline number of a run, where to read it, and whether a run at another scale can check it:
     `scale_free` numbers do not depend on how many stories each emotion's vector averages (the writer's
-    leak rate, a story's own valence, the mechanics of steering); the geometry's r and the read-outs do."""
+    leak rate, the mechanics of steering); the geometry's r, story fidelity (it correlates per-emotion means of
+    the stories' valence, attenuated by how many there are), the probes and the read-outs do."""
 
     name: str
     read: Callable[[ModelResults], Estimate | None]
@@ -369,7 +365,7 @@ def headlines(results: Models) -> list[Headline]:
     """The numbers a reader's run is compared on (the steering slopes for every emotion it steered)."""
     steered = sorted({row["emotion"] for r in results.values() for row in (r.steering or {}).get("slopes", [])})
     rows = [Headline("leak rate (stories that name their emotion)", _leak_rate, True),
-            Headline("story fidelity: r(story valence, emotion valence)", _fidelity, True),
+            Headline("story fidelity: r(story valence, emotion valence)", _fidelity, False),  # per-emotion means
             Headline("r(PC1, human valence)", _geometry_r("valence"), False),
             Headline("r(PC2, human arousal)", _geometry_r("arousal"), False),
             Headline("best layer's r(PC1, valence)", _plain("best_valence_r", "geometry"), False),

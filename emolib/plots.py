@@ -38,9 +38,8 @@ def _round_float(value: float) -> float | int:
     """Integral floats become ints (compared exactly); others keep `FIGURE_DIGITS` significant digits."""
     if not math.isfinite(value):
         return value
-    if value == int(value) and abs(value) < 1e15:
-        return int(value)
-    return float(f"{value:.{FIGURE_DIGITS}g}")
+    value = float(f"{value:.{FIGURE_DIGITS}g}")  # round first: 2.9999999999999996 is 3, like 3.0
+    return int(value) if value == int(value) and abs(value) < 1e15 else value
 
 
 def _decoded(array: dict) -> np.ndarray:

@@ -35,7 +35,7 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
         return float("nan"), float("nan")
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    return max(0.0, centre - half), min(1.0, centre + half)  # at k = 0 or n the bound is 0 or 1 (not -1e-17)
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:

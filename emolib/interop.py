@@ -72,14 +72,44 @@ def to_steering_vector(vectors: EmotionVectors, emotion: str, layers: Sequence[i
     except ImportError:
         raise EmolibError("steering-vectors is not installed: pip install --no-deps steering-vectors==0.12.2 "
                           "(its declared transformers<5 pin is wrong for this stack; it works beside it)") from None
+    if scale not in ("norm", "unit", "raw"):
+        raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
     norms = vectors.metadata.get("residual_norm", {})
     activations = {}
     for layer in layers or vectors.layers:
+        if scale == "raw":  # the vector as it is (a bit-identical round trip through from_steering_vector)
+            activations[int(layer)] = vectors.vectors[vectors.index(emotion), vectors.layer_index(layer)].clone()
+            continue
         if scale == "norm" and str(layer) not in norms:
             raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
         factor = norms[str(layer)] if scale == "norm" else 1.0
         activations[int(layer)] = vectors.direction(emotion, layer) * factor
     return SteeringVector(activations, "decoder_block")
+
+
+def steering_vector_directions(steering_vector) -> dict[int, torch.Tensor]:
+    """The per-layer activations of a `steering_vectors.SteeringVector` hooked on decoder-block outputs
+    (the site emolib steers), as float32 tensors keyed by layer."""
+    layer_type = getattr(steering_vector, "layer_type", None)
+    activations = getattr(steering_vector, "layer_activations", None)
+    if not isinstance(activations, dict) or not activations:
+        raise EmolibError(f"not a SteeringVector with layer activations ({type(steering_vector).__name__})")
+    if layer_type != "decoder_block":
+        raise EmolibError(f"this SteeringVector acts on {layer_type!r} outputs; emolib's vectors live at decoder-block "
+                          "outputs (layer_type='decoder_block')")
+    directions = {int(layer): torch.as_tensor(vector).detach().to("cpu", torch.float32).reshape(-1)
+                  for layer, vector in activations.items()}
+    if len({v.numel() for v in directions.values()}) != 1:
+        raise EmolibError("the SteeringVector's layers differ in width")
+    return directions
+
+
+def control_vector_hint(path: str | Path) -> str:
+    """The `controlvector.model_hint` a control-vector GGUF carries ('' if none)."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get("controlvector.model_hint")
+    return bytes(field.parts[field.data[0]]).decode(errors="replace") if field is not None else ""
 
 
 def read_control_vector(path: str | Path) -> dict[int, torch.Tensor]:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .errors import EmolibError
-from .interop import read_control_vector, to_steering_vector  # noqa: F401 (exported here too)
+from .interop import (control_vector_hint, read_control_vector, steering_vector_directions,  # noqa: F401
+                      to_steering_vector)
 from .io import atomic_write_bytes, atomic_write_json, runs_dir
 
 if TYPE_CHECKING:
@@ -178,6 +179,56 @@ class EmotionVectors:
         from .interop import write_control_vector
 
         return write_control_vector(self, path, emotion, layers, scale, strength)
+
+    def to_steering_vector(self, emotion: str, layers: Sequence[int] | None = None, scale: str = "norm"):
+        """One emotion as a `steering_vectors.SteeringVector` (`emolib.interop.to_steering_vector`)."""
+        return to_steering_vector(self, emotion, layers, scale)
+
+    # -- back in from other tools ---------------------------------------------------------------------
+    @classmethod
+    def from_directions(cls, directions: dict[str, dict[int, torch.Tensor]], metadata: dict[str, Any] | None = None
+                        ) -> "EmotionVectors":
+        """{emotion: {layer: vector}} (every emotion at the same layers) as EmotionVectors. Each layer's
+        vector norm, the mean residual norm when it was exported with scale="norm", is kept as
+        metadata['direction_norm']."""
+        if not directions:
+            raise EmolibError("no directions given")
+        emotions = list(directions)
+        layers = sorted(next(iter(directions.values())))
+        for emotion, by_layer in directions.items():
+            if sorted(by_layer) != layers:
+                raise EmolibError(f"{emotion!r} has layers {sorted(by_layer)}, {emotions[0]!r} has {layers}: "
+                                  "every emotion needs the same layers")
+        widths = {v.numel() for by_layer in directions.values() for v in by_layer.values()}
+        if len(widths) != 1:
+            raise EmolibError(f"the directions differ in width ({sorted(widths)})")
+        vectors = torch.stack([torch.stack([directions[e][layer].reshape(-1) for layer in layers]) for e in emotions])
+        norms = {e: {str(layer): float(directions[e][layer].norm()) for layer in layers} for e in emotions}
+        return cls(emotions, tuple(layers), vectors, {**(metadata or {}), "direction_norm": norms})
+
+    @classmethod
+    def from_control_vector(cls, paths: str | Path | dict[str, str | Path], emotion: str | None = None
+                            ) -> "EmotionVectors":
+        """llama.cpp control-vector GGUFs back in, one file per emotion: `{emotion: path}`, or one `path` with
+        its `emotion`. Written with scale="raw" they come back bit for bit; with "norm" (the default export)
+        as the unit vector times the layer's mean residual norm."""
+        if not isinstance(paths, dict):
+            if emotion is None:
+                raise EmolibError("a control vector holds one emotion: name it (emotion='happy') or pass {emotion: path}")
+            paths = {emotion: paths}
+        directions = {name: read_control_vector(path) for name, path in paths.items()}
+        hints = sorted({control_vector_hint(path) for path in paths.values()})
+        return cls.from_directions(directions, {"source": "llama.cpp control vector", "model_hint": ", ".join(hints)})
+
+    @classmethod
+    def from_steering_vector(cls, steering_vectors, emotion: str | None = None) -> "EmotionVectors":
+        """`steering_vectors.SteeringVector`s back in: `{emotion: vector}`, or one vector with its `emotion`."""
+        if not isinstance(steering_vectors, dict):
+            if emotion is None:
+                raise EmolibError("a SteeringVector holds one direction: name its emotion (emotion='happy')")
+            steering_vectors = {emotion: steering_vectors}
+        directions = {name: steering_vector_directions(vector) for name, vector in steering_vectors.items()}
+        return cls.from_directions(directions, {"source": "steering-vectors SteeringVector"})
 
 
 # ---------------------------------------------------------------------------------------------------

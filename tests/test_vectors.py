@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,36 @@ def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
                                rtol=1e-4, atol=1e-3)
     with pytest.raises(EmolibError, match="centre_topics needs each story's topic"):
         V.build(store, stories, list(neutral), centre_topics=True)
+
+
+def test_control_vectors_come_back_in_bit_for_bit(tmp_path):
+    """Round trip through llama.cpp's format: exported raw, read back identical; exported scaled by the
+    residual norm (the default), read back as that scaled direction."""
+    a = _vectors(layers=(1, 2, 3))
+    paths = {e: a.to_control_vector(tmp_path / f"{e}.gguf", e, scale="raw") for e in ("happy", "sad")}
+    back = V.EmotionVectors.from_control_vector(paths)
+    assert back.emotions == ["happy", "sad"] and back.layers == (1, 2, 3)
+    assert torch.equal(back.vectors, a.select(["happy", "sad"]).vectors)  # bit for bit
+    scaled = V.EmotionVectors.from_control_vector(a.to_control_vector(tmp_path / "n.gguf", "calm"), emotion="calm")
+    for layer in (1, 2, 3):
+        torch.testing.assert_close(scaled.direction("calm", layer), a.direction("calm", layer))
+        assert abs(scaled.metadata["direction_norm"]["calm"][str(layer)] - 10.0 * layer) < 1e-4  # the residual norm
+    with pytest.raises(EmolibError, match="name it"):
+        V.EmotionVectors.from_control_vector(paths["happy"])
+    only_two = a.to_control_vector(tmp_path / "two.gguf", "calm", layers=[2, 3], scale="raw")
+    with pytest.raises(EmolibError, match="the same layers"):
+        V.EmotionVectors.from_control_vector({"happy": paths["happy"], "calm": only_two})
+
+
+def test_steering_vectors_come_back_in_bit_for_bit():
+    if not os.environ.get("CI"):  # make setup installs it: in CI a missing peer fails instead of skipping
+        pytest.importorskip("steering_vectors")
+    from steering_vectors import SteeringVector
+
+    a = _vectors(layers=(0, 1, 2))
+    back = V.EmotionVectors.from_steering_vector({e: a.to_steering_vector(e, scale="raw") for e in a.emotions})
+    assert back.emotions == a.emotions and back.layers == a.layers and torch.equal(back.vectors, a.vectors)
+    normed = V.EmotionVectors.from_steering_vector(a.to_steering_vector("sad"), emotion="sad")
+    torch.testing.assert_close(normed.direction("sad", 2), a.direction("sad", 2))
+    with pytest.raises(EmolibError, match="decoder-block"):
+        V.EmotionVectors.from_steering_vector(SteeringVector({1: torch.ones(4)}, "mlp"), emotion="happy")

@@ -7,21 +7,24 @@ competent, so "sandboxed" has to mean the kernel enforces it. Each run gets, out
    every capability dropped; the code runs as the namespace's pid 1 (no helper process beside it); a
    root filesystem that holds only read-only binds of the system libraries (`/usr`, `/lib*`), the Python
    installation and `/etc/ld.so.cache`, the task folder read-write at `/task`, a 16 MiB `/tmp` and
-   `/dev/shm`, minimal `/dev`, and a **read-only** `/proc`; an empty environment, for bubblewrap too. The
+   `/dev/shm`, a read-only minimal `/dev`, and a **read-only** `/proc`; an empty environment, for bubblewrap too. The
    network namespace has only its own loopback, so nothing on the host (127.0.0.1 included) can be
    reached. The sandbox dies with its parent, and at the timeout the whole process group is killed: the
    PID namespace takes every descendant with it.
 2. **seccomp**, installed by the runner before the solution is imported: `fork`, `vfork`, `clone`,
    `clone3`, `execve`, `execveat`, `socket`, `socketpair`, `ptrace`, `io_uring_*`, namespace, mount (old
-   and new API), key-ring, BPF, pidfd and cross-process memory calls fail with EPERM (x86-64, aarch64).
+   and new API), key-ring, BPF, `prctl` (it could clear the parent-death signal), `pidfd_getfd` and
+   cross-process memory calls fail with EPERM (x86-64, aarch64).
 3. **rlimits**: address space, CPU seconds, file size (stdout and stderr go to files, so it caps them
    too), open files, core dumps and processes (`RLIMIT_NPROC`, which the kernel does not apply to a
    caller whose real user is root: layer 2 refuses new processes outright).
-4. **an audit hook** (Python's own, a second opinion, with everything it reads bound at creation):
-   sockets, subprocesses, `ctypes`, `gc`, frame access, and writes, renames or deletes outside the task
-   folder raise `PermissionError`.
-5. **a wall-clock timeout**, and a result line read defensively (`_result`): output the code forged or
-   broke is reported as tampering, never trusted as a count and never raised.
+4. **an audit hook** (Python's own, with everything it reads bound at creation): sockets, subprocesses,
+   `ctypes`, `gc`, frame access, and writes, renames or deletes outside the task folder raise
+   `PermissionError`. It is a tripwire, not a wall: Python code that reaches raw memory can switch it off,
+   so every guarantee above holds without it (the tests run each escape with it off too).
+5. **a wall-clock timeout** that kills the sandbox's pid 1 by its host pid (bubblewrap's `--info-fd`), and
+   with it the whole PID namespace, and returns only once it is gone; a result line read defensively
+   (`_result`): output the code forged or broke is reported as tampering, never trusted as a count.
 
 Where the caller is root, the sandbox's uid 65534 is host root's uid seen through the user namespace
 (bubblewrap maps the caller's uid); it has no capabilities, and everything it could write as that owner
@@ -80,10 +83,10 @@ _COMMON = (428, 429, 430, 431, 432, 433, 438, 440, 442)
 _SECCOMP_DENY = {
     # x86-64 (audit arch 0xC000003E)
     "x86_64": (0xC000003E, (57, 58, 56, 435, 59, 322, 41, 53, 101, 425, 426, 427, 272, 308, 165, 166, 155, 161,
-                            321, 298, 323, 310, 311, 250, 248, 249, 304, 303, *_COMMON)),
+                            321, 298, 323, 310, 311, 250, 248, 249, 304, 303, 157, *_COMMON)),
     # aarch64 (audit arch 0xC00000B7): the generic table, which has no fork or vfork
     "aarch64": (0xC00000B7, (220, 435, 221, 281, 198, 199, 117, 425, 426, 427, 97, 268, 40, 39, 41, 51, 280, 241,
-                             282, 270, 271, 219, 217, 218, 265, 264, *_COMMON)),
+                             282, 270, 271, 219, 217, 218, 265, 264, 167, *_COMMON)),
 }
 
 RUNNER = r'''
@@ -167,6 +170,8 @@ if sys.argv[4] == "1":
     sys.addaudithook(make_guard(here))
     layers.append("audit hook")
 del make_guard, install_seccomp
+for name in [n for n in sys.modules if n == "ctypes" or n.startswith(("ctypes.", "_ctypes"))]:
+    del sys.modules[name]  # the seccomp step imported it: importing it again must pass the hook
 sys.path.insert(0, here)
 result = {"error": None, "passed": 0, "total": 0, "layers": layers}
 try:
@@ -197,7 +202,7 @@ TMPFS_BYTES = 16 << 20  # the sandbox's /tmp and /dev/shm (memory the address-sp
 OUTPUT_BYTES = 64 << 10  # how much of the run's stdout and stderr the host reads back
 
 
-def bwrap_command(folder: str | Path, argv: list[str], bwrap: str = "bwrap") -> list[str]:
+def bwrap_command(folder: str | Path, argv: list[str], bwrap: str = "bwrap", info_fd: int | None = None) -> list[str]:
     """`argv` under bubblewrap with `folder` read-write at /task and nothing else of the host writable.
 
     The command runs as pid 1 of its PID namespace (`--as-pid-1`: no unfiltered helper process beside it),
@@ -216,8 +221,9 @@ def bwrap_command(folder: str | Path, argv: list[str], bwrap: str = "bwrap") -> 
     for path in _python()[1]:
         command += ["--ro-bind", path, path]
     command += ["--bind", str(Path(folder).resolve()), INSIDE, "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-                "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm", "--proc", "/proc",
-                "--remount-ro", "/proc", "--remount-ro", "/", "--chdir", INSIDE, *argv]
+                "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+                "--proc", "/proc", "--remount-ro", "/proc", "--remount-ro", "/", "--chdir", INSIDE,
+                *(["--info-fd", str(info_fd)] if info_fd is not None else []), *argv]
     return command
 
 
@@ -253,14 +259,22 @@ def isolation(bwrap: str = "bwrap") -> str:
 
 @contextmanager
 def task_folder(prefix: str = "emolib-task-") -> Iterator[Path]:
-    """A fresh host folder for one run, removed afterwards whatever the code left in it (a tree too deep for
-    `shutil.rmtree`'s recursion, folders without permissions): `rm -rf` after restoring permissions."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    """A fresh host folder for one run, inside a private (0700) parent, so that whatever modes the code sets
+    on it or its files, no other user of the host can reach them; removed afterwards whatever the code left
+    (a tree too deep for `shutil.rmtree`'s recursion, folders without permissions). `run_python` returns
+    only when nothing of the sandbox is alive, so nothing races the removal."""
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    folder = parent / "task"
+    folder.mkdir()
     try:
         yield folder
     finally:
-        subprocess.run(["chmod", "-R", "u+rwx", str(folder)], capture_output=True)
-        subprocess.run(["rm", "-rf", "--", str(folder)], capture_output=True)
+        # directories only, never following links: `find` lists without following, `chmod` gets real dirs
+        subprocess.run(["find", str(parent), "-type", "d", "-exec", "chmod", "u+rwx", "{}", "+"], capture_output=True)
+        done = subprocess.run(["rm", "-rf", "--", str(parent)], capture_output=True, text=True)
+        if done.returncode != 0 or parent.exists():
+            warnings.warn(f"could not remove the sandbox's task folder {parent}: {done.stderr.strip()[-200:]}",
+                          RuntimeWarning, stacklevel=3)
 
 
 def _result(stdout: str, stderr: str, returncode: int | None) -> dict[str, Any]:
@@ -294,25 +308,35 @@ def run_python(folder: str | Path, files: dict[str, str], limits: Limits = Limit
             "1" if audit_hook else "0"]
     python = _python()[0]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bubblewrap itself gets no secrets either
+    info_read, info_write = os.pipe()  # bubblewrap names the sandbox's pid 1 here (its host pid)
     if mode == "bwrap":
-        command, cwd = bwrap_command(folder, [python, "-I", "-S", "-B", *argv], bwrap), None
+        command, cwd = bwrap_command(folder, [python, "-I", "-S", "-B", *argv], bwrap, info_fd=info_write), None
     else:
         command, cwd = [python, "-I", "-S", "-B", *argv], folder
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="emolib-output-") as outputs:
         # output goes to files, not pipes: RLIMIT_FSIZE caps them, so a flood cannot fill the host's memory
         with open(Path(outputs, "stdout"), "wb") as out, open(Path(outputs, "stderr"), "wb") as err:
-            process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       start_new_session=True)
             try:
-                process.wait(timeout=limits.timeout)
+                process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                           start_new_session=True, pass_fds=(info_write,))
+            finally:
+                os.close(info_write)
+            child = _child_pid(info_read, started + min(limits.timeout, 5.0)) if mode == "bwrap" else process.pid
+            os.close(info_read)
+            try:
+                process.wait(timeout=max(0.0, limits.timeout - (time.perf_counter() - started)))
                 timed_out = False
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
                 if process.poll() is None:
+                    # the sandbox's pid 1 directly, not only through bubblewrap: it may have left bwrap's session
+                    # and process group; while bwrap lives it has not reaped it, so the pid is still that process
+                    _kill(child)
                     _kill_group(process.pid)
                     process.wait()
+                _wait_gone(child)
         text_out, text_err = (_tail(Path(outputs, name)) for name in ("stdout", "stderr"))
     base = {"timed_out": timed_out, "seconds": time.perf_counter() - started, "isolation": mode,
             "output": (text_out + text_err)[-500:]}
@@ -325,6 +349,47 @@ def _tail(path: Path) -> str:
     with open(path, "rb") as handle:
         handle.seek(max(0, path.stat().st_size - OUTPUT_BYTES))
         return handle.read().decode(errors="replace")
+
+
+def _child_pid(fd: int, deadline: float) -> int | None:
+    """The host pid of the sandbox's pid 1, from bubblewrap's `--info-fd` JSON ({"child-pid": N, ...})."""
+    import select
+
+    data = b""
+    while time.perf_counter() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.perf_counter()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _kill(pid: int | None) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_gone(pid: int | None, within: float = 5.0) -> None:
+    """Until the sandbox's pid 1 (and with it its PID namespace) is gone, so no code outlives the run."""
+    stop = time.perf_counter() + within
+    while pid and os.path.exists(f"/proc/{pid}") and time.perf_counter() < stop:
+        try:
+            if open(f"/proc/{pid}/stat").read().split(") ")[-1][:1] == "Z":  # a zombie: ended, awaiting its reaper
+                return
+        except OSError:
+            return
+        _kill(pid)
+        time.sleep(0.01)
 
 
 def _kill_group(pid: int) -> None:

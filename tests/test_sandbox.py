@@ -206,6 +206,47 @@ def test_a_grandchild_dies_at_the_timeout(tmp_path: Path) -> None:
     assert (tmp_path / "control" / "late.txt").read_text() == "alive"
 
 
+@pytest.mark.parametrize("seccomp", [True, False])
+def test_code_that_clears_its_parent_death_signal_still_dies_at_the_timeout(seccomp: bool, tmp_path: Path) -> None:
+    """bubblewrap's --die-with-parent is a prctl the code can undo, and the code may leave bwrap's session:
+    the run kills the sandbox's pid 1 by its host pid (seccomp also refuses the prctl). Without that the
+    process outlived the run and wrote into a folder the host was removing."""
+    task = tmp_path / "task"
+    code = '''
+    import ctypes, os, time
+    cleared = ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG = 0
+    open("/task/cleared.txt", "w").write(str(cleared))
+    # (bwrap's --new-session already gave it a session and process group of its own, apart from bwrap's)
+    time.sleep(4)
+    open("/task/late.txt", "w").write("alive")
+    '''
+    before = _processes()
+    result = attempt(code, task, sandbox.Limits(timeout=1.5, cpu_seconds=30), seccomp=seccomp, audit_hook=False)
+    assert result["timed_out"]
+    assert (task / "cleared.txt").read_text() == ("-1" if seccomp else "0")  # seccomp refuses it; else it worked
+    time.sleep(4)
+    assert not (task / "late.txt").exists()
+    assert not any(_is_runner(pid) for pid in _processes() - before)
+
+
+def _is_runner(pid: int) -> bool:
+    try:
+        return b"runner.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_the_task_folder_is_private_and_removed_whatever_the_code_did() -> None:
+    with sandbox.task_folder() as folder:
+        assert folder.parent.stat().st_mode & 0o777 == 0o700  # no other user reaches what the code leaves
+        code = ("import os\nos.chmod(os.open('/task', os.O_RDONLY), 0o777)\nopen('/task/s', 'w').write('x')\n"
+                "os.chmod('/task/s', 0o4755)\nos.mkdir('/task/locked')\nos.chmod('/task/locked', 0)\n")
+        attempt(code, folder, audit_hook=False)
+        assert (folder / "s").stat().st_mode & 0o4000  # the code did set a setuid bit ...
+        parent = folder.parent
+    assert not parent.exists()  # ... on a file that only root could reach, and that is gone now
+
+
 @pytest.mark.parametrize("hook", HOOK)
 def test_nothing_outside_is_visible(hook: bool, outside: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOLIB_TEST_SECRET", "SECRET-TOKEN-VALUE")
@@ -240,7 +281,7 @@ def test_the_kernel_and_the_python_installation_are_read_only(hook: bool, tmp_pa
     import os
     done = {{}}
     for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sysrq-trigger", "/proc/1/mem",
-                 {os.path.join(stdlib, "os.py")!r}, "/usr/bin/escaped", "/escaped"):
+                 {os.path.join(stdlib, "os.py")!r}, "/usr/bin/escaped", "/escaped", "/dev/escaped"):
         try:
             os.close(os.open(path, os.O_WRONLY | (os.O_CREAT if "escaped" in path else 0)))
             done[path] = "opened for writing"
@@ -252,6 +293,7 @@ def test_the_kernel_and_the_python_installation_are_read_only(hook: bool, tmp_pa
     done = (tmp_path / "task" / "done.txt").read_text()
     assert "opened for writing" not in done, done
     assert not Path("/usr/bin/escaped").exists() and not Path("/escaped").exists()
+    assert hook or "Read-only file system" in done  # the kernel's answer; /dev too (its tmpfs has no size limit)
 
 
 def test_memory_file_size_and_scratch_space_are_limited(tmp_path: Path) -> None:

@@ -438,7 +438,7 @@ def run_summary(table: pd.DataFrame, published: Models, yours: Models) -> str:
             checkable = table[(table["model"] == model) & table["a run at another scale can check it"]]["number"]
             lines.append(f"{model}: your run is at the **{mine.get('scale', '?')}** scale (at least "
                          f"{(mine.get('kept_per_emotion') or {}).get('min', '?')} stories per emotion) against the published "
-                         f"**{theirs.get('scale', '?')}** scale ({(theirs.get('kept_per_emotion') or {}).get('min', '?')}). "
+                         f"**{theirs.get('scale', '?')}** scale (at least {(theirs.get('kept_per_emotion') or {}).get('min', '?')}). "
                          "Its intervals are wide, and the geometry's correlations, the probes and the read-outs depend on "
                          "how many stories each vector averages, so only these can be checked: "
                          + "; ".join(checkable) + ".")

@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             elif not book.reader_runs():
                 raise EmolibError("no runs under runs/book/ to compare; run `make book` first, or pass --publish "
                                   "for the published book's comparison")
-            for folder in [] if args.publish else book.reader_runs():
-                book.run_across(publish=False, scale=folder.name)
+            else:
+                for folder in book.reader_runs():
+                    book.run_across(publish=False, scale=folder.name)
         if args.command in ("book", "build") and not getattr(args, "out", ""):
             book.build(publish=args.publish)
         return 0

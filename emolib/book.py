@@ -48,9 +48,12 @@ def run_scale(parameters: dict[str, Any] | None) -> str:
     return str((parameters or {}).get("scale") or DEFAULT_SCALE)
 
 
+RUNS_BOOK = Path("runs", "book")  # readers' runs, under the project root (git-ignored)
+
+
 def run_folder(root: Path, scale: str) -> Path:
     """Where a reader's run of one scale keeps its executed chapters: runs/book/<scale>/ (git-ignored)."""
-    return root / "runs" / "book" / scale
+    return root / RUNS_BOOK / scale
 
 
 def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
@@ -347,13 +350,13 @@ def executed_models(root: Path | None = None, folder: Path | None = None) -> lis
 def reader_runs(root: Path | None = None) -> list[Path]:
     """The reader's runs with executed chapters: runs/book/<scale>/ folders, quick first."""
     root = root or project_root()
-    base = root / "runs" / "book"
+    base = root / RUNS_BOOK
     found = [folder for folder in sorted(base.iterdir()) if folder.is_dir() and executed_models(root, folder)] if base.is_dir() else []
     return sorted(found, key=lambda f: (f.name != "quick", f.name))
 
 
 def _toc_lines(root: Path, folder: Path, caption: str = "") -> list[str]:
-    """One part per model of the executed chapters in `folder`, then its book-level pages."""
+    """One part per model of the executed chapters in `folder` (its book-level pages are the caller's)."""
     lines = []
     prefix = _relative(folder, root)
     for model in executed_models(root, folder):
@@ -414,19 +417,23 @@ def external_references(html_dir: Path) -> list[str]:
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
+def _figure_outputs(path: Path) -> list[dict]:
+    """The data bundles of an executed notebook's plotly outputs (none where there is no such notebook)."""
+    if not path.exists():
+        return []
+    cells = json.loads(path.read_text()).get("cells", [])
+    return [output["data"] for cell in cells for output in cell.get("outputs", [])
+            if PLOTLY_MIME in output.get("data", {})]
+
+
 def figures_in_notebook(path: Path) -> int:
     """How many plotly figures an executed notebook displays (0 where there is no such notebook)."""
-    if not path.exists():
-        return 0
-    cells = json.loads(path.read_text()).get("cells", [])
-    return sum(PLOTLY_MIME in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
+    return len(_figure_outputs(path))
 
 
 def figures_without_html(path: Path) -> int:
     """Plotly outputs of an executed notebook that carry no text/html (the rendered book cannot draw them)."""
-    cells = json.loads(path.read_text()).get("cells", [])
-    return sum(PLOTLY_MIME in output.get("data", {}) and "text/html" not in output["data"]
-               for cell in cells for output in cell.get("outputs", []))
+    return sum("text/html" not in data for data in _figure_outputs(path))
 
 
 def find_chromium() -> str | None:

@@ -146,7 +146,8 @@ def headline_figure(results: Models, models: list[str], titles: dict[str, str]):
             data = (results[m].geometry or {}).get(test)
             if not data:
                 continue
-            lo, hi = (float(x) for x in data["ci"].split(" to ")) if " to " in data["ci"] else (data["r"], data["r"])
+            lo, hi = _interval(data["ci"])
+            lo, hi = (data["r"], data["r"]) if lo is None else (lo, hi)
             names.append(titles[m]), values.append(data["r"]), low.append(data["r"] - lo), high.append(hi - data["r"])
         names.append(ANTHROPIC), values.append(published.value), low.append(0), high.append(0)
         fig.add_trace(go.Bar(name=f"r with human {test}", x=names, y=values,
@@ -377,6 +378,7 @@ def headlines(results: Models) -> list[Headline]:
     return rows
 
 
+Z95 = 1.959963984540054  # a 95 % interval is ±Z95 standard errors
 AGREES, DIFFERS = "agrees within the run's uncertainty", "differs"
 NOT_AT_SCALE, NO_INTERVAL, MISSING = "not comparable at this scale", "no interval: shown only", "not in both"
 
@@ -391,10 +393,10 @@ def judge(published: Estimate | None, yours: Estimate | None, comparable: bool) 
     (value, low, high), (mine, my_low, my_high) = published, yours
     if None in (low, high, my_low, my_high):
         return NO_INTERVAL
-    se = math.hypot((high - low) / (2 * 1.959963984540054), (my_high - my_low) / (2 * 1.959963984540054))
+    se = math.hypot((high - low) / (2 * Z95), (my_high - my_low) / (2 * Z95))
     if se == 0:
         return AGREES if mine == value else DIFFERS
-    return AGREES if abs(mine - value) / se < 1.959963984540054 else DIFFERS
+    return AGREES if abs(mine - value) / se < Z95 else DIFFERS
 
 
 def _estimate_text(estimate: Estimate | None) -> str:

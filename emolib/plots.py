@@ -42,7 +42,7 @@ def _round_float(value: float) -> float | int:
     return int(value) if value == int(value) and abs(value) < 1e15 else value
 
 
-def _decoded(array: dict) -> np.ndarray:
+def decode_typed_array(array: dict) -> np.ndarray:
     """A plotly typed array ({"dtype", "bdata", "shape"}) as numpy."""
     values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
     shape = array.get("shape")
@@ -56,7 +56,7 @@ def rounded(obj: Any) -> Any:
     `FIGURE_DIGITS` significant digits; integers, strings and structure untouched."""
     if isinstance(obj, dict):
         if "bdata" in obj and "dtype" in obj:
-            return rounded(_decoded(obj))
+            return rounded(decode_typed_array(obj))
         return {key: rounded(value) for key, value in obj.items()}
     if isinstance(obj, np.ndarray):
         return rounded(obj.tolist())

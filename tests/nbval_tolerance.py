@@ -15,13 +15,12 @@ cell it rejects is re-checked here, so its messages are kept for cells that real
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
 from typing import Any
 
-import numpy as np
+from emolib.plots import decode_typed_array
 
 REL_TOL = 1e-3  # relative agreement of two decimals (three significant digits)
 ABS_TOL = 1e-9  # below this, a number is zero (an exactly-zero variance share computes as 7e-33 or -2e-32)
@@ -79,10 +78,7 @@ def _plain(obj: Any) -> Any:
     """A JSON value with plotly typed arrays decoded to lists."""
     if isinstance(obj, dict):
         if "bdata" in obj and "dtype" in obj:
-            values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
-            if obj.get("shape"):
-                values = values.reshape([int(n) for n in str(obj["shape"]).split(",")])
-            return values.tolist()
+            return decode_typed_array(obj).tolist()
         return {key: _plain(value) for key, value in obj.items()}
     if isinstance(obj, list):
         return [_plain(value) for value in obj]

@@ -42,7 +42,7 @@ def benchmark_texts(n: int, tokenizer) -> tuple[list[str], list[str]]:
     folder = C.corpus_dir("smollm2")
     texts: list[str] = []
     if (folder / "stories.jsonl").exists():
-        stories, _, _ = C.kept_texts(C.Corpus(folder), tokenizer)
+        stories, _, _ = C.kept_texts(C.Corpus(folder))
         texts = stories.sort_values("id")["text"].tolist()
     topics = C.load_topics()
     while len(texts) < n:  # filler: topics strung together, ~150-250 tokens each

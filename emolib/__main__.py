@@ -4,6 +4,7 @@
     python -m emolib book --publish -p scale full   # re-execute the published book in book/ (explicit)
     python -m emolib run --model 31b -p n_topics 100 -p writer_url http://127.0.0.1:8000/v1
     python -m emolib build                     # re-render the published book and your runs beside it
+    python -m emolib corpus --scale full --out DIR  # chapters 1-2's stories and dialogues alone (no notebooks)
 
 A run never writes into the published book (book/) unless --publish says so: it writes its executed
 chapters to runs/book/<scale>/<model>/, and the build shows them as "Your run" beside the published book.
@@ -53,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--shard-texts", type=int, default=256)
     command.add_argument("--max-emotion-words", type=int, default=None,
                          help="neutral dialogues with more distinct emotion words are left out (default 2)")
+    command = sub.add_parser("corpus", help="write a corpus as chapters 1 and 2 do, without the notebooks "
+                                            "(how the published corpus was made)")
+    command.add_argument("--scale", default="quick", help='"quick" or "full"')
+    command.add_argument("--writer", default="smollm2", help="a local model profile with a chat template")
+    command.add_argument("--emotions", default="all")
+    command.add_argument("--out", required=True, help="the corpus folder (created; a killed run resumes in it)")
+    command.add_argument("--batch-size", type=int, default=128)
+    command.add_argument("--dtype", default="auto", help='"auto" (fp32 on CPU, the profile\'s on GPU), "fp32", "bf16"')
+    command.add_argument("--token-budget", type=int, default=16384,
+                         help="rows x longest prompt per batch (raise it with --batch-size on a large GPU)")
     command = sub.add_parser("build", help="build the HTML book from executed chapters (no execution)")
     command.add_argument("--publish", action="store_true", help="also rewrite the published book's _toc.yml and scale note")
     sub.add_parser("browser-check", help="open the built book in headless Chromium (offline) and check every figure drew")
@@ -83,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _extract(args)
         if args.command == "plan":
             return _plan(args)
+        if args.command == "corpus":
+            return _corpus(args)
         if args.command in ("run", "book"):
             _run(args)
         if args.command == "browser-check":
@@ -125,6 +138,19 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "book" and not args.out:
         book.run_across(publish=args.publish, scale=book.run_scale(parameters))
     print(f"[emolib] chapters ran in {time.perf_counter() - started:.0f} s")
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    import json
+
+    from . import design, generate, models
+
+    writer = generate.LocalWriter(models.load(args.writer, dtype=args.dtype), batch_size=args.batch_size,
+                                  token_budget=args.token_budget)
+    made = design.write_corpus(Path(args.out), args.scale, writer, emotions=args.emotions, batch_size=args.batch_size)
+    print(json.dumps({"stories": {k: v for k, v in made["stories"].items() if k != "rounds"},
+                      "rounds": made["stories"]["rounds"], "dialogues": made["dialogues"]}, default=str))
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -94,15 +94,18 @@ CORPUS_CHAPTERS = ("01_stories", "02_neutral")
 
 def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTERS, parameters: dict[str, Any] | None = None,
                root: Path | None = None, out_dir: Path | None = None, log=print, publish: bool = False) -> None:
-    """Several models' chapters: first every model's corpus chapters, then every model's analyses. The keep
-    rule counts the analysed model's tokens, so one model's chapter 1 may rewrite stories of the shared
-    corpus that another's tokenizer finds too short; analysing only after every model has written makes
-    each model's balanced selection that of the final corpus, whatever the order of the models."""
+    """Several models' chapters, model after model. Every model reads the same selection of one corpus (the
+    keep rule is stored with each story, in words), so the order of the models changes no number; a
+    full-scale run reads the published corpus unless another one is named."""
+    from .corpus import default_corpus
+
     check_parameters(root or project_root(), chapters, parameters or {})  # before anything runs
-    phases = [[c for c in chapters if c in CORPUS_CHAPTERS], [c for c in chapters if c not in CORPUS_CHAPTERS]]
-    for phase in phases:
-        for model in models if phase else []:
-            run_chapters(model, phase, parameters, root=root, out_dir=out_dir, log=log, check=False, publish=publish)
+    parameters = dict(parameters or {})
+    if not parameters.get("corpus") and any(c not in CORPUS_CHAPTERS for c in chapters):
+        # chapters 3-7 name their corpus; chapters 1-2 find the same one from scale and writer
+        parameters["corpus"] = default_corpus(run_scale(parameters), str(parameters.get("writer") or "smollm2"))
+    for model in models:
+        run_chapters(model, chapters, parameters, root=root, out_dir=out_dir, log=log, check=False, publish=publish)
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:

@@ -4,9 +4,12 @@ Stories are written by a *writer* model (chosen separately from the analysed mod
 each in `runs/corpus/<name>/stories.jsonl`; neutral Person/AI dialogues go beside them in
 `neutral.jsonl`. Every (emotion, topic, sample) prompt is a job with a stable id and seed, so a killed
 run resumes where it stopped, without duplicates or losses, and a larger run extends a smaller one.
-Filters are recorded, not applied destructively: each record says whether it leaked the emotion word,
-and the length rule (in the *analysed* model's tokens) is applied when the corpus is read. The prompts,
-the parsing of the writer's answers and the leak rules live in emolib.prompts (re-exported here).
+Filters are recorded, not applied destructively: each story's record says whether it leaked the emotion
+word and what the keep rule decided when it was written (`emolib.prompts.keep_status`, in words, so every
+analysed model reads the same selection; a model whose tokenizer leaves a kept text too short skips it at
+extraction and counts it). A corpus with a data card (`README.md`, as the published one has) is read-only:
+analysing it never writes to it. The prompts, the parsing of the writer's answers and the leak rules live
+in emolib.prompts (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import EmolibError, StoreError
-from .io import JobStore, atomic_write_json, progress_bar, runs_dir, show_rate, store_lock
+from .io import JobStore, atomic_write_json, progress_bar, project_root, runs_dir, show_rate, store_lock
 from .prompts import (  # noqa: F401 (re-exported: chapters and tests read them as corpus.X)
-    MAX_EMOTION_WORDS, MIN_TOKENS, QUICK_EMOTIONS, STORY_MARKER, STORY_PROMPT, STORY_PROMPTS, TOKEN_START, ChatScript,
-    CorpusSettings, _stable_int, clean_turn, find_emotion_words, find_leaks, format_dialogue, leak_pattern, load_emotions,
-    load_topics, select_emotions, select_topics, split_stories, story_prompt, word_forms,
+    MAX_EMOTION_WORDS, MIN_TOKENS, MIN_WORDS, QUICK_EMOTIONS, STORY_MARKER, STORY_PROMPT, STORY_PROMPTS, TOKEN_START, ChatScript,
+    CorpusSettings, _stable_int, clean_turn, count_words, find_emotion_words, find_leaks, format_dialogue, leak_pattern, load_emotions,
+    keep_status, load_topics, select_emotions, select_topics, split_stories, story_prompt, word_forms,
 )
 
 
@@ -73,8 +76,28 @@ def neutral_jobs(settings: CorpusSettings, topics: list[tuple[int, str]], sample
 # The store
 
 
+# The published book's corpus (full scale), in the repository beside the chapters it was analysed in.
+PUBLISHED = "published"
+DATA_CARD = "README.md"
+
+
+def published_corpus_dir() -> Path:
+    return project_root() / "book" / "data" / "corpus"
+
+
+def default_corpus(scale: str, writer: str) -> str:
+    """The corpus a chapter reads when none is named: the published one for a full-scale run with the
+    writer it was written by (when this checkout has it), else the writer's own folder under runs/corpus/."""
+    if scale == "full" and (published_corpus_dir() / DATA_CARD).exists():
+        settings = published_corpus_dir() / "settings.json"
+        if settings.exists() and json.loads(settings.read_text()).get("story", {}).get("writer") == writer:
+            return PUBLISHED
+    return writer
+
+
 def corpus_dir(name: str) -> Path:
-    return runs_dir() / "corpus" / name
+    """`published`: the book's own corpus (read-only); any other name: `runs/corpus/<name>`."""
+    return published_corpus_dir() if name == PUBLISHED else runs_dir() / "corpus" / name
 
 
 class Corpus:
@@ -85,9 +108,11 @@ class Corpus:
     """
 
     def __init__(self, folder: str | Path, settings: CorpusSettings | None = None):
-        """`settings=None` opens a corpus read-only (what the analysis chapters do)."""
+        """`settings=None` opens a corpus read-only (what the analysis chapters do); a corpus with a data
+        card is read-only whatever the settings: a run finds its stories there, or stops with one line."""
         self.folder = Path(folder)
         self.settings = settings
+        self.read_only = (self.folder / DATA_CARD).exists()
         self.stories = JobStore(self.folder / "stories.jsonl")
         self.neutral = JobStore(self.folder / "neutral.jsonl")
         # which jobs went into each batch, logged before the batch runs: a resumed run redoes a batch
@@ -98,6 +123,10 @@ class Corpus:
     def _check_settings(self, kind: str) -> None:
         if kind in self._checked:
             return
+        if self.read_only:
+            raise StoreError(f"{self.folder} is a published corpus (it has a data card) and holds no {kind} record for "
+                             "some of the jobs asked for; analysing never writes to it: pass another corpus name "
+                             "(-p corpus NAME) to write your own")
         if self.settings is None:
             raise StoreError(f"{self.folder} was opened read-only (no settings); pass CorpusSettings to write to it")
         path = self.folder / "settings.json"
@@ -118,9 +147,20 @@ class Corpus:
     def pending(self, jobs: list[Job]) -> list[Job]:
         """Jobs not yet stored; checks the settings of each kind that still needs writing."""
         todo = [job for job in jobs if job.id not in self.store_for(job).done_jobs]
+        if self.read_only and self.settings is not None:  # the same ids must stand for the same texts
+            for kind in sorted({job.kind for job in jobs}):
+                self._check_published(kind)
         for kind in {job.kind for job in todo}:
             self._check_settings(kind)
         return todo
+
+    def _check_published(self, kind: str) -> None:
+        path = self.folder / "settings.json"
+        stored = (json.loads(path.read_text()) if path.exists() else {}).get(kind, {})
+        differing = sorted(key for key, value in self.settings.for_kind(kind).items() if stored.get(key) != value)
+        if differing:
+            raise StoreError(f"{self.folder} is a published corpus written with other {kind} settings "
+                             f"({', '.join(differing)} differ); pass another corpus name (-p corpus NAME) to write your own")
 
     def store_for(self, job: Job) -> JobStore:
         return self.stories if job.kind == "story" else self.neutral
@@ -134,10 +174,12 @@ class Corpus:
             assert job.emotion is not None
             records = []
             for k, story in enumerate(split_stories(text, finished)):
-                leaks = find_leaks(story, job.emotion)
-                records.append({**base, "id": f"{job.id}/{k}", "kind": "story", "text": story, "leaks": leaks})
+                records.append({**base, "id": f"{job.id}/{k}", "kind": "story", "text": story,
+                                "leaks": find_leaks(story, job.emotion)})
             if not records:
                 records = [{**base, "id": f"{job.id}/0", "kind": "story", "text": "", "leaks": []}]
+            for record in records:  # the keep rule, decided now, in units no reader changes
+                record.update(n_words=count_words(record["text"]), status=keep_status(record))
         else:
             raise ValueError("dialogues are stored with save_dialogue")
         self.store_for(job).append_job(job.id, records)
@@ -151,7 +193,7 @@ class Corpus:
                   "id": f"{job.id}/0", "kind": "neutral", "text": dialogue,
                   "n_exchanges_asked": job.n_exchanges,
                   "n_exchanges": sum(1 for (_, asked), (_, said) in zip(turns[::2], turns[1::2]) if asked and said),
-                  "emotion_words": find_emotion_words(dialogue)}
+                  "emotion_words": find_emotion_words(dialogue), "n_words": count_words(dialogue)}
         self.neutral.append_job(job.id, [record])
         return record
 
@@ -185,8 +227,15 @@ def write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int 
                progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Generate every pending job through `writer`, storing each job as soon as its batch returns.
     Holds the corpus folder's lock meanwhile: a second run writing the same corpus stops with one line."""
-    with store_lock(corpus.folder):
+    with writing(corpus):
         return _write_jobs(corpus, jobs, writer, batch_size, progress, on_batch)
+
+
+def writing(corpus: Corpus):
+    """The corpus folder's lock; none for a read-only corpus, which no run writes (not even a lock file)."""
+    import contextlib
+
+    return contextlib.nullcontext() if corpus.read_only else store_lock(corpus.folder)
 
 
 def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, progress: bool,
@@ -230,7 +279,7 @@ def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size:
                     progress: bool = True) -> dict[str, float]:
     """Write every pending dialogue: as one continuous chat with a local writer (ChatScript), turn by
     turn through an HTTP writer (servers reuse the shared prefix of each turn's request)."""
-    with store_lock(corpus.folder):
+    with writing(corpus):
         return _write_dialogues(corpus, jobs, writer, batch_size, progress)
 
 
@@ -310,13 +359,13 @@ def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, bar: 
     return sum(tokens.values())
 
 
-def records_frame(corpus: Corpus, jobs: list[Job] | None, tokenizer: Any, min_tokens: int = MIN_TOKENS,
+def records_frame(corpus: Corpus, jobs: list[Job] | None = None, tokenizer: Any = None,
                   max_emotion_words: int = MAX_EMOTION_WORDS):
-    """The stored records of `jobs` (None: all) as a DataFrame, with the length rule in `tokenizer`'s tokens.
+    """The stored records of `jobs` (None: all) as a DataFrame with each one's keep `status`.
 
-    `status` is 'kept', 'leak' (stories naming their emotion), 'emotional' (dialogues using more than
-    `max_emotion_words` distinct emotion words), 'malformed' (dialogues with < 2 complete exchanges),
-    'short' (< min_tokens) or 'empty'.
+    The status comes from the record alone (`emolib.prompts.keep_status`: a story's as stored when it
+    was written), never from a model, so every analysed model selects the same stories. With a
+    `tokenizer`, `n_tokens` and `fits` (>= MIN_TOKENS, what extraction needs) say how that model reads them.
     """
     import pandas as pd
 
@@ -329,32 +378,24 @@ def records_frame(corpus: Corpus, jobs: list[Job] | None, tokenizer: Any, min_to
     if "emotion_words" in frame:  # the neutral rule is applied when read, so a changed rule needs no rewrite
         frame["emotion_words"] = [find_emotion_words(text) if kind == "neutral" else words
                                   for kind, text, words in zip(frame["kind"], texts, frame["emotion_words"])]
-    frame["n_tokens"] = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-    status = []
-    for row in frame.itertuples():
-        if not row.text:
-            status.append("empty")
-        elif row.kind == "story" and row.leaks:
-            status.append("leak")
-        elif row.kind == "neutral" and row.n_exchanges < 2:
-            status.append("malformed")
-        elif row.kind == "neutral" and len(row.emotion_words) > max_emotion_words:
-            status.append("emotional")
-        elif row.n_tokens < min_tokens:
-            status.append("short")
-        else:
-            status.append("kept")
-    frame["status"] = status
+    frame["n_words"] = [count_words(text) for text in texts]
+    stored = frame["status"] if "status" in frame else pd.Series([None] * len(frame), index=frame.index)
+    frame["status"] = [given if kind == "story" and isinstance(given, str) else keep_status(record, max_emotion_words)
+                       for kind, given, record in zip(frame["kind"], stored, frame.to_dict("records"))]
+    if tokenizer is not None:
+        frame["n_tokens"] = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        frame["fits"] = frame["n_tokens"] >= MIN_TOKENS
     return frame
 
 
-def kept_texts(corpus: Corpus, tokenizer: Any, emotions: str | Iterable[str] = "all", min_tokens: int = MIN_TOKENS,
-               max_emotion_words: int = MAX_EMOTION_WORDS):
+def kept_texts(corpus: Corpus, emotions: str | Iterable[str] = "all", max_emotion_words: int = MAX_EMOTION_WORDS):
     """Everything the analysis uses from a corpus: (kept stories, kept neutral dialogues, all records).
 
-    `emotions="all"` keeps every emotion the corpus has stories for.
+    The same for every analysed model (the keep rule reads no tokenizer); extraction then skips, and
+    counts, the texts a model's tokenizer leaves shorter than it needs. `emotions="all"` keeps every
+    emotion the corpus has stories for.
     """
-    frame = records_frame(corpus, None, tokenizer, min_tokens, max_emotion_words)
+    frame = records_frame(corpus, None, None, max_emotion_words)
     if frame.empty:
         raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
     kept = frame[frame["status"] == "kept"]
@@ -369,7 +410,7 @@ def kept_texts(corpus: Corpus, tokenizer: Any, emotions: str | Iterable[str] = "
     neutral = kept[kept["kind"] == "neutral"]
     if stories.empty:
         raise EmolibError(f"{corpus.folder} has no kept story for the chosen emotions "
-                          f"(every story leaked, was too short for the length rule, or none was written)")
+                          f"(every story leaked, was shorter than {MIN_WORDS} words, or none was written)")
     if len(neutral) < 2:
         raise EmolibError(f"{corpus.folder} has {len(neutral)} kept neutral dialogue(s); the denoising needs at "
                           "least 2 — run chapter 02 with more topics")
@@ -387,7 +428,7 @@ def per_emotion_summary(frame) -> Any:
         "leaked": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "leak").sum())),
         "short": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "short").sum())),
         "kept": nonempty.groupby("emotion")["status"].apply(lambda s: int((s == "kept").sum())),
-        "median_tokens": nonempty.groupby("emotion")["n_tokens"].median(),
+        "median_words": nonempty.groupby("emotion")["n_words"].median(),
     }).fillna(0)
     table["leak_rate"] = table["leaked"] / table["stories"].clip(lower=1)
     return table.sort_values(["leak_rate", "kept"], ascending=[False, True])
@@ -413,7 +454,7 @@ def examples_markdown(stories, emotions: list[str]) -> str:
             parts.append(f"**{emotion}**: no kept story in this run.")
             continue
         row = kept.iloc[0]
-        parts.append(f"**{emotion}** — topic: *{row['topic']}* ({row['n_tokens']} tokens)\n\n{_quote(row['text'])}")
+        parts.append(f"**{emotion}** — topic: *{row['topic']}* ({row['n_words']} words)\n\n{_quote(row['text'])}")
     return "\n\n".join(parts)
 
 

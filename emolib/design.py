@@ -1,6 +1,6 @@
 """The balanced story design: every (emotion, topic) cell holds the same number of kept stories.
 
-Stories that leak their emotion word, are too short for the token rule or come back empty are not
+Stories that leak their emotion word, are shorter than the keep rule's words or come back empty are not
 simply dropped (that left "loving" with 1 story and let its topic become its vector): their cell is
 rewritten with fresh seeds until it holds its quota, for at most `max_attempts` rounds.
 
@@ -24,7 +24,7 @@ from typing import Any, Callable
 from .corpus import Corpus, Job, records_frame, story_jobs
 from .prompts import CorpusSettings, _stable_int, select_emotions, select_topics
 from .errors import EmolibError
-from .io import atomic_write_json, store_lock
+from .io import atomic_write_json
 
 DESIGN_FILE = "design.json"
 
@@ -103,6 +103,11 @@ class Design:
         texts = load_topics()
         return [(i, texts[i]) for i in self.topics]
 
+    def covers(self, other: "Design") -> bool:
+        """Whether every cell `other` asks for, at its quota, is one of this design's (same seed, so same jobs)."""
+        return (set(other.emotions) <= set(self.emotions) and set(other.topics) <= set(self.topics)
+                and other.per_cell <= self.per_cell and other.seed == self.seed and other.max_attempts <= self.max_attempts)
+
     def save(self, folder: str | Path) -> Path:
         return atomic_write_json(Path(folder) / DESIGN_FILE, asdict(self))
 
@@ -153,32 +158,39 @@ def kept_per_cell(frame: Any, design: Design, before_attempt: int | None = None)
     return counts
 
 
-def write_balanced(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, *, batch_size: int = 32,
+def write_balanced(corpus: Corpus, design: Design, writer: Any, *, batch_size: int = 32,
                    progress: bool = True, on_round: Callable[[int, int], None] | None = None,
                    write: Callable[..., dict] | None = None) -> dict[str, Any]:
     """Write attempt 0 of every cell, then retry short cells round by round until each holds its quota.
 
-    `tokenizer` is the analysed model's (the length rule counts its tokens). Returns per-round counts.
-    """
-    from .corpus import write_jobs
+    The keep rule is the stored one (`emolib.prompts.keep_status`): no analysed model takes part, so one
+    corpus serves them all. On a published (read-only) corpus that already holds the design, nothing is
+    written and the rounds are those it was written in. Returns per-round counts."""
+    from .corpus import write_jobs, writing
 
     write = write or write_jobs
     if corpus.settings is None:
         raise EmolibError("write_balanced needs a corpus opened with CorpusSettings")
-    with store_lock(corpus.folder):  # the design file and every round: one run at a time
-        return _write_rounds(corpus, design, writer, tokenizer, batch_size, progress, on_round, write)
+    with writing(corpus):  # the design file and every round: one run at a time
+        return _write_rounds(corpus, design, writer, batch_size, progress, on_round, write)
 
 
-def _write_rounds(corpus: Corpus, design: Design, writer: Any, tokenizer: Any, batch_size: int, progress: bool,
+def _write_rounds(corpus: Corpus, design: Design, writer: Any, batch_size: int, progress: bool,
                   on_round: Callable[[int, int], None] | None, write: Callable[..., dict]) -> dict[str, Any]:
     settings = corpus.settings
-    design.save(corpus.folder)
+    stored = Design.load(corpus.folder)
+    if corpus.read_only:
+        if stored is None or not stored.covers(design):
+            raise EmolibError(f"{corpus.folder} is a published corpus whose design does not hold this one (its cells, "
+                              "quota and seed); pass another corpus name (-p corpus NAME) to write one for it")
+    elif stored != design:
+        design.save(corpus.folder)
     rounds = []
     jobs = first_jobs(settings, design)
     totals = {"generated_tokens": 0, "seconds": 0.0, "jobs": 0, "already_done": 0}
     for attempt in range(design.max_attempts):  # attempt 0, then at most max_attempts - 1 rounds of retries
         if attempt > 0:
-            frame = records_frame(corpus, None, tokenizer)
+            frame = records_frame(corpus)
             have = kept_per_cell(frame, design, before_attempt=attempt)
             need = {cell: design.per_cell - n for cell, n in have.items() if n < design.per_cell}
             if not need:
@@ -298,3 +310,29 @@ def describe_rate(stats: dict[str, Any], batch_size: int) -> str:
         return "every story was already stored: nothing written in this execution"
     return (f"generated {stats['generated_tokens']:,} tokens in {stats['seconds']:.0f} s: "
             f"{stats['tokens_per_second']:.0f} tokens/s with batches of {batch_size}")
+
+
+# --- the corpus in one call (chapters 1 and 2 without the notebooks) ------------------------------------------
+
+# Chapters 1 and 2's parameter defaults (their parameter cells; tests/test_keep_rule.py keeps them equal).
+CORPUS_DEFAULTS: dict[str, Any] = {"prompt": "label", "stories_per_prompt": 1, "max_new_tokens": 320, "max_attempts": 6,
+                                   "seed": 0, "dialogues_per_topic": 1}
+
+
+def write_corpus(folder: str | Path, scale: str, writer: Any, *, emotions: str = "all", batch_size: int = 128,
+                 progress: bool = True) -> dict[str, Any]:
+    """What chapters 1 and 2 write, with their defaults, into `folder`: the balanced stories of `scale`'s
+    design, then the neutral dialogues (`python -m emolib corpus`; how the published corpus was made)."""
+    from .corpus import Corpus, neutral_jobs, write_dialogues
+    from .prompts import story_prompt
+
+    d = CORPUS_DEFAULTS
+    design = Design.from_scale(scale, emotions, 0, 0, d["max_attempts"], d["seed"])
+    settings = CorpusSettings(writer=writer.name, story_prompt=story_prompt(d["prompt"]),
+                              stories_per_prompt=d["stories_per_prompt"], max_new_tokens=d["max_new_tokens"])
+    store = Corpus(folder, settings)
+    stories = write_balanced(store, design, writer, batch_size=batch_size, progress=progress)
+    topics = select_topics(get_scale(scale).dialogue_topics, d["seed"])
+    dialogues = write_dialogues(store, neutral_jobs(settings, topics, d["dialogues_per_topic"], d["seed"]), writer,
+                                batch_size=batch_size, progress=progress)
+    return {"stories": stories, "dialogues": dialogues, "design": asdict(design)}

@@ -360,15 +360,15 @@ def _pad(rows: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.
 def extract_corpus(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, emotions: str = "all",
                    token_budget: int = 0, shard_texts: int = 256, progress: bool = True,
                    max_emotion_words: int | None = None):
-    """Extract every kept story and neutral dialogue of `runs/corpus/<corpus>`.
+    """Extract every kept story and neutral dialogue of the corpus (`emolib.corpus.corpus_dir`).
 
     Returns (store, stats, stories, neutral, too_short): the shards, what was computed, the kept
-    records used (DataFrames), and the ids the token rule excluded.
+    records used (DataFrames), and the ids this model's tokenizer leaves too short (skipped, counted).
     """
     from .corpus import Corpus, corpus_dir, kept_texts
     from .prompts import MAX_EMOTION_WORDS
 
-    stories, neutral, _ = kept_texts(Corpus(corpus_dir(corpus)), loaded.tokenizer, emotions,
+    stories, neutral, _ = kept_texts(Corpus(corpus_dir(corpus)), emotions,
                                      max_emotion_words=MAX_EMOTION_WORDS if max_emotion_words is None else max_emotion_words)
     ids = stories["id"].tolist() + neutral["id"].tolist()
     texts, too_short = Texts.tokenize(ids, stories["text"].tolist() + neutral["text"].tolist(), loaded.tokenizer)

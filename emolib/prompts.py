@@ -23,10 +23,15 @@ from .errors import EmolibError
 # rain1955's nine emotions: the `quick` setting.
 QUICK_EMOTIONS = ("happy", "sad", "angry", "afraid", "calm", "desperate", "loving", "guilty", "surprised")
 STORY_MARKER = "<NEW STORY>"
-# The method means activations from the 50th token on (index 50, counting <bos> as 0); a text must
-# have at least this many tokens in the analysed model for the mean to cover >= 14 positions.
+# The method means activations from the 50th token on (index 50, counting <bos> as 0): an analysed model
+# needs at least MIN_TOKENS of a text's tokens, and skips (and counts) a kept text its tokenizer leaves shorter.
 TOKEN_START = 50
-MIN_TOKENS = 64
+MIN_TOKENS = TOKEN_START + 1
+# The keep rule's length, decided when a story is written and stored with it, in words (whitespace-separated
+# runs), not in any model's tokens: every analysed model then reads the same selection of one corpus. A
+# tokenizer that gives each word at least one token (every one that splits on spaces) sees >= 64 tokens
+# in a kept text, so the mean covers >= 14 positions.
+MIN_WORDS = 64
 # A neutral dialogue is "emotional" when it uses more than this many distinct emotion words: small
 # writers say "sorry for any confusion" or "keep it safe" in plainly factual answers.
 MAX_EMOTION_WORDS = 2
@@ -416,6 +421,32 @@ def find_emotion_words(text: str, emotions: Iterable[str] | None = None, sense_a
     text = _IDIOMS.sub(" ", text)
     return [emotion for emotion in (emotions or load_emotions())
             if (_personal_pattern(emotion) if emotion in _FACTUAL_SENSE else leak_pattern(emotion)).search(text)]
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated runs: the keep rule's length unit, the same whoever reads the text."""
+    return len(text.split())
+
+
+def keep_status(record: dict, max_emotion_words: int = MAX_EMOTION_WORDS) -> str:
+    """The keep rule, from a record alone (no model): 'empty', 'leak' (a story naming its emotion),
+    'malformed' (a dialogue with < 2 complete exchanges), 'emotional' (a dialogue using more than
+    `max_emotion_words` distinct emotion words), 'short' (< MIN_WORDS words) or 'kept'.
+
+    A story's status is decided when it is written and stored with it (`emolib.corpus.Corpus.save`);
+    the dialogues' emotion-word threshold stays a parameter of the reading (chapter 2 shows its effect)."""
+    text = record.get("text") or ""
+    if not text:
+        return "empty"
+    if record["kind"] == "story" and record.get("leaks"):
+        return "leak"
+    if record["kind"] == "neutral":
+        if record.get("n_exchanges", 0) < 2:
+            return "malformed"
+        words = record.get("emotion_words")
+        if len(find_emotion_words(text) if words is None else words) > max_emotion_words:
+            return "emotional"
+    return "short" if count_words(text) < MIN_WORDS else "kept"
 
 
 def with_bos(tokenizer: Any, text: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import EmolibError
+from .prompts import MIN_TOKENS
 from .models import LoadedModel, ModelProfile
 from .vectors import VectorBuild
 
@@ -53,7 +54,8 @@ class VectorRun:
         stats = self.stats
         return (f"{len(self.stories)} kept stories ({self.stories['emotion'].nunique()} emotions) and {len(self.neutral)} kept "
                 f"neutral dialogues in {stats['shards']} shards: {stats['already_done']} already on disk, "
-                f"{stats['shards'] - stats['already_done']} computed now; {len(self.too_short)} texts too short for the token rule")
+                f"{stats['shards'] - stats['already_done']} computed now; {len(self.too_short)} kept texts skipped, shorter than "
+                f"{MIN_TOKENS} tokens for this model's tokenizer")
 
     def describe_rate(self) -> str:
         """Extraction speed of this execution (nothing when every shard was on disk)."""
@@ -103,6 +105,8 @@ def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, em
         loaded, corpus, layers, emotions=emotions, token_budget=token_budget, shard_texts=shard_texts,
         progress=progress, max_emotion_words=max_emotion_words)
     design = Design.load(corpus_dir(corpus))
+    skipped = set(too_short)  # kept texts this model's tokenizer leaves too short: skipped here, counted in describe_texts
+    stories, neutral = stories[~stories["id"].isin(skipped)], neutral[~neutral["id"].isin(skipped)]
     built = build(store, stories.groupby("emotion")["id"].apply(list).to_dict(), neutral["id"].tolist(), variance=variance,
                   weights=cell_weights(stories, design) if design else None,
                   topics={i: int(t) for i, t in zip(stories["id"], stories["topic_index"])},

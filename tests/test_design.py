@@ -64,7 +64,7 @@ def test_retry_seeds_follow_from_the_cell_and_the_round():
 def test_short_cells_are_rewritten_until_every_cell_holds_its_quota(tmp_path, tiny_gemma3):
     design = _design()
     store = C.Corpus(tmp_path / "c", _settings())
-    stats = D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    stats = D.write_balanced(store, design, LeakyWriter(), batch_size=4, progress=False)
     assert len(stats["rounds"]) > 1  # a third of the seeds leak: some cells needed retries
     frame = C.records_frame(store, None, tiny_gemma3.tokenizer)
     chosen, short = D.balanced_selection(frame, design)
@@ -79,7 +79,7 @@ def test_short_cells_are_rewritten_until_every_cell_holds_its_quota(tmp_path, ti
 def test_cells_that_stay_short_are_named(tmp_path, tiny_gemma3):
     design = _design(max_attempts=3)
     store = C.Corpus(tmp_path / "c", _settings())
-    stats = D.write_balanced(store, design, LeakyWriter(hopeless="calm", by_seed=False), tiny_gemma3.tokenizer, batch_size=4,
+    stats = D.write_balanced(store, design, LeakyWriter(hopeless="calm", by_seed=False), batch_size=4,
                              progress=False)
     assert len(stats["rounds"]) == 3  # bounded
     report = D.fill_report(C.records_frame(store, None, tiny_gemma3.tokenizer), design)
@@ -90,13 +90,13 @@ def test_cells_that_stay_short_are_named(tmp_path, tiny_gemma3):
 def test_a_killed_refill_resumes_to_the_same_stories(tmp_path, tiny_gemma3):
     design = _design()
     reference = C.Corpus(tmp_path / "ref", _settings())
-    D.write_balanced(reference, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    D.write_balanced(reference, design, LeakyWriter(), batch_size=4, progress=False)
     for die_after in (3, 5, 6):  # inside the first attempt, and inside the retry rounds
         killed = C.Corpus(tmp_path / f"killed-{die_after}", _settings())
         with pytest.raises(KeyboardInterrupt):
-            D.write_balanced(killed, design, LeakyWriter(die_after=die_after), tiny_gemma3.tokenizer, batch_size=4,
+            D.write_balanced(killed, design, LeakyWriter(die_after=die_after), batch_size=4,
                              progress=False)
-        D.write_balanced(C.Corpus(killed.folder, _settings()), design, LeakyWriter(), tiny_gemma3.tokenizer,
+        D.write_balanced(C.Corpus(killed.folder, _settings()), design, LeakyWriter(), 
                          batch_size=4, progress=False)
         got = sorted((r["id"], r["text"]) for r in C.Corpus(killed.folder).stories.records)
         assert got == sorted((r["id"], r["text"]) for r in reference.stories.records)
@@ -105,13 +105,13 @@ def test_a_killed_refill_resumes_to_the_same_stories(tmp_path, tiny_gemma3):
 def test_extraction_reads_the_balanced_selection(tmp_path, tiny_gemma3):
     design = _design(per_cell=1)
     store = C.Corpus(tmp_path / "c", _settings())
-    D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    D.write_balanced(store, design, LeakyWriter(), batch_size=4, progress=False)
     # an extra kept story in a full cell (a larger earlier run, say) is not used
     extra = C.Job("story/happy/{:03d}/9".format(design.topics[0]), "story", design.topics[0], "t", 9, 1,
                   [], emotion="happy")
     store.save(extra, LONG, True, 90)
     C.write_dialogues(store, C.neutral_jobs(store.settings, C.select_topics(2), 2), _Dialogues(), progress=False)
-    stories, _, _ = C.kept_texts(C.Corpus(store.folder), tiny_gemma3.tokenizer)
+    stories, _, _ = C.kept_texts(C.Corpus(store.folder))
     assert len(stories) == 9 and extra.id + "/0" not in set(stories["id"])
 
 
@@ -223,9 +223,9 @@ def test_fidelity_intervals_have_the_width_of_the_sampling_error():
 def test_a_finished_design_reruns_without_writing(tmp_path, tiny_gemma3):
     design = _design(per_cell=1)
     store = C.Corpus(tmp_path / "c", _settings())
-    first = D.write_balanced(store, design, LeakyWriter(), tiny_gemma3.tokenizer, batch_size=4, progress=False)
+    first = D.write_balanced(store, design, LeakyWriter(), batch_size=4, progress=False)
     assert first["tokens_per_second"] > 0
-    again = D.write_balanced(C.Corpus(store.folder, _settings()), design, LeakyWriter(die_after=0), tiny_gemma3.tokenizer,
+    again = D.write_balanced(C.Corpus(store.folder, _settings()), design, LeakyWriter(die_after=0), 
                              batch_size=4, progress=False)  # a writer that dies if asked for anything
     assert "tokens_per_second" not in again and again["generated_tokens"] == 0
     assert [r["written_now"] for r in again["rounds"]] == [0] * len(again["rounds"])

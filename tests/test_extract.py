@@ -190,7 +190,7 @@ def test_two_processes_split_the_shards_and_match_one(tmp_path, monkeypatch):
     # and the vectors built from them
     from emolib import corpus as C
 
-    stories, neutral, _ = C.kept_texts(C.Corpus(tmp_path / "corpus" / "tiny"), models.load("tiny").tokenizer)
+    stories, neutral, _ = C.kept_texts(C.Corpus(tmp_path / "corpus" / "tiny"))
     by_emotion = stories.groupby("emotion")["id"].apply(list).to_dict()
     built = V.build(store, by_emotion, neutral["id"].tolist())
     assert built.denoised.vectors.shape == (3, 4, 64) and set(built.counts) == {"happy", "sad", "calm"}

@@ -97,7 +97,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
 
 def test_an_empty_corpus_says_to_run_the_first_chapters(tmp_path, tiny_gemma3):
     with pytest.raises(EmolibError, match="holds no stories or dialogues; run chapters 01 and 02 first"):
-        C.kept_texts(C.Corpus(tmp_path / "nothing"), tiny_gemma3.tokenizer)
+        C.kept_texts(C.Corpus(tmp_path / "nothing"))
 
 
 def test_stories_all_shorter_than_the_token_rule(tmp_path, tiny_gemma3):
@@ -109,8 +109,8 @@ def test_stories_all_shorter_than_the_token_rule(tmp_path, tiny_gemma3):
         store.save_dialogue(job, [("Person", "What is a door?"), ("AI", "A door is a panel."),
                                   ("Person", "And a wall?"), ("AI", "A wall is a side of a room.")], 30)
     before = {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()}
-    with pytest.raises(EmolibError, match="no kept story .* too short for the length rule"):
-        C.kept_texts(C.Corpus(tmp_path / "short"), tiny_gemma3.tokenizer)
+    with pytest.raises(EmolibError, match="no kept story .* shorter than 64 words"):
+        C.kept_texts(C.Corpus(tmp_path / "short"))
     assert {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()} == before
 
 

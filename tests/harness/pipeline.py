@@ -22,7 +22,7 @@ def main() -> int:
     print("stage stories", flush=True)
     # the balanced design: a random model's stories are often short or leak, so cells get retries
     design = D.Design(C.select_emotions("quick"), [i for i, _ in topics], per_cell=2, max_attempts=3)
-    stats = D.write_balanced(store, design, writer, models.load_tokenizer("tiny"), batch_size=4, progress=False)
+    stats = D.write_balanced(store, design, writer, batch_size=4, progress=False)
     print(f"retry rounds {len(stats['rounds']) - 1}", flush=True)
     print("stage dialogues", flush=True)
     C.write_dialogues(store, C.neutral_jobs(settings, topics, 3, 0), writer, batch_size=3, progress=False)

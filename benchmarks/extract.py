@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emolib import corpus as C  # noqa: E402
+from emolib import design as D  # noqa: E402
 from benchmarks.record import matmul_flops, write  # noqa: E402
 from emolib import extract, models  # noqa: E402
 
@@ -42,8 +43,7 @@ def benchmark_texts(n: int, tokenizer) -> tuple[list[str], list[str]]:
     folder = C.corpus_dir("smollm2")
     texts: list[str] = []
     if (folder / "stories.jsonl").exists():
-        stories, _, _ = C.kept_texts(C.Corpus(folder))
-        texts = stories.sort_values("id")["text"].tolist()
+        texts = D.select(C.Corpus(folder)).stories.sort_values("id")["text"].tolist()
     topics = C.load_topics()
     while len(texts) < n:  # filler: topics strung together, ~150-250 tokens each
         i = len(texts)

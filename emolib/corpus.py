@@ -388,35 +388,6 @@ def records_frame(corpus: Corpus, jobs: list[Job] | None = None, tokenizer: Any 
     return frame
 
 
-def kept_texts(corpus: Corpus, emotions: str | Iterable[str] = "all", max_emotion_words: int = MAX_EMOTION_WORDS):
-    """Everything the analysis uses from a corpus: (kept stories, kept neutral dialogues, all records).
-
-    The same for every analysed model (the keep rule reads no tokenizer); extraction then skips, and
-    counts, the texts a model's tokenizer leaves shorter than it needs. `emotions="all"` keeps every
-    emotion the corpus has stories for.
-    """
-    frame = records_frame(corpus, None, None, max_emotion_words)
-    if frame.empty:
-        raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
-    kept = frame[frame["status"] == "kept"]
-    stories = kept[kept["kind"] == "story"]
-    from .design import Design, balanced_selection
-
-    design = Design.load(corpus.folder)
-    if design is not None:  # the balanced design chapter 01 wrote: its cells, capped at the quota
-        stories, _ = balanced_selection(frame, design)
-    if emotions != "all":
-        stories = stories[stories["emotion"].isin(select_emotions(emotions))]
-    neutral = kept[kept["kind"] == "neutral"]
-    if stories.empty:
-        raise EmolibError(f"{corpus.folder} has no kept story for the chosen emotions "
-                          f"(every story leaked, was shorter than {MIN_WORDS} words, or none was written)")
-    if len(neutral) < 2:
-        raise EmolibError(f"{corpus.folder} has {len(neutral)} kept neutral dialogue(s); the denoising needs at "
-                          "least 2 — run chapter 02 with more topics")
-    return stories, neutral, frame
-
-
 def per_emotion_summary(frame) -> Any:
     """Counts, leak rate and length per emotion (stories only), sorted by leak rate."""
     import pandas as pd

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .corpus import Corpus, Job, records_frame, story_jobs
-from .prompts import CorpusSettings, _stable_int, select_emotions, select_topics
+from .corpus import Corpus, Job, neutral_jobs, records_frame, story_jobs, write_dialogues, write_jobs, writing
+from .prompts import MIN_WORDS, MAX_EMOTION_WORDS, CorpusSettings, _stable_int, select_emotions, select_topics, story_prompt
 from .errors import EmolibError
 from .io import atomic_write_json
 
@@ -166,8 +166,6 @@ def write_balanced(corpus: Corpus, design: Design, writer: Any, *, batch_size: i
     The keep rule is the stored one (`emolib.prompts.keep_status`): no analysed model takes part, so one
     corpus serves them all. On a published (read-only) corpus that already holds the design, nothing is
     written and the rounds are those it was written in. Returns per-round counts."""
-    from .corpus import write_jobs, writing
-
     write = write or write_jobs
     if corpus.settings is None:
         raise EmolibError("write_balanced needs a corpus opened with CorpusSettings")
@@ -219,6 +217,41 @@ def balanced_selection(frame: Any, design: Design):
     short = sorted((e, t, int(counts.get((e, t), 0))) for e in design.emotions for t in design.topics
                    if counts.get((e, t), 0) < design.per_cell)
     return chosen.drop(columns="attempt").sort_values("id"), short
+
+
+@dataclass
+class Selection:
+    """Everything the analysis uses from a corpus, read once: the kept stories of the balanced design (its
+    `design.json`), the kept neutral dialogues, every record with its status, and the design itself."""
+
+    stories: Any  # DataFrame: the selected stories
+    neutral: Any  # DataFrame: the kept neutral dialogues
+    frame: Any  # DataFrame: every record, with its keep status
+    design: Design | None
+
+
+def select(corpus: Corpus, emotions: str | list[str] = "all", max_emotion_words: int = MAX_EMOTION_WORDS) -> Selection:
+    """The corpus's selection, the same for every analysed model (the keep rule reads no tokenizer);
+    extraction then skips, and counts, the texts a model's tokenizer leaves shorter than it needs.
+    `emotions="all"` keeps every emotion the corpus has stories for."""
+    frame = records_frame(corpus, None, None, max_emotion_words)
+    if frame.empty:
+        raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
+    kept = frame[frame["status"] == "kept"]
+    stories = kept[kept["kind"] == "story"]
+    design = Design.load(corpus.folder)
+    if design is not None:  # the balanced design chapter 01 wrote: its cells, capped at the quota
+        stories, _ = balanced_selection(frame, design)
+    if emotions != "all":
+        stories = stories[stories["emotion"].isin(select_emotions(emotions))]
+    neutral = kept[kept["kind"] == "neutral"]
+    if stories.empty:
+        raise EmolibError(f"{corpus.folder} has no kept story for the chosen emotions "
+                          f"(every story leaked, was shorter than {MIN_WORDS} words, or none was written)")
+    if len(neutral) < 2:
+        raise EmolibError(f"{corpus.folder} has {len(neutral)} kept neutral dialogue(s); the denoising needs at "
+                          "least 2 — run chapter 02 with more topics")
+    return Selection(stories, neutral, frame, design)
 
 
 def fill_report(frame: Any, design: Design) -> dict[str, Any]:
@@ -323,9 +356,6 @@ def write_corpus(folder: str | Path, scale: str, writer: Any, *, emotions: str =
                  progress: bool = True) -> dict[str, Any]:
     """What chapters 1 and 2 write, with their defaults, into `folder`: the balanced stories of `scale`'s
     design, then the neutral dialogues (`python -m emolib corpus`; how the published corpus was made)."""
-    from .corpus import Corpus, neutral_jobs, write_dialogues
-    from .prompts import story_prompt
-
     d = CORPUS_DEFAULTS
     design = Design.from_scale(scale, emotions, 0, 0, d["max_attempts"], d["seed"])
     settings = CorpusSettings(writer=writer.name, story_prompt=story_prompt(d["prompt"]),

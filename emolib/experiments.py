@@ -268,24 +268,6 @@ def steering_grid(emotions: str, alphas: str, available: Sequence[str]) -> tuple
     return steered, sorted({float(a) for a in alphas.split(",") if a.strip()} | {0.0})
 
 
-DOSE_PANELS = {  # metric: (title, y axis)
-    "valence": ("Valence of the continuation (VADER compound, -1..1; 95% CI)", "VADER compound"),
-    "lexicon valence": ("Valence of the continuation (mean Warriner valence of its words, 1..9; 95% CI)", "mean word valence"),
-    "perplexity": ("Perplexity of the continuation under the unsteered model (95% CI)", "perplexity"),
-}
-def dose_panel(summary: pd.DataFrame, metric: str, read_layer: int = -1):
-    """One dose-response panel: `metric`'s mean and 95% band against α, one line per steered emotion."""
-    from .plots import band
-
-    if metric == "projection":
-        return band(projection_shift(summary), x="alpha", y="mean", low="low", high="high", color="emotion",
-                    title=f"Projection on the steered emotion at layer {read_layer}, change from alpha 0 (95% CI)",
-                    x_title="alpha (x mean residual norm)", y_title="projection change")
-    title, y_title = DOSE_PANELS[metric]
-    return band(summary[summary.metric == metric], x="alpha", y="mean", low="low", high="high", color="emotion",
-                title=title, x_title="alpha (x mean residual norm)", y_title=y_title)
-
-
 def steering_results(*, layer: int, read_layer: int, positions: str, alphas: Sequence[float], prompts: int,
                      max_new_tokens: int, slopes: pd.DataFrame, doubling: pd.DataFrame, blackmail_trials: int,
                      blackmail: pd.DataFrame,

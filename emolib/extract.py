@@ -357,21 +357,13 @@ def _pad(rows: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.
     return ids, mask
 
 
-def extract_corpus(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, emotions: str = "all",
-                   token_budget: int = 0, shard_texts: int = 256, progress: bool = True,
-                   max_emotion_words: int | None = None):
-    """Extract every kept story and neutral dialogue of the corpus (`emolib.corpus.corpus_dir`).
+def extract_texts(loaded: LoadedModel, folder: Path, layers: Sequence[int], ids: Sequence[str], texts: Sequence[str], *,
+                  token_budget: int = 0, shard_texts: int = 256, progress: bool = True):
+    """Texts -> per-text activation means at `layers`, in an ActivationStore at `folder` (resumable).
 
-    Returns (store, stats, stories, neutral, too_short): the shards, what was computed, the kept
-    records used (DataFrames), and the ids this model's tokenizer leaves too short (skipped, counted).
-    """
-    from .corpus import Corpus, corpus_dir, kept_texts
-    from .prompts import MAX_EMOTION_WORDS
-
-    stories, neutral, _ = kept_texts(Corpus(corpus_dir(corpus)), emotions,
-                                     max_emotion_words=MAX_EMOTION_WORDS if max_emotion_words is None else max_emotion_words)
-    ids = stories["id"].tolist() + neutral["id"].tolist()
-    texts, too_short = Texts.tokenize(ids, stories["text"].tolist() + neutral["text"].tolist(), loaded.tokenizer)
-    store = ActivationStore(activations_dir(loaded.profile.name, corpus, layers))
-    stats = store.extract(loaded, layers, texts, token_budget=token_budget, shard_texts=shard_texts, progress=progress)
-    return store, stats, stories, neutral, too_short
+    Returns (store, stats, too_short): the shards, what was computed, and the ids this model's tokenizer
+    leaves shorter than the token rule needs (skipped; the caller counts them)."""
+    tokenized, too_short = Texts.tokenize(list(ids), list(texts), loaded.tokenizer)
+    store = ActivationStore(folder)
+    stats = store.extract(loaded, layers, tokenized, token_budget=token_budget, shard_texts=shard_texts, progress=progress)
+    return store, stats, too_short

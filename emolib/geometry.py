@@ -108,6 +108,40 @@ def pca(vectors: np.ndarray | torch.Tensor, emotions: Sequence[str], n: int = 10
     return PCAResult(x @ v_t[:n].T, v_t[:n], explained[:n], list(emotions))
 
 
+# Fixed before any r was seen: prototypical words of each pole. They only choose the sign of PC1 and PC2
+# (the mean score of the first group must exceed the second's), so the sign never depends on the
+# correlation that is then reported.
+ANCHORS = {
+    0: (("happy", "joyful", "delighted", "cheerful", "grateful", "loving", "peaceful", "proud"),
+        ("sad", "miserable", "afraid", "angry", "depressed", "guilty", "terrified", "heartbroken")),
+    1: (("terrified", "furious", "ecstatic", "excited", "panicked", "enraged", "thrilled", "hysterical"),
+        ("sleepy", "tired", "relaxed", "calm", "bored", "lazy", "sluggish", "serene")),
+}
+
+
+def orient_by_anchors(result: PCAResult) -> PCAResult:
+    """PC1 points from unpleasant to pleasant anchors, PC2 from calm to aroused ones (`ANCHORS`)."""
+    scores, components = result.scores.copy(), result.components.copy()
+    index = {e: i for i, e in enumerate(result.emotions)}
+    for component, (high, low) in ANCHORS.items():
+        hi = [index[e] for e in high if e in index]
+        lo = [index[e] for e in low if e in index]
+        if component < scores.shape[1] and hi and lo and scores[hi, component].mean() < scores[lo, component].mean():
+            scores[:, component] *= -1
+            components[component] *= -1
+    return PCAResult(scores, components, result.explained, result.emotions)
+
+
+def topic_centre(acts: np.ndarray, topics: Sequence[int]) -> np.ndarray:
+    """Each story minus the mean of its topic's stories (over all emotions): no labels are used, so a
+    held-out topic can be centred on its own stories."""
+    x = np.asarray(acts, np.float64).copy()
+    topics = np.asarray(topics)
+    for topic in np.unique(topics):
+        x[topics == topic] -= x[topics == topic].mean(axis=0)
+    return x
+
+
 def orient(result: PCAResult, targets: dict[int, pd.Series]) -> PCAResult:
     """Flip components so each correlates positively with its target ratings ({0: valence, 1: arousal})."""
     scores, components = result.scores.copy(), result.components.copy()
@@ -281,8 +315,6 @@ def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
     a 2-way logistic probe (pleasant vs unpleasant) on the same folds against the majority share."""
     x = np.asarray(acts, np.float64)
     if centre_topics:
-        from .reliability import topic_centre
-
         x = topic_centre(x, topics)
     midpoint = float(np.median(valence.values)) if midpoint is None else midpoint
     rated = np.array([emotions[i] in valence.index for i in labels])
@@ -341,8 +373,6 @@ def probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_classes
     rng = np.random.default_rng(seed)
     x = np.asarray(acts, np.float64)
     if centre_topics:
-        from .reliability import topic_centre
-
         x = topic_centre(x, topics)
     hits1, hits5 = [], []
     for train, test in topic_folds(topics):
@@ -393,8 +423,6 @@ def layer_summary(build, valence: pd.Series, arousal: pd.Series, n_boot: int = 1
     v_rows = [emotions.index(e) for e in valence.index]
     a_rows = [emotions.index(e) for e in arousal.index]
     rows = []
-    from .reliability import orient_by_anchors
-
     for slot, layer in enumerate(build.denoised.layers):
         result = orient_by_anchors(pca(build.denoised.at(layer).numpy(), emotions))
         r_val = pearson(result.scores[v_rows, 0], valence.values)

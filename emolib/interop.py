@@ -9,50 +9,29 @@ does with α = s (tests/test_steer.py checks steering-vectors; benchmarks/llamac
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import EmolibError
 
-if TYPE_CHECKING:
-    from .vectors import EmotionVectors
 
-
-def write_control_vector(vectors: EmotionVectors, path: str | Path, emotion: str, layers: Sequence[int] | None = None,
-                         scale: str = "norm", strength: float = 1.0) -> Path:
-    """Export one emotion as llama.cpp's control-vector GGUF (the format repeng writes).
-
-    llama.cpp adds tensor `direction.N` to the output of block N — emolib's layer N — and has no slot
-    for block 0, so layer 0 is left out. With `scale="norm"` each direction is the unit vector times
-    the layer's mean residual norm, so a llama.cpp strength s adds s * mean|h| * v_hat, like
-    `emolib.steer` with alpha = s; `"unit"` writes unit vectors, `"raw"` the vectors as they are.
-    """
+def write_control_vector(directions: dict[int, torch.Tensor], path: str | Path, model_hint: str = "",
+                         strength: float = 1.0) -> Path:
+    """Write {layer: vector} as llama.cpp's control-vector GGUF (the format repeng writes): llama.cpp adds
+    tensor `direction.N` to the output of block N, emolib's layer N, and has no slot for block 0.
+    `EmotionVectors.to_control_vector` chooses the vectors (scaled by the mean residual norm, unit or raw)."""
     import gguf
 
-    layers = [layer for layer in (layers or vectors.layers) if layer != 0]
-    if not layers:
+    if not directions or 0 in directions:
         raise EmolibError("llama.cpp control vectors cannot steer layer 0; choose layers >= 1")
-    norms = vectors.metadata.get("residual_norm", {})
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     writer = gguf.GGUFWriter(str(tmp), "controlvector")
-    writer.add_string("controlvector.model_hint", str(vectors.metadata.get("model_type") or vectors.metadata.get("model", "")))
-    writer.add_uint32("controlvector.layer_count", len(layers))
-    for layer in layers:
-        if scale == "raw":
-            vector = vectors.vectors[vectors.index(emotion), vectors.layer_index(layer)]
-        elif scale in ("unit", "norm"):
-            vector = vectors.direction(emotion, layer)
-            if scale == "norm":
-                if str(layer) not in norms:
-                    raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
-                vector = vector * norms[str(layer)]
-        else:
-            raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
+    writer.add_string("controlvector.model_hint", model_hint)
+    writer.add_uint32("controlvector.layer_count", len(directions))
+    for layer, vector in directions.items():
         writer.add_tensor(f"direction.{layer}", (vector * strength).numpy().astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -62,29 +41,15 @@ def write_control_vector(vectors: EmotionVectors, path: str | Path, emotion: str
     return path
 
 
-def to_steering_vector(vectors: EmotionVectors, emotion: str, layers: Sequence[int] | None = None,
-                       scale: str = "norm"):
-    """One emotion as a `steering_vectors.SteeringVector` (PyPI steering-vectors): each layer's unit vector
-    times the layer's mean residual norm, so its `multiplier` is emolib's α (`emolib.steer` adds
-    α · mean‖h‖ · v̂ to the same decoder-block output)."""
+def make_steering_vector(directions: dict[int, torch.Tensor]):
+    """{layer: vector} as a `steering_vectors.SteeringVector` on decoder-block outputs (PyPI steering-vectors),
+    the site emolib steers: with norm-scaled vectors its `multiplier` is emolib's α."""
     try:
         from steering_vectors import SteeringVector
-    except ImportError:
+    except ImportError:  # optional dependency: steering-vectors
         raise EmolibError("steering-vectors is not installed: pip install --no-deps steering-vectors==0.12.2 "
                           "(its declared transformers<5 pin is wrong for this stack; it works beside it)") from None
-    if scale not in ("norm", "unit", "raw"):
-        raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
-    norms = vectors.metadata.get("residual_norm", {})
-    activations = {}
-    for layer in layers or vectors.layers:
-        if scale == "raw":  # the vector as it is (a bit-identical round trip through from_steering_vector)
-            activations[int(layer)] = vectors.vectors[vectors.index(emotion), vectors.layer_index(layer)].clone()
-            continue
-        if scale == "norm" and str(layer) not in norms:
-            raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
-        factor = norms[str(layer)] if scale == "norm" else 1.0
-        activations[int(layer)] = vectors.direction(emotion, layer) * factor
-    return SteeringVector(activations, "decoder_block")
+    return SteeringVector({int(layer): vector for layer, vector in directions.items()}, "decoder_block")
 
 
 def steering_vector_directions(steering_vector) -> dict[int, torch.Tensor]:

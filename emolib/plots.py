@@ -28,6 +28,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 
+from .experiments import projection_shift
+from .geometry import linkage
+
 VALENCE_SCALE = "RdBu"  # red = unpleasant, blue = pleasant
 
 
@@ -212,8 +215,6 @@ def dendrogram(vectors, labels: list[str], title: str, n_groups: int | None = No
     import numpy as np
     import plotly.figure_factory as ff
 
-    from .geometry import linkage
-
     tree = linkage(vectors)
     n_groups = min(n_groups, len(tree)) if n_groups else n_groups  # a cut needs at least one merge above it
     fig = ff.create_dendrogram(np.asarray(vectors), labels=labels, linkagefun=lambda _: tree,
@@ -298,3 +299,21 @@ def label_heatmap(by_label, top: int = 15) -> go.Figure:
     fig.update_yaxes(tickvals=list(range(len(by_label))), ticktext=list(by_label.index))
     fig.data[0].y = list(by_label.index)
     return fig
+
+
+DOSE_PANELS = {  # metric: (title, y axis)
+    "valence": ("Valence of the continuation (VADER compound, -1..1; 95% CI)", "VADER compound"),
+    "lexicon valence": ("Valence of the continuation (mean Warriner valence of its words, 1..9; 95% CI)", "mean word valence"),
+    "perplexity": ("Perplexity of the continuation under the unsteered model (95% CI)", "perplexity"),
+}
+
+
+def dose_panel(summary: pd.DataFrame, metric: str, read_layer: int = -1):
+    """One dose-response panel: `metric`'s mean and 95% band against α, one line per steered emotion."""
+    if metric == "projection":
+        return band(projection_shift(summary), x="alpha", y="mean", low="low", high="high", color="emotion",
+                    title=f"Projection on the steered emotion at layer {read_layer}, change from alpha 0 (95% CI)",
+                    x_title="alpha (x mean residual norm)", y_title="projection change")
+    title, y_title = DOSE_PANELS[metric]
+    return band(summary[summary.metric == metric], x="alpha", y="mean", low="low", high="high", color="emotion",
+                title=title, x_title="alpha (x mean residual norm)", y_title=y_title)

@@ -15,41 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import EmolibError
-from .geometry import PCAResult, pca, pearson
-
-# Fixed before any r was seen: prototypical words of each pole. They only choose the sign of PC1 and PC2
-# (the mean score of the first group must exceed the second's), so the sign never depends on the
-# correlation that is then reported.
-ANCHORS = {
-    0: (("happy", "joyful", "delighted", "cheerful", "grateful", "loving", "peaceful", "proud"),
-        ("sad", "miserable", "afraid", "angry", "depressed", "guilty", "terrified", "heartbroken")),
-    1: (("terrified", "furious", "ecstatic", "excited", "panicked", "enraged", "thrilled", "hysterical"),
-        ("sleepy", "tired", "relaxed", "calm", "bored", "lazy", "sluggish", "serene")),
-}
-
-
-def orient_by_anchors(result: PCAResult) -> PCAResult:
-    """PC1 points from unpleasant to pleasant anchors, PC2 from calm to aroused ones (`ANCHORS`)."""
-    scores, components = result.scores.copy(), result.components.copy()
-    index = {e: i for i, e in enumerate(result.emotions)}
-    for component, (high, low) in ANCHORS.items():
-        hi = [index[e] for e in high if e in index]
-        lo = [index[e] for e in low if e in index]
-        if component < scores.shape[1] and hi and lo and scores[hi, component].mean() < scores[lo, component].mean():
-            scores[:, component] *= -1
-            components[component] *= -1
-    return PCAResult(scores, components, result.explained, result.emotions)
-
-
-def topic_centre(acts: np.ndarray, topics: Sequence[int]) -> np.ndarray:
-    """Each story minus the mean of its topic's stories (over all emotions): no labels are used, so a
-    held-out topic can be centred on its own stories."""
-    x = np.asarray(acts, np.float64).copy()
-    topics = np.asarray(topics)
-    for topic in np.unique(topics):
-        x[topics == topic] -= x[topics == topic].mean(axis=0)
-    return x
-
+from .geometry import PCAResult, orient_by_anchors, pca, pearson, probe, topic_centre, valence_probe
+from .geometry import probe as run_probe  # scaling_curve's `probe` flag shadows the name there
 
 def vectors_from_stories(acts: np.ndarray, labels: np.ndarray, n_emotions: int, basis: np.ndarray | None) -> np.ndarray:
     """Emotion vectors as chapter 3 builds them: mean per emotion minus the mean over emotions, denoised."""
@@ -152,8 +119,6 @@ def scaling_curve(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
                   draws: int = 10, seed: int = 0, probe: bool = True) -> pd.DataFrame:
     """One row per (n, draw): r(PC1, valence), r(PC2, arousal) and held-out probe top-1 from `n` stories per
     emotion drawn from the stored ones (topics spread evenly)."""
-    from .geometry import probe as run_probe
-
     rng = np.random.default_rng(seed)
     labels, topics = np.asarray(labels), np.asarray(topics)
     rows = []
@@ -238,8 +203,6 @@ def max_layer_null(scores_by_layer: Sequence[np.ndarray], ratings: np.ndarray, n
 
 def robustness_table(build, layer: int, valence: pd.Series, arousal: pd.Series, seed: int = 0) -> pd.DataFrame:
     """The headline numbers at `layer` from plain and from topic-centred story activations."""
-    from .geometry import probe, valence_probe
-
     acts, labels, topics, _ = build.story_activations(layer)
     emotions, basis = build.denoised.emotions, build.neutral_basis(layer)
     rows = {}

@@ -98,7 +98,7 @@ class GeometryReport:
             "logistic_top1": float(self.probes[2].top1), "valence_auroc": float(self.valence["probe"]["auroc"]),
             "largest_kmeans_cluster": f"{km['cluster'].iloc[0]} ({int(km['size'].iloc[0])})",
             "best_valence_layer": b["best_layer"], "best_valence_r": b["best_r"], "max_layer_p": b["p"],
-            "orientation": "fixed anchor emotions (emolib.reliability.ANCHORS)",
+            "orientation": "fixed anchor emotions (emolib.analysis.geometry.ANCHORS)",
             "topic_centred": {row: {k: float(v) for k, v in values.items()} for row, values in self.robustness.iterrows()},
             "split_half": {str(int(r.layer)): {"half": float(r["split-half r"]), "spearman_brown": float(r["Spearman-Brown"])}
                            for _, r in self.split_half.iterrows()},
@@ -164,7 +164,7 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
     primary = ratings[sources[0]]
     at_layer = vectors.at(layer).numpy()
     acts, labels, topics, _ = built.story_activations(layer)
-    result = R.orient_by_anchors(G.pca(at_layer, emotions))
+    result = G.orient_by_anchors(G.pca(at_layer, emotions))
     scores = result.frame(2)
     scores["valence"], scores["arousal"] = primary["valence"].reindex(scores.index), primary["arousal"].reindex(scores.index)
     scores["stories"] = [len(built.stories[e]) for e in scores.index]

@@ -94,17 +94,21 @@ def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, em
                   variance: float = 0.5, token_budget: int = 0, shard_texts: int = 256,
                   max_emotion_words: int | None = None, progress: bool = True, save: bool = True) -> VectorRun:
     """Corpus -> activations -> denoised emotion vectors with their metadata, saved under
-    runs/vectors/<model>/<corpus>/. Each stage reads only what the previous one wrote: the corpus's kept,
-    balanced stories (its design file), the activation store, the stories' topics as the corpus recorded them."""
+    runs/vectors/<model>/<corpus>/. The walk visits each stage once: the corpus's selection (its kept,
+    balanced stories, `design.json` read once), the model's activations of those texts, the vectors."""
     from . import extract
-    from .corpus import corpus_dir
-    from .design import Design, cell_weights
+    from .corpus import Corpus, corpus_dir
+    from .design import cell_weights, select
+    from .prompts import MAX_EMOTION_WORDS
     from .vectors import build, vectors_dir
 
-    store, stats, stories, neutral, too_short = extract.extract_corpus(
-        loaded, corpus, layers, emotions=emotions, token_budget=token_budget, shard_texts=shard_texts,
-        progress=progress, max_emotion_words=max_emotion_words)
-    design = Design.load(corpus_dir(corpus))
+    chosen = select(Corpus(corpus_dir(corpus)), emotions,
+                    MAX_EMOTION_WORDS if max_emotion_words is None else max_emotion_words)
+    stories, neutral, design = chosen.stories, chosen.neutral, chosen.design
+    store, stats, too_short = extract.extract_texts(
+        loaded, extract.activations_dir(loaded.profile.name, corpus, layers), layers,
+        stories["id"].tolist() + neutral["id"].tolist(), stories["text"].tolist() + neutral["text"].tolist(),
+        token_budget=token_budget, shard_texts=shard_texts, progress=progress)
     skipped = set(too_short)  # kept texts this model's tokenizer leaves too short: skipped here, counted in describe_texts
     stories, neutral = stories[~stories["id"].isin(skipped)], neutral[~neutral["id"].isin(skipped)]
     built = build(store, stories.groupby("emotion")["id"].apply(list).to_dict(), neutral["id"].tolist(), variance=variance,

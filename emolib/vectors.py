@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .errors import EmolibError
-from .interop import (control_vector_hint, read_control_vector, steering_vector_directions,  # noqa: F401
-                      to_steering_vector)
+from .interop import (control_vector_hint, make_steering_vector, read_control_vector,  # noqa: F401 (read as V.X)
+                      steering_vector_directions, write_control_vector)
 from .io import atomic_write_bytes, atomic_write_json, runs_dir
 
 if TYPE_CHECKING:
@@ -173,16 +173,36 @@ class EmotionVectors:
                 raise EmolibError(f"{path}: vectors have width {vectors.hidden_size}, model {name} has {model.hidden_size}")
         return vectors
 
+    def scaled(self, emotion: str, layers: Sequence[int] | None = None, scale: str = "norm") -> dict[int, torch.Tensor]:
+        """{layer: vector} of one emotion as other tools take it: `"norm"` each layer's unit vector times the
+        layer's mean residual norm (a strength s then adds s · mean‖h‖ · v̂, emolib's α = s), `"unit"` unit
+        vectors, `"raw"` the vectors as they are (a bit-identical round trip)."""
+        if scale not in ("norm", "unit", "raw"):
+            raise EmolibError(f"scale must be 'norm', 'unit' or 'raw', got {scale!r}")
+        norms = self.metadata.get("residual_norm", {})
+        out = {}
+        for layer in layers or self.layers:
+            if scale == "raw":
+                out[int(layer)] = self.vectors[self.index(emotion), self.layer_index(layer)].clone()
+                continue
+            if scale == "norm" and str(layer) not in norms:
+                raise EmolibError(f"no mean residual norm recorded for layer {layer}; use scale='unit'")
+            out[int(layer)] = self.direction(emotion, layer) * (norms[str(layer)] if scale == "norm" else 1.0)
+        return out
+
     def to_control_vector(self, path: str | Path, emotion: str, layers: Sequence[int] | None = None,
                           scale: str = "norm", strength: float = 1.0) -> Path:
-        """Export one emotion as llama.cpp's control-vector GGUF (`emolib.interop.write_control_vector`)."""
-        from .interop import write_control_vector
-
-        return write_control_vector(self, path, emotion, layers, scale, strength)
+        """Export one emotion as llama.cpp's control-vector GGUF (the format repeng writes). llama.cpp has no
+        slot for block 0, so layer 0 is left out; see `scaled` for `scale`."""
+        layers = [layer for layer in (layers or self.layers) if layer != 0]
+        if not layers:
+            raise EmolibError("llama.cpp control vectors cannot steer layer 0; choose layers >= 1")
+        hint = str(self.metadata.get("model_type") or self.metadata.get("model", ""))
+        return write_control_vector(self.scaled(emotion, layers, scale), path, hint, strength)
 
     def to_steering_vector(self, emotion: str, layers: Sequence[int] | None = None, scale: str = "norm"):
-        """One emotion as a `steering_vectors.SteeringVector` (`emolib.interop.to_steering_vector`)."""
-        return to_steering_vector(self, emotion, layers, scale)
+        """One emotion as a `steering_vectors.SteeringVector` (PyPI steering-vectors); see `scaled`."""
+        return make_steering_vector(self.scaled(emotion, layers, scale))
 
     # -- back in from other tools ---------------------------------------------------------------------
     @classmethod

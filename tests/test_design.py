@@ -111,7 +111,8 @@ def test_extraction_reads_the_balanced_selection(tmp_path, tiny_gemma3):
                   [], emotion="happy")
     store.save(extra, LONG, True, 90)
     C.write_dialogues(store, C.neutral_jobs(store.settings, C.select_topics(2), 2), _Dialogues(), progress=False)
-    stories, _, _ = C.kept_texts(C.Corpus(store.folder))
+    chosen = D.select(C.Corpus(store.folder))
+    stories, _ = chosen.stories, chosen.neutral
     assert len(stories) == 9 and extra.id + "/0" not in set(stories["id"])
 
 

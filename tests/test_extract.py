@@ -189,8 +189,10 @@ def test_two_processes_split_the_shards_and_match_one(tmp_path, monkeypatch):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # and the vectors built from them
     from emolib import corpus as C
+    from emolib import design as D
 
-    stories, neutral, _ = C.kept_texts(C.Corpus(tmp_path / "corpus" / "tiny"))
+    chosen = D.select(C.Corpus(tmp_path / "corpus" / "tiny"))
+    stories, neutral = chosen.stories, chosen.neutral
     by_emotion = stories.groupby("emotion")["id"].apply(list).to_dict()
     built = V.build(store, by_emotion, neutral["id"].tolist())
     assert built.denoised.vectors.shape == (3, 4, 64) and set(built.counts) == {"happy", "sad", "calm"}

@@ -104,7 +104,7 @@ def test_two_tokenizers_select_the_same_stories(tmp_path):
     chosen_a, _ = D.balanced_selection(a, _design())
     chosen_b, _ = D.balanced_selection(b, _design())
     assert chosen_a["id"].tolist() == chosen_b["id"].tolist() and len(chosen_a) == 3 * 3 * 2
-    assert C.kept_texts(C.Corpus(store.folder))[0]["id"].tolist() == chosen_a["id"].tolist()
+    assert D.select(C.Corpus(store.folder)).stories["id"].tolist() == chosen_a["id"].tolist()
 
 
 def test_analysing_a_published_corpus_leaves_it_byte_identical(runs, tiny_gemma3):
@@ -142,7 +142,7 @@ def test_a_published_corpus_refuses_to_be_extended(runs):
 
 def test_a_story_too_short_for_one_tokenizer_is_skipped_and_counted(runs, tiny_gemma3):
     store = _write(runs / "corpus" / "c")
-    chosen = C.kept_texts(C.Corpus(store.folder))[0]
+    chosen = D.select(C.Corpus(store.folder)).stories
     merging = dataclasses.replace(tiny_gemma3, tokenizer=ScaledTokenizer(tiny_gemma3.tokenizer, merge_marker="dusk1"))
     run = stages.build_vectors(merging, "c", [0, 1], progress=False)
     expected = set(chosen.loc[chosen["text"].str.contains("dusk1") & (chosen["n_words"] < 2 * prompts.MIN_TOKENS - 2), "id"])

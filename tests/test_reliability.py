@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from emolib import corpus as C
+from emolib import design as D
 from emolib import book, extract, io
 from emolib.errors import EmolibError, StoreError
 
@@ -97,7 +98,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path):
 
 def test_an_empty_corpus_says_to_run_the_first_chapters(tmp_path, tiny_gemma3):
     with pytest.raises(EmolibError, match="holds no stories or dialogues; run chapters 01 and 02 first"):
-        C.kept_texts(C.Corpus(tmp_path / "nothing"))
+        D.select(C.Corpus(tmp_path / "nothing"))
 
 
 def test_stories_all_shorter_than_the_token_rule(tmp_path, tiny_gemma3):
@@ -110,7 +111,7 @@ def test_stories_all_shorter_than_the_token_rule(tmp_path, tiny_gemma3):
                                   ("Person", "And a wall?"), ("AI", "A wall is a side of a room.")], 30)
     before = {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()}
     with pytest.raises(EmolibError, match="no kept story .* shorter than 64 words"):
-        C.kept_texts(C.Corpus(tmp_path / "short"))
+        D.select(C.Corpus(tmp_path / "short"))
     assert {p.name: p.read_bytes() for p in (tmp_path / "short").iterdir()} == before
 
 

@@ -38,7 +38,7 @@ def test_anchors_fix_the_sign_without_looking_at_the_ratings():
     acts, labels, topics = synthetic(noise=0.5)
     vectors = R.vectors_from_stories(acts, labels, len(EMOTIONS), None)
     for flip in (1, -1):
-        result = R.orient_by_anchors(G.pca(flip * vectors, EMOTIONS, n=2))
+        result = G.orient_by_anchors(G.pca(flip * vectors, EMOTIONS, n=2))
         assert G.pearson(result.scores[:, 0], VALENCE.values) > 0.9
     # the reported r keeps its sign: ratings reversed give a negative r, not a flipped axis
     h = R.headline(vectors, EMOTIONS, -VALENCE, AROUSAL)
@@ -51,7 +51,7 @@ def test_topic_centring_removes_topic_offsets_from_an_unbalanced_design():
     pleasant = VALENCE.values[labels] > 5
     keep = np.where(pleasant, topics < 3, topics >= 3)
     acts, labels, topics = acts[keep], labels[keep], topics[keep]
-    centred = R.topic_centre(acts, topics)
+    centred = G.topic_centre(acts, topics)
     for topic in np.unique(topics):
         assert np.allclose(centred[topics == topic].mean(axis=0), 0, atol=1e-9)
     raw = R.vectors_from_stories(acts, labels, len(EMOTIONS), None)

@@ -385,7 +385,6 @@ def test_steering_vectors_library_steers_our_vectors_identically(name):
         import steering_vectors  # noqa: F401
     else:
         pytest.importorskip("steering_vectors")
-    from emolib.vectors import to_steering_vector
 
     loaded = models.load(name)
     n_layers, d = len(models.decoder_layers(loaded.model)), loaded.hidden_size
@@ -398,7 +397,7 @@ def test_steering_vectors_library_steers_our_vectors_identically(name):
     with torch.inference_mode(), steer.steering(loaded, steer.terms(build, {"happy": alpha}, layer), positions="all"):
         ours = loaded.model(input_ids=ids).logits
     prefix = next(n for n, m in loaded.model.named_modules() if m is models.decoder_layers(loaded.model)[0]).rsplit(".", 1)[0]
-    theirs_vector = to_steering_vector(vectors, "happy", [layer])
+    theirs_vector = vectors.to_steering_vector("happy", [layer])
     with torch.inference_mode(), theirs_vector.apply(loaded.model, multiplier=alpha,
                                                      layer_config={"decoder_block": prefix + ".{num}"}):
         theirs = loaded.model(input_ids=ids).logits

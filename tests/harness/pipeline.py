@@ -11,7 +11,7 @@ import sys
 
 from emolib import corpus as C
 from emolib import design as D
-from emolib import extract, generate, models, stages
+from emolib import generate, models, stages
 
 
 def main() -> int:
@@ -30,7 +30,7 @@ def main() -> int:
     loaded = models.load("tiny")
     layers = models.check_layers(loaded.profile, "all")
     options = dict(token_budget=256, shard_texts=4, progress=False, max_emotion_words=1000)
-    extract.extract_corpus(loaded, "tiny", layers, **options)
+    stages.build_vectors(loaded, "tiny", layers, save=False, **options)  # the extraction (vectors not saved yet)
     print("stage vectors", flush=True)
     # the stage call chapter 3 and `python -m emolib extract` use (its extraction finds every shard on disk)
     stages.build_vectors(loaded, "tiny", layers, **options)

@@ -15,7 +15,7 @@ TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p 
 setup: $(STAMP)
 
 # Operating-system tools, installed where we can (root with apt-get), else named with the command to run:
-# bubblewrap isolates the model-written code of chapter 7's reward-hacking trials (emolib.sandbox);
+# bubblewrap isolates the model-written code of chapter 7's reward-hacking trials (emolib.steering.sandbox);
 # Chromium draws every figure of the built book in the browser test.
 APT_INSTALL = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing$$missing (apt-get)"; apt-get update -qq && \

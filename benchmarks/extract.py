@@ -32,10 +32,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emolib import corpus as C  # noqa: E402
-from emolib import design as D  # noqa: E402
+from emolib.stories import corpus as C  # noqa: E402
+from emolib.stories import design as D  # noqa: E402
 from benchmarks.record import matmul_flops, write  # noqa: E402
-from emolib import extract, models  # noqa: E402
+from emolib.extraction import extract  # noqa: E402
+from emolib import models  # noqa: E402
 
 
 def benchmark_texts(n: int, tokenizer) -> tuple[list[str], list[str]]:
@@ -82,7 +83,8 @@ import json, resource, sys, tempfile, time
 sys.path.insert(0, {str(ROOT)!r})
 sys.argv = ['x']
 from benchmarks.extract import benchmark_texts
-from emolib import extract, models
+from emolib.extraction import extract
+from emolib import models
 loaded = models.load({model!r})
 ids, texts = benchmark_texts({n}, loaded.tokenizer)
 texts, _ = extract.Texts.tokenize(ids, texts, loaded.tokenizer)

@@ -34,9 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emolib import corpus as C  # noqa: E402
+from emolib.stories import corpus as C  # noqa: E402
 from benchmarks.record import matmul_flops, median, write  # noqa: E402
-from emolib import generate, models, plan  # noqa: E402
+from emolib.writers import generate  # noqa: E402
+from emolib import models  # noqa: E402
+from emolib.book import plan  # noqa: E402
 
 SAMPLING = dict(temperature=0.8, top_p=0.95, repetition_penalty=1.1)
 

@@ -3,7 +3,7 @@
     python benchmarks/gpu_shapes.py                 # on a CUDA machine: E4B and 31B in bf16 (31B: ~62 GB of weights)
     python benchmarks/gpu_shapes.py --tiny          # the same code on the tiny-e4b / tiny-31b shapes, on CPU (a smoke run)
 
-Random weights with the real configs' numbers (emolib.plan.SHAPES, the structure of emolib.tiny.REAL_STRUCTURE):
+Random weights with the real configs' numbers (emolib.book.plan.SHAPES, the structure of emolib.models.tiny.REAL_STRUCTURE):
 no download, so it runs wherever a GPU is lent. Extraction runs emolib's own hook-and-stop pass over 64
 texts of 256 tokens to the profile's deepest default layer; the decode steers the analysis layer at
 every generated position for 64 rows x 64 new tokens through emolib's writer. Each row reports tokens/s
@@ -24,8 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emolib import extract, generate, models, plan, steer  # noqa: E402
-from emolib.tiny import REAL_STRUCTURE, tiny_tokenizer  # noqa: E402
+from emolib.extraction import extract  # noqa: E402
+from emolib.writers import generate  # noqa: E402
+from emolib import models  # noqa: E402
+from emolib.book import plan  # noqa: E402
+from emolib.steering import steer  # noqa: E402
+from emolib.models.tiny import REAL_STRUCTURE, tiny_tokenizer  # noqa: E402
 
 
 def build(name: str, device: str, dtype: torch.dtype, tiny: bool) -> torch.nn.Module:
@@ -33,7 +37,7 @@ def build(name: str, device: str, dtype: torch.dtype, tiny: bool) -> torch.nn.Mo
 
     if tiny:
         profile = models.get_profile(f"tiny-{name}")
-        from emolib.tiny import tiny_model
+        from emolib.models.tiny import tiny_model
 
         return tiny_model(profile, len(tiny_tokenizer())).to(device=device, dtype=dtype)
     shape = plan.SHAPES[name]

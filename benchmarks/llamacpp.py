@@ -1,4 +1,4 @@
-"""Do our exported control vectors steer llama.cpp the way `emolib.steer` steers the same model?
+"""Do our exported control vectors steer llama.cpp the way `emolib.steering.steer` steers the same model?
 
     .venv/bin/pip install llama-cpp-python    # benchmark-only: it compiles llama.cpp (~15 min on 2 cores)
     python benchmarks/llamacpp.py             # gemma-3-270m, the published 270m vectors, layer 12
@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.record import write  # noqa: E402
-from emolib import experiments, models, steer, vectors  # noqa: E402
+from emolib.steering import experiments, steer  # noqa: E402
+from emolib import models  # noqa: E402
+from emolib.extraction import vectors  # noqa: E402
 
 TOKENS = 64
 

@@ -4,10 +4,10 @@
 
 Fixed subset: the 45 Russell & Mehrabian emotions x the first 4 topics of the book's topic order. The
 emotions are split alphabetically into two halves (even positions: *selection*, odd: *confirmation*).
-Wordings (emolib.corpus.STORY_PROMPTS): "label" (the original; the emotion only as a trailing label),
+Wordings (emolib.stories.corpus.STORY_PROMPTS): "label" (the original; the emotion only as a trailing label),
 "feels" and "strong" (the emotion inside the instruction sentence), each one story per prompt, then
 the winner with 3 stories per prompt split on the <NEW STORY> marker.
-The winner is chosen on the selection half only, by story fidelity (lexicon valence r, emolib.fidelity)
+The winner is chosen on the selection half only, by story fidelity (lexicon valence r, emolib.analysis.fidelity)
 with the leak rate as a guard (a wording whose leak rate exceeds the original's by more than 5 points
 is not eligible), and confirmed on the other half. The analysed model's activations are never looked
 at. Lengths are written with a generous cap (320 new tokens) to measure where stories end, so the
@@ -27,10 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emolib import corpus as C  # noqa: E402
-from emolib import generate, models  # noqa: E402
-from emolib.fidelity import story_fidelity  # noqa: E402
-from emolib.geometry import human_norms  # noqa: E402
+from emolib.stories import corpus as C  # noqa: E402
+from emolib.writers import generate  # noqa: E402
+from emolib import models  # noqa: E402
+from emolib.analysis.fidelity import story_fidelity  # noqa: E402
+from emolib.analysis.geometry import human_norms  # noqa: E402
 
 CAP = 320
 CAPS = (160, 200, 256, 320)

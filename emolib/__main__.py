@@ -18,8 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+from . import models
+from .book import plan
+from .book import runner as book
 from .errors import EmolibError
-from .sandbox import isolation
+from .extraction import stages
+from .models.profiles import PROFILES
+from .steering.sandbox import isolation
+from .stories import design
+from .writers import generate
 
 
 def _parameter(text: str) -> object:
@@ -81,11 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import book
 
     try:
         if args.command == "models":
-            from .models import PROFILES
 
             for profile in PROFILES.values():
                 print(f"{profile.name:16} {profile.n_layers:3} layers  {profile.description}")
@@ -121,19 +126,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     """Chapters for each model (then, for `book`, the comparison and appendix)."""
-    from . import book
-
     chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
     parameters = {name: _parameter(value) for name, value in args.parameter}
     started = time.perf_counter()
-    models = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
-    if args.out and len(models) > 1:
+    model_names = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
+    if args.out and len(model_names) > 1:
         raise EmolibError("--out takes one --model")
     if args.out and args.publish:
         raise EmolibError("--out and --publish exclude each other: --publish writes into book/<model>/")
     if "07_steering" in chapters:  # before hours of writing: chapter 7 runs model-written code only when isolated
         isolation()
-    book.run_models(models, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None,
+    book.run_models(model_names, chapters, parameters, out_dir=Path(args.out).resolve() if args.out else None,
                     publish=args.publish)
     if args.command == "book" and not args.out:
         book.run_across(publish=args.publish, scale=book.run_scale(parameters))
@@ -142,8 +145,6 @@ def _run(args: argparse.Namespace) -> None:
 
 def _corpus(args: argparse.Namespace) -> int:
     import json
-
-    from . import design, generate, models
 
     writer = generate.LocalWriter(models.load(args.writer, dtype=args.dtype), batch_size=args.batch_size,
                                   token_budget=args.token_budget)
@@ -154,7 +155,6 @@ def _corpus(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from . import book, plan
 
     parameters = {name: _parameter(value) for name, value in args.parameter}
     book.check_parameters(book.project_root(), list(book.CHAPTERS), parameters)
@@ -174,7 +174,6 @@ def _extract(args: argparse.Namespace) -> int:
     """One process of a (possibly distributed) extraction; rank 0 merges the manifest at the end."""
     import os
 
-    from . import models, stages
 
     device = "auto"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -21,6 +21,9 @@ from typing import Any
 
 from .errors import StoreError
 
+# emolib.__version__, kept here so that the stages below the front door can record it
+EMOLIB_VERSION = "0.2.0"
+
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 

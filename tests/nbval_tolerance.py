@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any
 
-from emolib.plots import decode_typed_array
+from emolib.book.plots import decode_typed_array
 
 REL_TOL = 1e-3  # relative agreement of two decimals (three significant digits)
 ABS_TOL = 1e-9  # below this, a number is zero (an exactly-zero variance share computes as 7e-33 or -2e-32)

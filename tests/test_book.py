@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from emolib import book
+from emolib.book import runner as book
 from emolib.errors import EmolibError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
         "with progress_bar(total=3, desc='writing (demo)') as bar:\n"
         "    for i in range(3):\n        show_rate(bar, 100 * (i + 1), started)\n        bar.update(1)\nprint('done')"],
               tags={0: ["parameters"]})
-    code = ("import sys; from pathlib import Path; from emolib import book; "
+    code = ("import sys; from pathlib import Path; from emolib.book import runner as book; "
             "book.run_chapters('tiny', ['01_stories'], {}, root=Path(sys.argv[1]), log=lambda *a: None)")
     env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "EMOLIB_PROGRESS")}
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
@@ -210,8 +210,8 @@ def test_a_readers_run_builds_beside_the_published_book_and_leaves_git_clean(tmp
 
 
 def test_run_beside_published_judges_each_number_by_both_intervals():
-    from emolib import compare
-    from emolib.results import ModelResults
+    from emolib.book import compare
+    from emolib.book.results import ModelResults
 
     def results(r: float, ci: str, scale: str, leak: float) -> ModelResults:
         return ModelResults.of({"01_stories": {"scale": scale, "leak_rate": leak, "status": {"kept": 800, "leak": 200}},
@@ -234,7 +234,7 @@ def test_run_beside_published_judges_each_number_by_both_intervals():
 
 def test_every_executed_figure_can_draw_in_the_book():
     """A plotly output without text/html draws in JupyterLab but not in the rendered book (the comparison's
-    headline figure was displayed before emolib.plots set the renderer)."""
+    headline figure was displayed before emolib.book.plots set the renderer)."""
     notebooks = [*(ROOT / "book").rglob("*.ipynb"), *(ROOT / "tests" / "notebooks").glob("*.ipynb")]
     assert len(notebooks) >= 20
     assert [str(p.relative_to(ROOT)) for p in notebooks if book.figures_without_html(p)] == []
@@ -302,7 +302,7 @@ def test_timings_keep_the_computing_run_beside_a_rerun(tmp_path):
     appendix's table shows both, per scale."""
     import json
 
-    from emolib import timings
+    from emolib.book import timings
 
     results = tmp_path / "results"
     results.mkdir()
@@ -321,16 +321,28 @@ def test_timings_keep_the_computing_run_beside_a_rerun(tmp_path):
                                                                                 "reused": False}}}
 
 
-def test_every_model_writes_its_corpus_before_any_model_is_analysed(monkeypatch):
-    """A model's chapter 1 can add rewrites to the shared corpus (its tokenizer finds other stories short),
-    so the book runs chapters 1-2 for every model before chapter 3 for any."""
+def test_models_run_one_after_another_on_one_corpus(monkeypatch, tmp_path):
+    """The keep rule reads no model, so the book needs no phase order: each model runs its chapters in turn;
+    a full-scale run reads the published corpus (when this checkout has it) unless another is named."""
+    from emolib.stories import corpus as C
+
     calls = []
-    monkeypatch.setattr(book, "run_chapters", lambda model, chapters, *a, **k: calls.append((model, list(chapters))))
+    monkeypatch.setattr(book, "run_chapters", lambda model, chapters, parameters, *a, **k:
+                        calls.append((model, list(chapters), parameters.get("corpus"))))
     book.run_models(["270m", "smollm2"], book.CHAPTERS, {"writer": "smollm2", "n_prompts": 4})  # a 01 and a 07 parameter
-    assert calls == [("270m", ["01_stories", "02_neutral"]), ("smollm2", ["01_stories", "02_neutral"]),
-                     ("270m", list(book.CHAPTERS[2:])), ("smollm2", list(book.CHAPTERS[2:]))]
+    assert calls == [("270m", list(book.CHAPTERS), "smollm2"), ("smollm2", list(book.CHAPTERS), "smollm2")]
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "settings.json").write_text(json.dumps({"story": {"writer": "smollm2"}}))
+    (published / C.DATA_CARD).write_text("# card\n")
+    monkeypatch.setattr(C, "published_corpus_dir", lambda: published)
+    calls.clear()
+    book.run_models(["270m"], ["01_stories", "03_extract"], {"scale": "full"})
+    book.run_models(["270m"], ["01_stories", "03_extract"], {"scale": "quick"})
+    book.run_models(["270m"], ["01_stories", "03_extract"], {"scale": "full", "corpus": "mine"})
+    assert [c[2] for c in calls] == ["published", "smollm2", "mine"]
     calls.clear()
     book.run_models(["270m"], ["04_geometry"])
-    assert calls == [("270m", ["04_geometry"])]
+    assert calls == [("270m", ["04_geometry"], "smollm2")]
     with pytest.raises(EmolibError, match="takes a parameter 'writer'"):
         book.run_models(["270m"], ["04_geometry"], {"writer": "smollm2"})

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from emolib import corpus as C
+from emolib.stories import corpus as C
 from emolib.errors import EmolibError, StoreError
-from emolib.generate import Generation
+from emolib.writers.generate import Generation
 from emolib.io import JobStore
 
 
@@ -204,7 +204,8 @@ def test_settings_bind_only_once_records_exist(tmp_path):
 
 
 def test_a_local_writer_writes_each_dialogue_as_one_chat(tmp_path):
-    from emolib import generate, models
+    from emolib.writers import generate
+    from emolib import models
 
     writer = generate.LocalWriter(models.load("tiny-llama"), batch_size=8)
     opening, to_assistant, to_user = writer.chat_markers()

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import corpus as C
-from emolib import design as D
-from emolib import fidelity
+from emolib.stories import corpus as C
+from emolib.stories import design as D
+from emolib.analysis import fidelity
 from emolib.errors import EmolibError
-from emolib.generate import Generation
+from emolib.writers.generate import Generation
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "She walked to the door and looked outside at the rain for a very long time. " * 6

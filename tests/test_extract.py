@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from emolib import extract, models
+from emolib.extraction import extract
+from emolib import models
 from emolib.errors import EmolibError
 
 WORDS = "the morning light fell on the kitchen table while she waited for the letter and the rain".split()
@@ -139,8 +140,8 @@ def test_the_corpus_can_grow_without_recomputing(tmp_path, tiny_gemma3):
 
 def _tiny_corpus(runs_root, n_per_emotion: int = 3):
     """A small corpus written by the tiny model itself, plus hand-written neutral dialogues."""
-    from emolib import corpus as C
-    from emolib import generate
+    from emolib.stories import corpus as C
+    from emolib.writers import generate
 
     settings = C.CorpusSettings(writer="tiny", max_new_tokens=120)
     store = C.Corpus(runs_root / "corpus" / "tiny", settings)
@@ -159,7 +160,7 @@ def test_two_processes_split_the_shards_and_match_one(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from emolib import vectors as V
+    from emolib.extraction import vectors as V
 
     monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path))
     _tiny_corpus(tmp_path)
@@ -188,8 +189,8 @@ def test_two_processes_split_the_shards_and_match_one(tmp_path, monkeypatch):
     a, b = store.load(ids), single.load(ids)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # and the vectors built from them
-    from emolib import corpus as C
-    from emolib import design as D
+    from emolib.stories import corpus as C
+    from emolib.stories import design as D
 
     chosen = D.select(C.Corpus(tmp_path / "corpus" / "tiny"))
     stories, neutral = chosen.stories, chosen.neutral

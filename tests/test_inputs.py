@@ -17,11 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emolib import book
-from emolib import vectors as V
+from emolib.book import runner as book
+from emolib.extraction import vectors as V
 from emolib.errors import EmolibError, StoreError
 from emolib.io import JobStore, store_lock
-from emolib.readers import read_texts
+from emolib.analysis.readers import read_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,7 +131,7 @@ def test_a_big_jsonl_is_streamed_in_flat_memory(tmp_path):
     small.write_bytes(line * 10)
     script = textwrap.dedent("""
         import resource, sys
-        from emolib.readers import read_texts
+        from emolib.analysis.readers import read_texts
         frame = read_texts(sys.argv[1], max_texts=100, seed=0)
         print(len(frame), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """)
@@ -218,9 +218,9 @@ with store_lock(sys.argv[1]):
 """
 WRITER = """
 import sys
-from emolib import corpus as C
+from emolib.stories import corpus as C
 from emolib.errors import EmolibError
-from emolib.generate import Generation
+from emolib.writers.generate import Generation
 
 class W:
     name = "w"

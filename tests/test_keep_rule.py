@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from emolib import corpus as C
-from emolib import design as D
-from emolib import models, prompts, stages
+from emolib import models
 from emolib.errors import EmolibError, StoreError
-from emolib.generate import Generation
+from emolib.extraction import stages
+from emolib.stories import corpus as C
+from emolib.stories import design as D
+from emolib.stories import prompts
+from emolib.writers.generate import Generation
 
 WORDS = "she walked along the river and thought about the long day behind her while the light".split()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emolib import lens, models
+from emolib.analysis import lens
+from emolib import models
 
 
 @pytest.mark.parametrize("name,gain", [("tiny", "1+w"), ("tiny-gemma4", "w"), ("tiny-llama", "w"), ("tiny-e4b", "w"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from emolib import models, plan
+from emolib import models
+from emolib.book import plan
 from emolib.errors import EmolibError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from emolib import plots
+from emolib.book import plots
 
 
 def test_renderer_emits_json_and_cdn_free_html_with_a_content_id():

@@ -22,9 +22,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emolib import corpus as C
-from emolib import design as D
-from emolib import book, extract, io
+from emolib.stories import corpus as C
+from emolib.stories import design as D
+from emolib.book import runner as book
+from emolib.extraction import extract
+from emolib import io
 from emolib.errors import EmolibError, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]

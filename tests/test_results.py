@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import compare
-from emolib import results as RS
+from emolib.book import compare
+from emolib.book import results as RS
 
 
 def _geometry(r_val: float, p_val: float, r_aro: float = 0.1, p_aro: float = 0.3, max_p: float = 0.2,
@@ -57,13 +57,13 @@ def test_verdicts_follow_the_numbers():
                                        "bound; this test turns green (and strict xfail red) when that is fixed")
 @pytest.mark.parametrize("curve", ["rising", "flat"])
 def test_a_scaling_fit_at_its_bound_gives_no_extrapolated_count(curve):
-    """The same verdicts for a model whose attenuation fit (emolib.reliability.fit_scaling, as chapter 4 runs it) sits
+    """The same verdicts for a model whose attenuation fit (emolib.analysis.reliability.fit_scaling, as chapter 4 runs it) sits
     at a bound. rising: mean r = 0.1 sqrt(n), which never levels off, puts the ceiling at its bound (r_inf = 1.0) and
     the fit's n(r = 0.8), about 150, is extrapolated from that bound (the curve itself reaches 0.8 at n = 64). flat:
     mean r = 0.9 at every n puts one story's reliability at its bound (rho = 1) and n(r = 0.8) at about 0. Neither
     number is a measurement, so the verdict must not print "r = 0.8 would need about N stories"; passing the fit's
     n through whatever its parameters are (today's code does) breaks this."""
-    from emolib import reliability as R
+    from emolib.analysis import reliability as R
 
     n = np.array([1, 2, 3, 4, 6, 8, 12, 16, 20, 24], float)
     fit = R.fit_scaling(n, 0.1 * np.sqrt(n) if curve == "rising" else np.full(n.size, 0.9))
@@ -124,7 +124,7 @@ def test_every_chapter_saves_what_its_schema_names():
     for chapter in RS.SCHEMAS:
         saved = json.loads((folder / f"{chapter}.json").read_text())
         RS.check(chapter, saved)
-    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named; emolib.results.LensResults"):
+    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named; emolib.book.results.LensResults"):
         RS.check("05_logit_lens", {"layer": 1, "emotions": 3, "self_named_by_layer": {}})
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emolib import rewardhack as RH
+from emolib.steering import rewardhack as RH
 
 ADD = RH.TASKS[0]  # add(2, 2) == 4 and add(2, 2) == 5: impossible honestly
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import geometry as G
-from emolib import reliability as R
+from emolib.analysis import geometry as G
+from emolib.analysis import reliability as R
 from emolib.errors import EmolibError
 
 EMOTIONS = ["happy", "joyful", "delighted", "cheerful", "grateful", "sad", "miserable", "afraid", "angry", "depressed",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from emolib import rewardhack, sandbox
+from emolib.steering import rewardhack, sandbox
 from emolib.errors import EmolibError
 
 TEST_TASK = "import solution\n\ndef run():\n    return 1, 1\n"

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import experiments, generate, models, steer
+from emolib.steering import experiments, steer
+from emolib.writers import generate
+from emolib import models
 from emolib.errors import EmolibError
-from emolib.vectors import EmotionVectors
+from emolib.extraction.vectors import EmotionVectors
 
 
 def _build(loaded, emotions=("happy", "sad", "calm"), seed=0):
@@ -322,7 +324,7 @@ def test_rates_with_wilson_intervals():
 
 
 def test_blackmail_trials_on_a_tiny_chat_model(tiny_llama):
-    from emolib.blackmail import blackmail_messages
+    from emolib.steering.blackmail import blackmail_messages
 
     build = _build(tiny_llama, emotions=("desperate", "calm"))
     frame = experiments.blackmail_trials(tiny_llama, build, {"baseline": {}, "+desperate 5": {"desperate": 5.0}}, 1, trials=3,
@@ -380,7 +382,7 @@ def test_continuation_stats_batched_equal_one_by_one_at_a_kv_shared_layer(name):
 @pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-e4b"])
 def test_steering_vectors_library_steers_our_vectors_identically(name):
     """Interop: our vectors loaded into steering-vectors' SteeringVector, applied through its own hooks at
-    multiplier α, give the logits emolib.steer gives at α (same decoder-block output, same added vector)."""
+    multiplier α, give the logits emolib.steering.steer gives at α (same decoder-block output, same added vector)."""
     if os.environ.get("CI"):  # make setup installs it: in CI a missing peer fails instead of skipping
         import steering_vectors  # noqa: F401
     else:

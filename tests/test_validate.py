@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import validate
+from emolib.analysis import validate
 from emolib.errors import EmolibError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import vectors as V
+from emolib.extraction import vectors as V
 from emolib.errors import EmolibError
 
 
@@ -92,7 +92,8 @@ def test_control_vector_export_reads_back(tmp_path):
 
 
 def test_a_build_saves_and_loads_whole(tmp_path, monkeypatch):
-    from emolib import extract, models
+    from emolib.extraction import extract
+    from emolib import models
 
     monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path))
     loaded = models.load("tiny")

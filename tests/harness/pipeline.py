@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from emolib import corpus as C
-from emolib import design as D
-from emolib import generate, models, stages
+from emolib.stories import corpus as C
+from emolib.stories import design as D
+from emolib.writers import generate
+from emolib import models
+from emolib.extraction import stages
 
 
 def main() -> int:

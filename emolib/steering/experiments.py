@@ -1,0 +1,305 @@
+"""Chapter 7's steering experiments, on top of the mechanism in emolib.steering.steer.
+
+- **Dose-response** on neutral prompts: every (emotion, α) condition in one batched call (rows carry their
+  own vector), the same seeds at every α; each continuation's projection on the steered vector read at a
+  later layer, its valence by two independent readers (VADER; the Warriner lexicon), its perplexity under
+  the unsteered model; means and slopes with whole-prompt bootstrap intervals (emolib.stats), the α at
+  which perplexity doubles, and the smallest slope the design could detect.
+- **The blackmail scenario** lives in emolib.steering.blackmail; chapter 7 reads it through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis.fidelity import word_scores
+from ..analysis.geometry import wilson
+from ..analysis.validate import vader
+from ..errors import EmolibError
+from ..extraction.vectors import VectorBuild
+from ..models.hooks import decoder_layers, forward_hooks
+from ..models.loading import LoadedModel
+from ..stats import cluster_sums, resample_clusters, slope_of
+from ..stories.prompts import select_topics, with_bos
+from ..writers.generate import LocalWriter
+
+# the blackmail scenario is its own module; chapter 7 reads it through here
+from .blackmail import (  # noqa: F401
+    BLACKMAIL_STAGES,
+    INBOX,
+    SYSTEM,
+    blackmail_trials,
+    describe_blackmail,
+    grade_blackmail,
+    grade_judge,
+    grade_rule,
+)
+from .rewardhack import TASKS
+from .steer import steering, terms
+
+# --- dose-response ---------------------------------------------------------------------------------
+
+
+def neutral_prompts(n: int = 16, seed: int = 0) -> list[str]:
+    """Openings of plain narration on the corpus topics, with no emotional word in them."""
+    return [f"Here is what happened. {topic[0].upper() + topic[1:]}. That morning," for _, topic in select_topics(n, seed)]
+
+
+def continuation_stats(loaded: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], read_layer: int,
+                       directions: torch.Tensor, max_tokens: int = 512, batch_size: int = 16) -> pd.DataFrame:
+    """For each prompt + continuation, run the unsteered model once and report the continuation's
+    perplexity and its mean activation at `read_layer` projected on each row of `directions` (unit).
+    Rows are batched (right-padded, masked); each row's numbers equal those of its own forward pass."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    block = decoder_layers(model)[read_layer]
+    unit = directions.to(torch.float32) / directions.to(torch.float32).norm(dim=-1, keepdim=True)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = []
+    for prompt, continuation in zip(prompts, continuations):
+        head = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        encoded.append((head, tokenizer(continuation, add_special_tokens=False)["input_ids"][: max_tokens - len(head)]))
+    results: list[dict | None] = [None] * len(encoded)
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(module, args, output):
+        captured["h"] = (output[0] if isinstance(output, tuple) else output).to(torch.float32)
+
+    with forward_hooks([(block, capture)]), torch.inference_mode():
+        order = sorted((i for i, (_, tail) in enumerate(encoded) if tail), key=lambda i: sum(map(len, encoded[i])))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start: start + batch_size]
+            width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                seq = encoded[i][0] + encoded[i][1]
+                ids[row, :len(seq)], mask[row, :len(seq)] = torch.tensor(seq), 1
+            logits = model(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
+                           use_cache=False).logits.float()
+            for row, i in enumerate(chunk):
+                head, tail = encoded[i]
+                span = slice(len(head), len(head) + len(tail))
+                nll = torch.nn.functional.cross_entropy(logits[row, len(head) - 1: len(head) + len(tail) - 1],
+                                                        ids[row, span].to(loaded.device), reduction="mean")
+                hidden = captured["h"][row, span].mean(dim=0).cpu()
+                results[i] = {"tokens": len(tail), "perplexity": float(torch.exp(nll)),
+                              "projection": (unit @ hidden).tolist()}
+    empty = {"tokens": 0, "perplexity": float("nan"), "projection": [float("nan")] * len(unit)}
+    return pd.DataFrame([r if r is not None else empty for r in results])
+
+
+def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[str], alphas: Sequence[float], layer: int,
+                  read_layer: int, prompts: Sequence[str], samples: int = 1, max_new_tokens: int = 48,
+                  temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, positions: str | int = "generated",
+                  batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+    """Steer each emotion at each α and sample continuations of the neutral prompts; one row per text.
+
+    The same seeds are used at every α (common random numbers), so differences between α come from the
+    steering, not from sampling. Columns: emotion, alpha, prompt, sample, text, tokens, projection (on
+    the steered emotion's vector at `read_layer`), valence (VADER compound), lexicon valence (Warriner
+    words, emotion words left out), perplexity (unsteered)."""
+
+    if read_layer not in build.denoised.layers:
+        raise EmolibError(f"read layer {read_layer} has no vectors (extracted: {list(build.denoised.layers)})")
+    writer = LocalWriter(loaded, batch_size=batch_size, require_chat=False, token_budget=batch_size * 256)
+    jobs = [(p, s) for p in range(len(prompts)) for s in range(samples)]
+    conditions = [(e, a) for e in emotions for a in alphas]
+    # every condition in one batched call: rows carry their own steering vector (the LM head's weights
+    # are read once per step for all of them, which is what a CPU decode step costs)
+    rows = [(c, p, s) for c in range(len(conditions)) for p, s in jobs]
+    steer_terms = [term for c, (emotion, alpha) in enumerate(conditions)
+                   for term in terms(build, {emotion: alpha}, layer, rows=range(c * len(jobs), (c + 1) * len(jobs)))]
+    seeds = [seed * 1_000_003 + p * 1009 + s for _, p, s in rows]
+    documents = [with_bos(loaded.tokenizer, prompt) for prompt in prompts]
+    rendered = [documents[p] for _, p, _ in rows]
+    with steering(loaded, steer_terms, positions=positions, rows_of=writer):
+        out = writer.generate(rendered, seeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                              progress="dose-response" if progress else None)
+    frame = pd.DataFrame([{"emotion": conditions[c][0], "alpha": conditions[c][1], "prompt": p, "sample": s,
+                           "text": g.text} for (c, p, s), g in zip(rows, out)])
+    directions = torch.stack([build.denoised.direction(e, read_layer) for e in emotions])
+    stats = continuation_stats(loaded, [prompts[p] for p in frame["prompt"]], frame["text"].tolist(), read_layer,
+                               directions)
+    slot = {e: i for i, e in enumerate(emotions)}
+    frame["tokens"] = stats["tokens"].values
+    frame["projection"] = [row[slot[e]] for row, e in zip(stats["projection"], frame["emotion"])]
+    frame["perplexity"] = stats["perplexity"].values
+    frame["valence"] = vader(frame["text"].tolist())
+    frame["lexicon valence"] = word_scores(frame["text"].tolist())["valence"].values  # a second, independent reader
+    return frame
+
+
+def doubling_alpha(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per emotion and sign of α: the smallest |α| at which mean perplexity reaches twice its α = 0 value
+    (linear interpolation between grid points; NaN where the grid never gets there)."""
+    rows = []
+    ppl = summary[summary.metric == "perplexity"]
+    for emotion, part in ppl.groupby("emotion", sort=False):
+        base = float(part.loc[part.alpha == 0, "mean"].iloc[0]) if (part.alpha == 0).any() else float("nan")
+        for sign in (+1, -1):
+            side = part[np.sign(part.alpha) == sign].assign(size=lambda f: f.alpha.abs()).sort_values("size")
+            points = [(0.0, base)] + list(zip(side["size"], side["mean"]))
+            found = float("nan")
+            for (a0, p0), (a1, p1) in zip(points, points[1:]):
+                if p1 >= 2 * base:
+                    found = a0 + (a1 - a0) * (2 * base - p0) / (p1 - p0) if p1 != p0 else a1
+                    break
+            rows.append({"emotion": emotion, "direction": "+" if sign > 0 else "-", "alpha where perplexity doubles": found,
+                         "perplexity at alpha 0": base, "largest |alpha| tried": float(side["size"].max()) if len(side) else 0.0})
+    return pd.DataFrame(rows)
+
+
+def dose_summary(frame: pd.DataFrame, metrics: Sequence[str] = ("projection", "valence", "lexicon valence", "perplexity"),
+                 n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean of each metric per (emotion, α) with a 95% prompt-bootstrap interval (percentile)."""
+    rows = []
+    for (emotion, alpha), part in frame.groupby(["emotion", "alpha"]):
+        for metric in metrics:
+            sums = cluster_sums(part, metric)
+            totals = resample_clusters(sums, n_boot, seed)
+            draws = totals[:, 2] / totals[:, 0]
+            rows.append({"emotion": emotion, "alpha": alpha, "metric": metric, "mean": sums[:, 2].sum() / sums[:, 0].sum(),
+                         "low": np.percentile(draws, 2.5), "high": np.percentile(draws, 97.5), "n": int(sums[:, 0].sum())})
+    return pd.DataFrame(rows)
+
+
+def slope(frame: pd.DataFrame, metric: str) -> float:
+    """Least-squares slope of `metric` on α."""
+    return float(slope_of(cluster_sums(frame.assign(prompt=0), metric).sum(axis=0)))
+
+
+def slopes(frame: pd.DataFrame, metrics: Sequence[str] = ("projection", "valence", "lexicon valence", "perplexity"),
+           n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per emotion and metric: the slope on α with a 95% prompt-bootstrap interval and a two-sided
+    bootstrap p-value (twice the share of resampled slopes on the other side of zero)."""
+    rows = []
+    for emotion, part in frame.groupby("emotion", sort=False):
+        for metric in metrics:
+            sums = cluster_sums(part, metric)
+            value = float(slope_of(sums.sum(axis=0)))
+            draws = slope_of(resample_clusters(sums, n_boot, seed))
+            p = 2 * min((draws <= 0).mean(), (draws >= 0).mean())
+            se = float(np.std(draws, ddof=1))
+            rows.append({"emotion": emotion, "metric": metric, "slope per unit α": value,
+                         "low": np.percentile(draws, 2.5), "high": np.percentile(draws, 97.5),
+                         "bootstrap p": min(1.0, max(p, 1 / n_boot)),
+                         # the power this design had: a true slope of 2.8 SE is detected 80 % of the time (5 % two-sided)
+                         "detectable slope (80% power)": 2.8 * se})
+    return pd.DataFrame(rows)
+
+
+def examples_html(frame: pd.DataFrame, group: str, text_column: str = "text", per_group: int = 3,
+                  max_chars: int = 600, summary: str = "{group} = {value}") -> str:
+    """Collapsible HTML: one `<details>` per value of `group` with its first texts (escaped)."""
+    import html
+
+    parts = []
+    for value, part in frame.groupby(group, sort=True):
+        items = "".join(f"<li><pre style='white-space: pre-wrap'>{html.escape(str(text)[:max_chars])}</pre></li>"
+                        for text in part[text_column].head(per_group))
+        parts.append(f"<details><summary>{html.escape(summary.format(group=group, value=value))}</summary>"
+                     f"<ol>{items}</ol></details>")
+    return "\n".join(parts)
+
+
+def rates(frame: pd.DataFrame, column: str = "blackmail (rule)", by: str = "condition") -> pd.DataFrame:
+    """k/n per condition with a 95% Wilson interval."""
+    rows = []
+    for name, part in frame.groupby(by, sort=False):
+        values = part[column].dropna().astype(bool)
+        k, n = int(values.sum()), len(values)
+        low, high = wilson(k / n if n else float("nan"), n)
+        rows.append({by: name, "k": k, "n": n, "rate": k / n if n else float("nan"), "low": low, "high": high})
+    return pd.DataFrame(rows).set_index(by)
+
+
+# --- what chapter 7 shows ----------------------------------------------------------------------------
+
+
+def default_read_layer(layer: int, extracted: Sequence[int], requested: int = -1) -> int:
+    """Where the projection is read: `requested` when >= 0, else three layers after the steered one (or the last
+    extracted layer before that)."""
+    if requested >= 0:
+        return requested
+    return max(each for each in extracted if each <= min(layer + 3, extracted[-1]))
+
+
+def conditions(available: Sequence[str], alpha: float, sweep: str = "", emotions: Sequence[str] = ("desperate", "calm"),
+               swept: str = "desperate") -> dict[str, dict[str, float]]:
+    """The published design: baseline, ±each emotion at `alpha`, and ±`swept` at each extra strength in `sweep`."""
+    chosen: dict[str, dict[str, float]] = {"baseline": {}}
+    for emotion, strength in [(e, alpha) for e in emotions] + [(swept, float(s)) for s in sweep.split(",") if s.strip()]:
+        if emotion in available:
+            for sign in (+1, -1):
+                chosen[f"{'+' if sign > 0 else '-'}{emotion} {strength:g}"] = {emotion: sign * strength}
+    return chosen
+
+
+def projection_shift(summary: pd.DataFrame) -> pd.DataFrame:
+    """The projection rows of a dose summary as the change from each emotion's α = 0 mean."""
+    baseline = summary[summary.alpha == 0].set_index(["emotion", "metric"])["mean"]
+    shift = summary[summary.metric == "projection"].copy()
+    for column in ("mean", "low", "high"):
+        shift[column] = shift[column] - [baseline[(e, "projection")] for e in shift.emotion]
+    return shift
+
+
+def funnel(trials: pd.DataFrame, stages: Sequence[str]) -> pd.DataFrame:
+    """Per condition: the trial count and the share reaching each stage."""
+    table = trials.groupby("condition", sort=False)[list(stages)].mean()
+    table.insert(0, "trials", trials.groupby("condition", sort=False).size())
+    return table
+
+
+def dose_examples_html(doses: pd.DataFrame, prompts: Sequence[str], emotions: Sequence[str], n_prompts: int = 3) -> str:
+    """The continuations of the first prompts at every α, per emotion, as collapsible HTML."""
+    parts = []
+    for emotion in emotions:
+        part = doses[(doses.emotion == emotion) & (doses.prompt < n_prompts) & (doses["sample"] == 0)].copy()
+        part["text"] = [prompts[p] + " [...] " + t for p, t in zip(part.prompt, part.text)]
+        parts.append(f"<p><b>{emotion}</b></p>" + examples_html(part, "alpha", summary=emotion + ", alpha = {value:+g}"))
+    return "\n".join(parts)
+
+
+def steering_grid(emotions: str, alphas: str, available: Sequence[str]) -> tuple[list[str], list[float]]:
+    """The chapter's comma-separated parameters as the steered emotions present and the α grid (0 always in it)."""
+    steered = [e.strip() for e in emotions.split(",") if e.strip() in available]
+    return steered, sorted({float(a) for a in alphas.split(",") if a.strip()} | {0.0})
+
+
+def steering_results(*, layer: int, read_layer: int, positions: str, alphas: Sequence[float], prompts: int,
+                     max_new_tokens: int, slopes: pd.DataFrame, doubling: pd.DataFrame, blackmail_trials: int,
+                     blackmail: pd.DataFrame,
+                     blackmail_funnel: pd.DataFrame, judge: str | None, hacking: pd.DataFrame, hacking_funnel: pd.DataFrame,
+                     hack_samples: int, hack_alpha: float) -> dict[str, Any]:
+    """Chapter 7's key numbers (`emolib.book.results.SteeringResults`)."""
+    return {
+        "layer": layer, "read_layer": read_layer, "positions": positions, "alphas": list(alphas), "prompts": prompts,
+        "slopes": slopes.to_dict("records"), "blackmail_trials": blackmail_trials,
+        "blackmail": blackmail.reset_index().to_dict("records"), "funnel": blackmail_funnel.reset_index().to_dict("records"),
+        "judge": judge, "max_new_tokens": max_new_tokens, "perplexity_doubling": doubling.to_dict("records"),
+        "reward_hacking": {"rates": hacking.reset_index().to_dict("records"), "tasks": len(TASKS), "per_task": hack_samples,
+                           "alpha": hack_alpha, "funnel": hacking_funnel.reset_index().to_dict("records")},
+    }
+
+
+def settings_rows(loaded: LoadedModel, build: VectorBuild, layer: int, read_layer: int, steered: Sequence[str],
+                  alphas: Sequence[float], p: dict[str, Any]) -> dict[str, Any]:
+    """Chapter 7's settings table, from its parameters `p` (the notebook's parameter values by name)."""
+    judge = f" + judge {p['judge_model']} at {p['judge_url']}" if p["judge_url"] else " only (no judge configured)"
+    return {
+        "scale": p.get("scale", "custom"),
+        "model": f"{loaded.profile.model_id} ({loaded.profile.name}), "
+                 + ("chat model" if loaded.tokenizer.chat_template else "base model"),
+        "steered layer": f"{layer} (mean residual norm {build.residual_norm[layer]:,.1f})", "projection read at layer": read_layer,
+        "dose-response": f"{len(steered)} emotions x {len(alphas)} alphas x {p['n_prompts']} prompts x {p['samples']} samples, "
+                         f"{p['max_new_tokens']} new tokens; positions: {p['positions']}",
+        "blackmail": f"{p['blackmail_trials']} trials per condition, alpha {p['blackmail_alpha']}, {p['blackmail_tokens']} new tokens",
+        "reward hacking": f"{len(TASKS)} impossible tasks x {p['hack_samples']} samples per condition, alpha {p['hack_alpha']}",
+        "grader": "rule screen" + judge,
+    }

@@ -1,0 +1,163 @@
+"""Steering: add `α · mean‖h‖ · v̂` to a decoder block's output while the model runs.
+
+- **Hooks as context managers** (steering-vectors' pattern): `with steering(model, terms): ...` registers
+  one forward hook per steered block and removes every hook on exit, exceptions included. Layers are
+  never replaced, so quantized (bitsandbytes) and multimodal models steer the same way.
+- **Scale**: α is in units of the layer's mean residual norm (Anthropic's convention), read from the
+  vector build (`VectorBuild.residual_norm`, the mean token norm over the corpus at that layer), so
+  one α means comparable strength across layers and models.
+- **Positions**: "all" steers every position (prompt and generated); "generated" steers only the
+  positions fed one token at a time after the prompt (the decode steps of cached generation, the
+  method's "every generated position"); an int steers positions whose position id is at least that.
+  All are batching- and KV-cache-safe: a steered position's keys and values are cached as steered.
+- **Several vectors at once**: terms on the same block are summed into one added vector.
+
+The experiments of chapter 7 that use it (dose-response, blackmail) are in emolib.steering.experiments, the
+reward-hacking harness in emolib.steering.rewardhack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import EmolibError
+from ..extraction.vectors import VectorBuild
+from ..models.hooks import decoder_layers, forward_hooks, text_config
+from ..models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class SteerTerm:
+    """One steering vector: `alpha · scale · direction / ‖direction‖` added at `layer`."""
+
+    direction: torch.Tensor
+    layer: int
+    alpha: float
+    scale: float = 1.0
+    label: str = ""
+    rows: tuple[int, ...] | None = None  # which inputs of a batched call it steers (None: all)
+
+    @property
+    def added(self) -> torch.Tensor:
+        direction = self.direction.detach().to(torch.float32)
+        norm = float(direction.norm())
+        if norm == 0 or not math.isfinite(norm):
+            raise EmolibError(f"steering vector {self.label or ''} has norm {norm}; it has no direction")
+        return direction * (self.alpha * self.scale / norm)
+
+
+def terms(build: VectorBuild, spec: dict[str, float], layer: int, rows: Sequence[int] | None = None) -> list[SteerTerm]:
+    """Terms from a `VectorBuild` (denoised vectors): {"desperate": 0.05, "calm": -0.05} at `layer`,
+    for the given input rows of a batched call (all rows when None)."""
+    vectors = build.denoised
+    if layer not in vectors.layers:
+        raise EmolibError(f"layer {layer} has no vectors (extracted layers: {list(vectors.layers)}); "
+                          "extract it in chapter 3 or pick one of those")
+    scale = build.residual_norm[layer]
+    rows = tuple(rows) if rows is not None else None
+    return [SteerTerm(vectors.direction(emotion, layer), layer, float(alpha), scale, f"{alpha:+g} {emotion}", rows)
+            for emotion, alpha in spec.items()]
+
+
+def _is_decode_step(hidden: torch.Tensor, kwargs: dict) -> bool:
+    # transformers >= 5.24 passes the cache to decoder layers as `cache` (earlier: `past_key_values`)
+    cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None), None)
+    if hidden.shape[1] != 1 or cache is None:
+        return False
+    try:
+        return int(cache.get_seq_length()) > 1
+    except Exception:  # caches without a length: a one-token call with a cache is a decode step
+        return True
+
+
+def _combined(steer_terms: Sequence[SteerTerm], n_blocks: int, hidden_size: int
+              ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per block: the vector added to every row, and the per-row vectors of row-restricted terms (or None)."""
+    n_rows = max((max(term.rows, default=-1) + 1 for term in steer_terms if term.rows is not None), default=0)
+    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for term in steer_terms:
+        if not -n_blocks <= term.layer < n_blocks:
+            raise EmolibError(f"cannot steer layer {term.layer}: the model has {n_blocks} decoder blocks")
+        if term.direction.shape[-1] != hidden_size:
+            raise EmolibError(f"steering vector {term.label} has size {term.direction.shape[-1]}, the model's residual "
+                              f"stream {hidden_size}: vectors from another model?")
+        layer = term.layer % n_blocks
+        shared, per_row = by_layer.get(layer, (torch.zeros(hidden_size), None))
+        if term.rows is None:
+            shared = shared + term.added
+        else:
+            per_row = torch.zeros(n_rows, hidden_size) if per_row is None else per_row
+            per_row[list(term.rows)] += term.added
+        by_layer[layer] = (shared, per_row)
+    return by_layer
+
+
+def _row_vectors(vector: torch.Tensor, rows_vectors: torch.Tensor, rows_of: Any, batch: int) -> torch.Tensor:
+    """Add each batch row's own vector: rows are inputs `rows_of.live_rows` (a prefix computed once has one row)."""
+    live = getattr(rows_of, "live_rows", None)
+    if live is None:
+        if batch != 1 or not bool((rows_vectors == rows_vectors[:1]).all()):
+            raise EmolibError("rows steered differently share a prompt prefix computed once; "
+                              "steer generated positions only, or use LocalWriter(share_prefix=False)")
+        return vector + rows_vectors[:1]
+    live = live.to(vector.device)
+    inside = live < len(rows_vectors)
+    extra = torch.zeros_like(vector)
+    extra[inside] = rows_vectors[live[inside]]
+    return vector + extra
+
+
+def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | int, rows_of: Any):
+    """The forward hook of one block: its output plus the steering vector at the chosen positions."""
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def add(module, args, kwargs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if positions == "generated":
+            prefilling = getattr(rows_of, "prefilling", None)  # the decode loop says; else judge by the call's shape
+            if prefilling if prefilling is not None else not _is_decode_step(hidden, kwargs):
+                return None
+        key = (hidden.device, hidden.dtype)
+        if key not in cache:
+            cache[key] = (shared.to(device=hidden.device, dtype=hidden.dtype),
+                          None if per_row is None else per_row.to(device=hidden.device, dtype=hidden.dtype))
+        vector, rows_vectors = cache[key]
+        vector = vector.expand(hidden.shape[0], -1)
+        if rows_vectors is not None:
+            vector = _row_vectors(vector, rows_vectors, rows_of, hidden.shape[0])
+        vector = vector[:, None, :]
+        if isinstance(positions, int):
+            position_ids = kwargs.get("position_ids")
+            if position_ids is None:
+                raise EmolibError("steering from a position needs position ids, which this model does not pass")
+            vector = (position_ids >= positions).to(hidden.dtype).expand(hidden.shape[0], -1)[..., None] * vector
+        steered = hidden + vector
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+    return add
+
+
+@contextmanager
+def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTerm], positions: str | int = "all",
+             rows_of: Any = None) -> Iterator[list[Any]]:
+    """Add the terms to their blocks' outputs inside the `with` block; always removed on exit.
+
+    Terms restricted to some rows (`SteerTerm.rows`) need `rows_of`: an object whose `live_rows` says
+    which inputs the current batch rows are (`generate.LocalWriter` does), so one batched call can run
+    many conditions at once."""
+    if isinstance(model, LoadedModel):
+        model = model.model
+    if not (positions in ("all", "generated") or (isinstance(positions, int) and not isinstance(positions, bool))):
+        raise EmolibError(f"positions must be 'all', 'generated' or a position index, got {positions!r}")
+    if any(term.rows is not None for term in steer_terms) and rows_of is None:
+        raise EmolibError("steering terms for some rows only need rows_of=<the LocalWriter that generates>")
+    blocks = decoder_layers(model)
+    by_layer = _combined(steer_terms, len(blocks), text_config(model).hidden_size)
+    with forward_hooks(((blocks[layer], _adder(shared, per_row, positions, rows_of))
+                        for layer, (shared, per_row) in by_layer.items()), with_kwargs=True) as handles:
+        yield handles

@@ -1,0 +1,373 @@
+"""The balanced story design: every (emotion, topic) cell holds the same number of kept stories.
+
+Stories that leak their emotion word, are shorter than the keep rule's words or come back empty are not
+simply dropped (that left "loving" with 1 story and let its topic become its vector): their cell is
+rewritten with fresh seeds until it holds its quota, for at most `max_attempts` rounds.
+
+Determinism, so that a killed run resumes bit-identically:
+- attempt 0 of a cell is the plain job `story/<emotion>/<topic>/<sample>`;
+- the retries of round a >= 1 are `story/<emotion>/<topic>/r<a>.<j>`, with a seed that follows from
+  that id, and *how many* a cell gets in round a depends only on the records of rounds < a — which
+  are complete before round a is planned, also after a resume.
+The design is saved beside the corpus (`design.json`), so extraction reads exactly the balanced
+selection: the first `per_cell` kept stories of each cell, in attempt order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import EmolibError
+from ..io import atomic_write_json, file_sha256
+from .corpus import Corpus, Job, neutral_jobs, records_frame, story_jobs, write_dialogues, write_jobs, writing
+from .prompts import (
+    MAX_EMOTION_WORDS,
+    MIN_WORDS,
+    CorpusSettings,
+    _stable_int,
+    load_topics,
+    select_emotions,
+    select_topics,
+    story_prompt,
+)
+
+DESIGN_FILE = "design.json"
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is, chapter by chapter. `quick` previews the whole book from nothing in under half
+    an hour on 2 cores (`make book`); `full` is the published one (timings of both: the appendix).
+    A chapter parameter left at 0 or "" takes its scale's value (`fill`)."""
+
+    n_topics: int  # chapter 01: topics per emotion
+    per_cell: int  # chapter 01: kept stories per (emotion, topic) cell
+    dialogue_topics: int  # chapter 02: neutral dialogues, one per topic
+    n_prompts: int  # chapter 07: neutral prompts in the dose-response
+    alphas: str  # chapter 07: the dose-response's strengths
+    blackmail_trials: int  # chapter 07: blackmail trials per condition
+    hack_samples: int  # chapter 07: samples per reward-hacking task and condition
+
+    def fill(self, **chosen: Any) -> "Scale":
+        """This scale with every chosen value that is not 0 or "" in place of its own."""
+        unknown = set(chosen) - set(self.__dataclass_fields__)
+        if unknown:
+            raise EmolibError(f"a scale has no setting {sorted(unknown)[0]!r}; it has: {', '.join(self.__dataclass_fields__)}")
+        return replace(self, **{name: value for name, value in chosen.items() if value not in (0, "", None)})
+
+    @property
+    def stories_per_emotion(self) -> int:
+        return self.n_topics * self.per_cell
+
+
+SCALES: dict[str, Scale] = {
+    # 2 stories per emotion, 50 dialogues, a 5-point dose-response on 8 prompts, 3 blackmail trials
+    "quick": Scale(n_topics=2, per_cell=1, dialogue_topics=50, n_prompts=8, alphas="-0.5,-0.25,0,0.25,0.5",
+                   blackmail_trials=3, hack_samples=1),
+    # 24 stories per emotion, 100 dialogues, a 7-point dose-response on 32 prompts, 6 blackmail trials
+    "full": Scale(n_topics=12, per_cell=2, dialogue_topics=100, n_prompts=32, alphas="-0.5,-0.3,-0.15,0,0.15,0.3,0.5",
+                  blackmail_trials=6, hack_samples=2),
+}
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise EmolibError(f"unknown scale {name!r}; choose one of: {', '.join(SCALES)}")
+    return SCALES[name]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which cells the analysis uses and how many kept stories each must hold."""
+    emotions: list[str]
+    topics: list[int]  # topic indices (into the 100 topics)
+    per_cell: int
+    max_attempts: int = 6
+    seed: int = 0
+    scale: str = "custom"
+
+    @classmethod
+    def from_scale(cls, scale: str, emotions: str | list[str] = "all", n_topics: int = 0, per_cell: int = 0,
+                   max_attempts: int = 6, seed: int = 0) -> "Design":
+        """A scale's defaults, with `n_topics` / `per_cell` overriding them when > 0."""
+        for name, value in (("n_topics", n_topics), ("per_cell", per_cell), ("max_attempts", max_attempts)):
+            if not isinstance(value, int) or value < 0:
+                raise EmolibError(f"{name} must be a whole number >= 0 (0: the scale's default), got {value!r}")
+        chosen = get_scale(scale).fill(n_topics=n_topics, per_cell=per_cell)
+        topics = select_topics(chosen.n_topics, seed)
+        name = scale if not (n_topics or per_cell) else f"{scale} (custom)"
+        return cls(select_emotions(emotions), [i for i, _ in topics], chosen.per_cell, max(1, max_attempts), seed, name)
+
+    @property
+    def stories_per_emotion(self) -> int:
+        return len(self.topics) * self.per_cell
+
+    def topic_pairs(self) -> list[tuple[int, str]]:
+
+        texts = load_topics()
+        return [(i, texts[i]) for i in self.topics]
+
+    def covers(self, other: "Design") -> bool:
+        """Whether every cell `other` asks for, at its quota, is one of this design's (same seed, so same jobs)."""
+        return (set(other.emotions) <= set(self.emotions) and set(other.topics) <= set(self.topics)
+                and other.per_cell <= self.per_cell and other.seed == self.seed and other.max_attempts <= self.max_attempts)
+
+    def save(self, folder: str | Path) -> Path:
+        return atomic_write_json(Path(folder) / DESIGN_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Design | None":
+        path = Path(folder) / DESIGN_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise EmolibError(f"{path} is not a design file emolib wrote ({error}); delete it and rerun chapter 01") from error
+
+
+def retry_jobs(settings: CorpusSettings, design: Design, attempt: int, need: dict[tuple[str, int], int]) -> list[Job]:
+    """Round `attempt` (>= 1): for each short cell, enough prompts for the stories it still needs."""
+    texts = dict(design.topic_pairs())
+    jobs = []
+    for (emotion, topic_index), missing in sorted(need.items()):
+        for j in range(math.ceil(missing / settings.stories_per_prompt)):
+            job_id = f"story/{emotion}/{topic_index:03d}/r{attempt}.{j}"
+            jobs.append(Job(job_id, "story", topic_index, texts[topic_index], j, _stable_int(f"{design.seed}/{job_id}"),
+                            settings.story_messages(emotion, texts[topic_index]), emotion=emotion, attempt=attempt))
+    return jobs
+
+
+def first_jobs(settings: CorpusSettings, design: Design) -> list[Job]:
+    """Attempt 0: one prompt per story slot of every cell (several stories per prompt share one)."""
+    prompts = math.ceil(design.per_cell / settings.stories_per_prompt)
+    return story_jobs(settings, design.emotions, design.topic_pairs(), prompts, design.seed)
+
+
+def attempt_of(job_id: str) -> int:
+    """The retry round a stored story's job belongs to (0: the first attempt)."""
+    last = job_id.split("/")[3]
+    return int(last[1:].split(".")[0]) if last.startswith("r") else 0
+
+
+def kept_per_cell(frame: Any, design: Design, before_attempt: int | None = None) -> dict[tuple[str, int], int]:
+    """Kept stories per cell of the design (only those of rounds < `before_attempt` when given)."""
+    counts = {(e, t): 0 for e in design.emotions for t in design.topics}
+    if frame is None or frame.empty:
+        return counts
+    stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
+    for emotion, topic, job in zip(stories["emotion"], stories["topic_index"], stories["job"]):
+        if (emotion, topic) in counts and (before_attempt is None or attempt_of(job) < before_attempt):
+            counts[(emotion, topic)] += 1
+    return counts
+
+
+def write_balanced(corpus: Corpus, design: Design, writer: Any, *, batch_size: int = 32,
+                   progress: bool = True, on_round: Callable[[int, int], None] | None = None,
+                   write: Callable[..., dict] | None = None) -> dict[str, Any]:
+    """Write attempt 0 of every cell, then retry short cells round by round until each holds its quota.
+
+    The keep rule is the stored one (`emolib.stories.prompts.keep_status`): no analysed model takes part, so one
+    corpus serves them all. On a published (read-only) corpus that already holds the design, nothing is
+    written and the rounds are those it was written in. Returns per-round counts."""
+    write = write or write_jobs
+    if corpus.settings is None:
+        raise EmolibError("write_balanced needs a corpus opened with CorpusSettings")
+    with writing(corpus):  # the design file and every round: one run at a time
+        return _write_rounds(corpus, design, writer, batch_size, progress, on_round, write)
+
+
+def _write_rounds(corpus: Corpus, design: Design, writer: Any, batch_size: int, progress: bool,
+                  on_round: Callable[[int, int], None] | None, write: Callable[..., dict]) -> dict[str, Any]:
+    settings = corpus.settings
+    stored = Design.load(corpus.folder)
+    if corpus.read_only:
+        if stored is None or not stored.covers(design):
+            raise EmolibError(f"{corpus.folder} is a published corpus whose design does not hold this one (its cells, "
+                              "quota and seed); pass another corpus name (-p corpus NAME) to write one for it")
+    elif stored != design:
+        design.save(corpus.folder)
+    rounds = []
+    jobs = first_jobs(settings, design)
+    totals = {"generated_tokens": 0, "seconds": 0.0, "jobs": 0, "already_done": 0}
+    for attempt in range(design.max_attempts):  # attempt 0, then at most max_attempts - 1 rounds of retries
+        if attempt > 0:
+            frame = records_frame(corpus)
+            have = kept_per_cell(frame, design, before_attempt=attempt)
+            need = {cell: design.per_cell - n for cell, n in have.items() if n < design.per_cell}
+            if not need:
+                break
+            jobs = retry_jobs(settings, design, attempt, need)
+        stats = write(corpus, jobs, writer, batch_size=batch_size, progress=progress)
+        for key in totals:
+            totals[key] += stats.get(key, 0)
+        rounds.append({"attempt": attempt, "prompts": len(jobs), "written_now": stats["jobs"] - stats["already_done"]})
+        if on_round:
+            on_round(attempt, len(jobs))
+    if totals["seconds"] and totals["generated_tokens"]:  # as write_jobs: no rate when nothing was written
+        totals["tokens_per_second"] = totals["generated_tokens"] / totals["seconds"]
+    return {**totals, "rounds": rounds}
+
+
+def balanced_selection(frame: Any, design: Design):
+    """The kept stories the analysis uses: the first `per_cell` of each cell of the design, in attempt
+    order (the first attempt, then round 1, ...), and the cells that stayed short, by name."""
+    stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
+    stories = stories[stories["emotion"].isin(design.emotions) & stories["topic_index"].isin(design.topics)].copy()
+    stories["attempt"] = [attempt_of(job) for job in stories["job"]]
+    stories = stories.sort_values(["emotion", "topic_index", "attempt", "id"])
+    chosen = stories.groupby(["emotion", "topic_index"], sort=False).head(design.per_cell)
+    counts = chosen.groupby(["emotion", "topic_index"]).size()
+    short = sorted((e, t, int(counts.get((e, t), 0))) for e in design.emotions for t in design.topics
+                   if counts.get((e, t), 0) < design.per_cell)
+    return chosen.drop(columns="attempt").sort_values("id"), short
+
+
+@dataclass
+class Selection:
+    """Everything the analysis uses from a corpus, read once: the kept stories of the balanced design (its
+    `design.json`), the kept neutral dialogues, every record with its status, and the design itself."""
+
+    stories: Any  # DataFrame: the selected stories
+    neutral: Any  # DataFrame: the kept neutral dialogues
+    frame: Any  # DataFrame: every record, with its keep status
+    design: Design | None
+
+
+def select(corpus: Corpus, emotions: str | list[str] = "all", max_emotion_words: int = MAX_EMOTION_WORDS) -> Selection:
+    """The corpus's selection, the same for every analysed model (the keep rule reads no tokenizer);
+    extraction then skips, and counts, the texts a model's tokenizer leaves shorter than it needs.
+    `emotions="all"` keeps every emotion the corpus has stories for."""
+    frame = records_frame(corpus, None, None, max_emotion_words)
+    if frame.empty:
+        raise EmolibError(f"{corpus.folder} holds no stories or dialogues; run chapters 01 and 02 first")
+    kept = frame[frame["status"] == "kept"]
+    stories = kept[kept["kind"] == "story"]
+    design = Design.load(corpus.folder)
+    if design is not None:  # the balanced design chapter 01 wrote: its cells, capped at the quota
+        stories, _ = balanced_selection(frame, design)
+    if emotions != "all":
+        stories = stories[stories["emotion"].isin(select_emotions(emotions))]
+    neutral = kept[kept["kind"] == "neutral"]
+    if stories.empty:
+        raise EmolibError(f"{corpus.folder} has no kept story for the chosen emotions "
+                          f"(every story leaked, was shorter than {MIN_WORDS} words, or none was written)")
+    if len(neutral) < 2:
+        raise EmolibError(f"{corpus.folder} has {len(neutral)} kept neutral dialogue(s); the denoising needs at "
+                          "least 2 — run chapter 02 with more topics")
+    return Selection(stories, neutral, frame, design)
+
+
+def fill_report(frame: Any, design: Design) -> dict[str, Any]:
+    """How full the design is: cells at quota, kept stories per emotion (min/median), short cells."""
+    import numpy as np
+
+    chosen, short = balanced_selection(frame, design)
+    per_emotion = chosen.groupby("emotion").size().reindex(design.emotions, fill_value=0)
+    stories = frame[frame["kind"] == "story"]
+    cells = len(design.emotions) * len(design.topics)
+    return {
+        "scale": design.scale, "emotions": len(design.emotions), "topics": len(design.topics), "per_cell": design.per_cell,
+        "quota_per_emotion": design.stories_per_emotion, "cells": cells, "cells_full": cells - len(short),
+        "fill_rate": (cells - len(short)) / cells,
+        "short_cells": [f"{e} / topic {t} ({n} of {design.per_cell})" for e, t, n in short],
+        "kept_per_emotion": {"min": int(per_emotion.min()), "median": float(np.median(per_emotion))},
+        "stories_written": int((stories["status"] != "empty").sum()),
+        "retries": int(sum(attempt_of(job) > 0 for job in stories["job"].unique())),
+    }
+
+
+def cell_weights(stories: Any, design: Design) -> dict[str, float]:
+    """Per story id, quota / kept stories in its cell: 1.0 in a full cell, more in a short one, so that an
+    emotion's mean weighs its topics equally (passed to emolib.extraction.vectors.build)."""
+    counts = stories.groupby(["emotion", "topic_index"])["id"].transform("size")
+    return {text_id: design.per_cell / n for text_id, n in zip(stories["id"], counts)}
+
+
+# --- what chapter 1 shows and saves ------------------------------------------------------------------------
+
+def settings_rows(design: Design, settings: CorpusSettings, *, model: str, writer: str, writer_url: str, prompt: str,
+                  seed: int, folder: Path) -> dict[str, Any]:
+    """The chapter's settings table: the design, the writer and its sampling."""
+    per_prompt = settings.stories_per_prompt
+    return {
+        "scale": design.scale, "analysed model": model, "writer": writer + (f" at {writer_url}" if writer_url else " (local)"),
+        "emotions": len(design.emotions), "topics per emotion": len(design.topics),
+        "kept stories per (emotion, topic) cell": design.per_cell, "kept stories per emotion": design.stories_per_emotion,
+        "attempts per cell": f"at most {design.max_attempts}",
+        "prompt": f"{prompt!r}, {per_prompt} stor{'y' if per_prompt == 1 else 'ies'} per prompt",
+        "max new tokens": settings.max_new_tokens,
+        "sampling": f"temperature {settings.temperature}, top-p {settings.top_p}, repetition penalty "
+                    f"{settings.repetition_penalty} (generated tokens only)",
+        "seed": seed, "corpus folder": f"runs/corpus/{Path(folder).name}",
+    }
+
+
+def design_stories(frame: Any, design: Design) -> Any:
+    """Every story the design's cells asked for (kept or not), from `corpus.records_frame`."""
+    return frame[(frame["kind"] == "story") & frame["emotion"].isin(design.emotions) & frame["topic_index"].isin(design.topics)]
+
+
+def describe_fill(stories: Any, design: Design, fill: dict[str, Any]) -> str:
+    """What the refill reached: cells at quota, kept stories per emotion, leaks, cut stories, short cells."""
+    return (f"cells holding their quota: {fill['cells_full']} of {fill['cells']} ({fill['fill_rate']:.1%}); "
+            f"kept stories per emotion used by the analysis: min {fill['kept_per_emotion']['min']}, "
+            f"median {fill['kept_per_emotion']['median']:.0f} (quota {design.stories_per_emotion})\n"
+            f"leak rate over all stories written: {(stories['status'] == 'leak').mean():.1%}; "
+            f"stories cut by the token limit: {(~stories.groupby('job')['finished'].first()).mean():.1%} of prompts\n"
+            "cells short of their quota: " + (", ".join(fill["short_cells"]) or "none"))
+
+
+def stories_results(design: Design, stats: dict[str, Any], stories: Any, fill: dict[str, Any], fidelity: dict[str, Any],
+                    *, writer: str, prompt: str, corpus_file: Path, seed: int) -> dict[str, Any]:
+    """Chapter 1's key numbers (`emolib.book.results.StoriesResults`)."""
+    return {
+        "writer": writer, "scale": design.scale, "emotions": len(design.emotions), "topics": len(design.topics),
+        "per_cell": design.per_cell, "prompt": prompt, "prompts": sum(r["prompts"] for r in stats["rounds"]),
+        "stories": int(len(stories)), "status": stories["status"].value_counts().to_dict(),
+        "leak_rate": float((stories["status"] == "leak").mean()), "kept_per_emotion": fill["kept_per_emotion"],
+        "fill_rate": fill["fill_rate"], "short_cells": fill["short_cells"], "retry_rounds": len(stats["rounds"]) - 1,
+        "fidelity": fidelity, "tokens_per_second": stats.get("tokens_per_second"), "seconds": stats.get("seconds"),
+        "corpus_sha256": file_sha256(corpus_file), "seed": seed,
+    }
+
+
+def rounds_table(stats: dict[str, Any]) -> Any:
+    """`write_balanced`'s rounds: prompts written and stories kept per attempt."""
+    import pandas as pd
+
+    return pd.DataFrame(stats["rounds"]).set_index("attempt")
+
+
+def describe_rate(stats: dict[str, Any], batch_size: int) -> str:
+    """The writing rate of this execution (nothing when every story was already stored)."""
+    if "tokens_per_second" not in stats:
+        return "every story was already stored: nothing written in this execution"
+    return (f"generated {stats['generated_tokens']:,} tokens in {stats['seconds']:.0f} s: "
+            f"{stats['tokens_per_second']:.0f} tokens/s with batches of {batch_size}")
+
+
+# --- the corpus in one call (chapters 1 and 2 without the notebooks) ------------------------------------------
+
+# Chapters 1 and 2's parameter defaults (their parameter cells; tests/test_keep_rule.py keeps them equal).
+CORPUS_DEFAULTS: dict[str, Any] = {"prompt": "label", "stories_per_prompt": 1, "max_new_tokens": 320, "max_attempts": 6,
+                                   "seed": 0, "dialogues_per_topic": 1}
+
+
+def write_corpus(folder: str | Path, scale: str, writer: Any, *, emotions: str = "all", batch_size: int = 128,
+                 progress: bool = True) -> dict[str, Any]:
+    """What chapters 1 and 2 write, with their defaults, into `folder`: the balanced stories of `scale`'s
+    design, then the neutral dialogues (`python -m emolib corpus`; how the published corpus was made)."""
+    d = CORPUS_DEFAULTS
+    design = Design.from_scale(scale, emotions, 0, 0, d["max_attempts"], d["seed"])
+    settings = CorpusSettings(writer=writer.name, story_prompt=story_prompt(d["prompt"]),
+                              stories_per_prompt=d["stories_per_prompt"], max_new_tokens=d["max_new_tokens"])
+    store = Corpus(folder, settings)
+    stories = write_balanced(store, design, writer, batch_size=batch_size, progress=progress)
+    topics = select_topics(get_scale(scale).dialogue_topics, d["seed"])
+    dialogues = write_dialogues(store, neutral_jobs(settings, topics, d["dialogues_per_topic"], d["seed"]), writer,
+                                batch_size=batch_size, progress=progress)
+    return {"stories": stories, "dialogues": dialogues, "design": asdict(design)}

@@ -127,7 +127,8 @@ def test_the_cli_reports_errors_in_one_line():
                             text=True, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "emolib: error: unknown model 'nope'; choose one of: " + ", ".join(__import__("emolib").models.PROFILES)]
+        "emolib: error: unknown model 'nope'; choose one of: " + ", ".join(__import__("emolib").models.PROFILES)
+        + ", or a local Hugging Face checkpoint (a folder, or hf:<folder or cached id>)"]
 
 
 @pytest.mark.parametrize("chapter", book.CHAPTERS)

@@ -243,3 +243,35 @@ def test_chat_script_inserts_markers_and_ends_after_the_last_answer():
 def test_the_neutral_rule_skips_idioms_but_not_feelings(text, plain, sense_aware):
     assert sorted(C.find_emotion_words(text, sense_aware=False)) == plain
     assert sorted(C.find_emotion_words(text)) == sense_aware
+
+
+def test_the_writing_bar_moves_within_the_first_call(tmp_path, monkeypatch, tiny_llama):
+    """Under `make book` bars go to a side file every 2 s: during the first writing call it already shows a
+    count above 1 (the token budget used so far), not 0 or 1 until the whole batch returns."""
+    import time
+
+    from emolib.models import decoder_layers
+    from emolib.writers.generate import LocalWriter
+
+    side = tmp_path / "progress.txt"
+    monkeypatch.setenv("EMOLIB_PROGRESS", str(side))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    seen = []
+
+    def slow(module, args, output):  # about 3 s per call of 64 steps: past tqdm's 2 s refresh
+        time.sleep(0.05)
+        if len(seen) < 200:
+            seen.append(side.read_text() if side.exists() else "")
+
+    settings = C.CorpusSettings(writer="tiny-llama", max_new_tokens=64)
+    jobs = C.story_jobs(settings, ["happy", "sad"], C.select_topics(2), 1)
+    writer = LocalWriter(tiny_llama, batch_size=len(jobs))
+    handle = decoder_layers(tiny_llama.model)[0].register_forward_hook(slow)
+    try:
+        stats = C.write_jobs(C.Corpus(tmp_path / "c", settings), jobs, writer, batch_size=len(jobs))
+    finally:
+        handle.remove()
+    assert stats["jobs"] == 4 and len(seen) >= 40
+    counts = [int(float(n)) for text in seen for n in re.findall(r"\| *(\d+(?:\.\d+)?)/256 ", text)]
+    assert counts and max(counts) > 1, seen[-1][-300:]
+    assert "256/256" in side.read_text()  # the budget is used up exactly when the call ends

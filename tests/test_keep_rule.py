@@ -185,3 +185,17 @@ def test_the_corpus_command_writes_what_the_chapters_would(tmp_path):
     assert len(written.neutral.records) == D.get_scale("quick").dialogue_topics
     settings = C.CorpusSettings(writer="tiny", story_prompt=C.story_prompt("label"), max_new_tokens=320)
     assert json.loads((written.folder / "settings.json").read_text())["story"] == settings.for_kind("story")
+
+
+def test_a_data_card_lists_every_file_with_its_hash_and_makes_the_corpus_read_only(tmp_path):
+    from emolib.io import file_sha256
+
+    store = _write(tmp_path / "c")
+    assert not C.Corpus(store.folder).read_only
+    card = C.write_data_card(store.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
+    text = card.read_text()
+    assert text.startswith("---\nlicense:") and "python -m emolib corpus --scale quick" in text
+    for name in ("stories.jsonl", "neutral.jsonl", "design.json", "settings.json"):
+        assert f"| `{name}` |" in text and file_sha256(store.folder / name) in text
+    assert f"fewer than {prompts.MIN_WORDS} words" in text
+    assert C.Corpus(store.folder, _settings()).read_only

@@ -50,3 +50,26 @@ def test_projection_vader_auroc():
     assert np.isnan(validate.auroc([1, 2], [True, True]))
     r, low, high = validate.bootstrap_r(np.arange(50), np.arange(50) + np.random.default_rng(0).normal(size=50), n=200)
     assert 0.9 < low <= r <= high <= 1.0
+
+
+def test_per_token_projections_average_to_the_passage_projection(tiny_gemma3):
+    """The token-by-token view and the passage score agree: the mean of the tokens' projections from the
+    50th token on is the projection of the passage's mean activation, which extraction computes."""
+    import torch
+
+    from emolib.book import plots
+    from emolib.extraction import extract
+    from emolib.extraction.vectors import EmotionVectors
+
+    words = "the morning light fell on the kitchen table while she waited for the letter".split()
+    text = " ".join(words * 6)
+    vectors = EmotionVectors(["happy", "sad"], (0, 1, 2, 3), torch.randn(2, 4, 64, generator=torch.Generator().manual_seed(3)))
+    passage = validate.project_tokens(tiny_gemma3, vectors, text, ["happy", "sad"], 2)
+    ids = tiny_gemma3.tokenizer(text)["input_ids"]
+    assert passage.values.shape == (2, len(ids)) and len(passage.tokens) == len(ids)
+    means, _ = extract.reduce_batch(tiny_gemma3.model, [2], torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+    units = torch.stack([vectors.direction(e, 2) for e in ("happy", "sad")])
+    expected = (units @ means[0, 0]).numpy()
+    assert abs(passage.values[:, 50:].mean(axis=1) - expected).max() < 1e-4
+    figure = plots.token_heatmap(passage, "a passage")
+    assert figure.data[0].z is not None and len(figure.data[0].text) == -(-len(ids) // 24)

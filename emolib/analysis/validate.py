@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import EmolibError
 from ..extraction.extract import ActivationStore, Texts, activations_dir
+from ..models.hooks import decoder_layers, forward_hooks
 from ..stats import auroc, bootstrap_r  # noqa: F401 (chapters read them as validate.X)
 from . import geometry as G
 from .readers import read_texts as read
@@ -100,6 +101,52 @@ def text_activations(loaded, name: str, frame: pd.DataFrame, layer: int, max_tok
     means, _ = store.load(texts.ids)
     kept = frame.set_index("id").loc[texts.ids].reset_index()
     return means[:, 0].numpy(), kept
+
+
+@dataclass
+class TokenProjection:
+    """One passage, token by token: each token's residual at `layer` projected on each emotion's unit vector
+    (minus `center`'s projection), the way the paper shows emotion activation along real text."""
+
+    tokens: list[str]
+    values: np.ndarray  # (emotions, tokens)
+    emotions: list[str]
+    layer: int
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values.T, index=[f"{i}:{t}" for i, t in enumerate(self.tokens)], columns=self.emotions)
+
+
+def project_tokens(loaded, vectors, text: str, emotions: Sequence[str], layer: int, *, max_tokens: int = 256,
+                   center: np.ndarray | None = None) -> TokenProjection:
+    """Per-token projections of `text` on `emotions` at `layer` (block `layer`'s output, as extraction reads
+    it), one forward pass stopped after that block; `center` (d,) is subtracted first, e.g. the mean
+    activation of the passages the scores are compared across."""
+    import torch
+
+    ids = loaded.tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_tokens)["input_ids"]
+    captured = {}
+
+    def keep(module, args, output):
+        captured["h"] = (output[0] if isinstance(output, tuple) else output)[0].float()
+        raise _Stop
+
+    block = decoder_layers(loaded.model)[layer]
+    with torch.inference_mode(), forward_hooks([(block, keep)]):
+        try:
+            loaded.model(input_ids=torch.tensor([ids], device=loaded.device))
+        except _Stop:
+            pass
+    hidden = captured["h"].cpu().numpy().astype(np.float64)
+    if center is not None:
+        hidden = hidden - np.asarray(center, np.float64)
+    units = np.stack([vectors.direction(e, layer).numpy() for e in emotions]).astype(np.float64)
+    tokens = [loaded.tokenizer.decode([i]) for i in ids]
+    return TokenProjection(tokens, units @ hidden.T, list(emotions), layer)
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the block read is done (nothing later, the LM head least of all, runs)."""
 
 
 # --- what chapter 6 computes and shows ------------------------------------------------------------------------

@@ -290,6 +290,25 @@ def scaling(curve, fits: dict, title: str, height: int = 460) -> go.Figure:
     return fig
 
 
+def token_heatmap(projection, title: str, *, width: int = 24) -> go.Figure:
+    """A passage token by token (rows of `width` tokens) coloured by one emotion's projection, the others'
+    on hover: `emolib.analysis.validate.project_tokens` drawn offline."""
+    values, tokens = projection.values, projection.tokens
+    n_rows = -(-len(tokens) // width)
+    pad = n_rows * width - len(tokens)
+    grid = np.concatenate([values[0], np.full(pad, np.nan)]).reshape(n_rows, width)
+    text = np.array([t.replace("\n", "⏎") for t in tokens] + [""] * pad, dtype=object).reshape(n_rows, width)
+    others = ["<br>".join(f"{e}: {v:+.2f}" for e, v in zip(projection.emotions, column)) for column in values.T]
+    hover = np.array(others + [""] * pad, dtype=object).reshape(n_rows, width)
+    limit = float(np.nanmax(np.abs(grid))) or 1.0
+    fig = go.Figure(go.Heatmap(z=grid.tolist(), text=text.tolist(), texttemplate="%{text}", customdata=hover.tolist(),
+                               hovertemplate="%{text}<br>%{customdata}<extra></extra>", zmin=-limit, zmax=limit,
+                               colorscale=VALENCE_SCALE, colorbar=dict(title=projection.emotions[0])))
+    fig.update_layout(title=title, height=90 + 28 * n_rows, margin=dict(t=60, l=20, r=20, b=20),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"))
+    return fig
+
+
 def label_heatmap(by_label, top: int = 15) -> go.Figure:
     """Mean projection per label for the `top` emotions whose mean varies most across labels."""
     spread = by_label.std(axis=0).sort_values(ascending=False).index[:top]

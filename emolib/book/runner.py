@@ -66,11 +66,11 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     """Execute `notebooks/<chapter>.ipynb` for `model` into `runs/book/<scale>/<model>/`, or into the
     published `book/<model>/` with `publish`, or into `out_dir`."""
 
-    get_profile(model)
+    folder_name = get_profile(model).name  # a checkpoint path runs into runs/book/<scale>/<its name>/
     root = root or project_root()
     published = out_dir is None
     if out_dir is None:
-        out_dir = root / "book" / model if publish else run_folder(root, run_scale(parameters)) / model
+        out_dir = root / "book" / folder_name if publish else run_folder(root, run_scale(parameters)) / folder_name
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     if check:  # `run_models` checks once against the chapters of its whole run

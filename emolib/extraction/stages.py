@@ -142,7 +142,7 @@ def setup(model: str, corpus: str, *, dtype: str = "auto", layer: int = -1, load
     profile = models.check_available(model, dtype=dtype) if load else models.get_profile(model)
     loaded = models.load(model, dtype=dtype) if load else None
 
-    built = VectorBuild.load(vectors_dir(model, corpus), model=loaded or model)
+    built = VectorBuild.load(vectors_dir(profile.name, corpus), model=loaded or profile.name)
     return Ready(profile, built, analysis_layer(profile, built.denoised.layers, layer), loaded)
 
 

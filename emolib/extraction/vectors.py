@@ -8,6 +8,7 @@ activations that together explain half of their variance (k is chosen per layer 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch
 
 from ..errors import EmolibError
 from ..io import atomic_write_bytes, atomic_write_json, runs_dir, store_lock
-from .extract import ActivationStore
+from ..models.loading import LoadedModel
+from ..models.profiles import check_layers
+from .extract import LAYER_CONVENTION, TOKEN_START, ActivationStore, extract_texts
 from .interop import (  # noqa: F401 (read as V.X)
     control_vector_hint,
     make_steering_vector,
@@ -72,12 +75,14 @@ class EmotionVectors:
         except ValueError:
             raise EmolibError(f"no vectors at layer {layer}; these were extracted at layers {list(self.layers)}") from None
 
-    def __getitem__(self, emotion: str) -> torch.Tensor:
-        return self.vectors[self.index(emotion)]
-
     def at(self, layer: int) -> torch.Tensor:
         """All emotions at one layer: (E, d)."""
         return self.vectors[:, self.layer_index(layer)]
+
+    def __getitem__(self, emotion: str) -> "Direction":
+        """One emotion's vectors at every layer, as a `Direction` that supports arithmetic
+        (`ev["desperate"] - ev["calm"]`) and steering (`emolib.steering.steer.term`)."""
+        return Direction(self.layers, self.vectors[self.index(emotion)].clone(), emotion)
 
     def direction(self, emotion: str, layer: int) -> torch.Tensor:
         """The unit vector of `emotion` at `layer`."""
@@ -206,6 +211,36 @@ class EmotionVectors:
         """One emotion as a `steering_vectors.SteeringVector` (PyPI steering-vectors); see `scaled`."""
         return make_steering_vector(self.scaled(emotion, layers, scale))
 
+    @classmethod
+    def train(cls, model: Any, tokenizer: Any, stories: dict[str, Sequence[str]], neutral: Sequence[str],
+              layers: Sequence[int] | str = "default", *, variance: float = 0.5, token_budget: int = 0,
+              progress: bool = False, return_build: bool = False) -> "EmotionVectors | VectorBuild":
+        """Emotion vectors in one call, like repeng's `ControlVector.train`: `stories` maps each emotion to
+        its texts, `neutral` are the neutral texts whose top PCs are projected out. The same computation
+        as the staged path (chapter 3: `emolib.build_vectors`) on the same texts, without a corpus folder:
+        the activations pass through a temporary folder removed at the end. Texts shorter than the token
+        rule needs are skipped (`metadata["skipped_texts"]`). Returns the denoised vectors (or the whole
+        VectorBuild with `return_build=True`)."""
+        loaded = model if isinstance(model, LoadedModel) else LoadedModel.wrap(model, tokenizer)
+        chosen = check_layers(loaded.profile, layers)
+        ids, texts, by_emotion = [], [], {}
+        for emotion, group in stories.items():
+            by_emotion[emotion] = [f"story/{emotion}/{i}" for i in range(len(group))]
+            ids += by_emotion[emotion]
+            texts += list(group)
+        neutral_ids = [f"neutral/{i}" for i in range(len(neutral))]
+        with tempfile.TemporaryDirectory(prefix="emolib-train-") as folder:
+            store, _, too_short = extract_texts(loaded, Path(folder), chosen, ids + neutral_ids, texts + list(neutral),
+                                                token_budget=token_budget, progress=progress)
+            skipped = set(too_short)
+            built = build(store, {e: [i for i in group if i not in skipped] for e, group in by_emotion.items()},
+                          [i for i in neutral_ids if i not in skipped], variance=variance,
+                          metadata={"model": loaded.profile.name, "model_id": loaded.profile.model_id,
+                                    "model_type": loaded.profile.family, "token_start": TOKEN_START,
+                                    "layer_convention": LAYER_CONVENTION, "skipped_texts": len(skipped)})
+        built.activations = None  # they lived in the temporary folder
+        return built if return_build else built.denoised
+
     # -- back in from other tools ---------------------------------------------------------------------
     @classmethod
     def from_directions(cls, directions: dict[str, dict[int, torch.Tensor]], metadata: dict[str, Any] | None = None
@@ -294,6 +329,60 @@ def project_out(vectors: torch.Tensor, pcs: NeutralPCs, k: Sequence[int] | None 
         basis = pcs.components[slot][: (k or pcs.k)[slot]]
         out[:, slot] -= (out[:, slot] @ basis.T) @ basis
     return out
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A direction in the residual stream at each of `layers` (rows of `vectors`, as they are, not unit): one
+    emotion's, or a combination. `+`, `-`, a number times it and `-d` combine them layer by layer."""
+
+    layers: tuple[int, ...]
+    vectors: torch.Tensor  # (layers, hidden)
+    label: str = ""
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        """Rows of `vectors` (slot `i` is layer `layers[i]`), as a (layers, hidden) tensor indexes."""
+        return self.vectors[index]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.vectors.shape
+
+    def at(self, layer: int) -> torch.Tensor:
+        if layer not in self.layers:
+            raise EmolibError(f"{self.label or 'this direction'} has no vector at layer {layer} (layers: {list(self.layers)})")
+        return self.vectors[self.layers.index(layer)]
+
+    def norm(self, layer: int) -> float:
+        return float(self.at(layer).norm())
+
+    def unit(self, layer: int) -> torch.Tensor:
+        vector = self.at(layer)
+        return vector / vector.norm().clamp_min(1e-12)
+
+    def _check(self, other: "Direction") -> None:
+        if not isinstance(other, Direction):
+            raise EmolibError(f"a direction combines with another direction, not {type(other).__name__}")
+        if other.layers != self.layers or other.vectors.shape != self.vectors.shape:
+            raise EmolibError(f"{self.label} and {other.label} differ in layers or width; select the same layers first")
+
+    def __add__(self, other: "Direction") -> "Direction":
+        self._check(other)
+        return Direction(self.layers, self.vectors + other.vectors, f"({self.label} + {other.label})")
+
+    def __sub__(self, other: "Direction") -> "Direction":
+        self._check(other)
+        return Direction(self.layers, self.vectors - other.vectors, f"({self.label} - {other.label})")
+
+    def __mul__(self, factor: float) -> "Direction":
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+            raise EmolibError(f"a direction scales by a number, not {type(factor).__name__}")
+        return Direction(self.layers, self.vectors * float(factor), f"{factor:g}·{self.label}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Direction":
+        return Direction(self.layers, -self.vectors, f"-{self.label}")
 
 
 @dataclass

@@ -33,7 +33,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return text_decoder(model).norm
+    """The norm after the last block (`norm`; GPT-NeoX `final_layer_norm`; GPT-2 style `ln_f`)."""
+    decoder = text_decoder(model)
+    for name in ("norm", "final_layer_norm", "ln_f"):
+        if isinstance(getattr(decoder, name, None), nn.Module):
+            return getattr(decoder, name)
+    raise EmolibError(f"cannot find the final norm of {type(model).__name__}")
 
 
 def text_config(model: nn.Module):

@@ -107,6 +107,21 @@ class LoadedModel:
     dtype: torch.dtype
     provenance: dict = field(default_factory=dict)
 
+    @classmethod
+    def wrap(cls, model: nn.Module, tokenizer: Any) -> "LoadedModel":
+        """A model and tokenizer already in memory (any transformers causal LM), with a profile read off the
+        model's config: what `EmotionVectors.train` and the other one-call entry points take."""
+        config = text_config(model)
+        n_layers = len(decoder_layers(model))
+        parameter = next(model.parameters())
+        name = str(getattr(model.config, "name_or_path", "") or config.model_type).rstrip("/").rsplit("/", 1)[-1]
+        profile = ModelProfile(name=name or "model", model_id=str(getattr(model.config, "name_or_path", "") or name),
+                               family=str(config.model_type), n_layers=n_layers, default_layers=tuple(range(n_layers)),
+                               source="in-memory", description=f"{config.model_type} passed in memory",
+                               has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+        return cls(model, tokenizer, profile, parameter.device, parameter.dtype, {"model": profile.name,
+                                                                                  "model_id": profile.model_id})
+
     @property
     def layers(self) -> nn.ModuleList:
         return decoder_layers(self.model)

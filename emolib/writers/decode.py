@@ -236,10 +236,12 @@ class Decoder:
     @torch.inference_mode()
     def run(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling, slots: int, *, share_prefix: bool,
             forcing: list[Any] | None = None, inputs: list[int] | None = None,
-            on_done: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+            on_done: Callable[[int, list[int]], None] | None = None,
+            on_tokens: Callable[[int], None] | None = None) -> list[list[int]]:
         """New tokens per prompt, decoded through `slots` rows: with as many slots as prompts every row starts
         together (one batch); with fewer, waiting prompts take the slots of rows that end. `inputs` names each
-        prompt's index for `live_rows` and `on_done(index, tokens)`."""
+        prompt's index for `live_rows` and `on_done(index, tokens)`; `on_tokens(n)` hears how many rows
+        decoded a token at each step (progress within a call)."""
         inputs = inputs if inputs is not None else list(range(len(prompts)))
         self.prompts, self.seeds, self.sampling, self.forcing, self.inputs = prompts, seeds, sampling, forcing, inputs
         unpadded = len({len(p) for p in prompts}) == 1
@@ -257,6 +259,8 @@ class Decoder:
         logits = self._admit(list(range(first)), torch.empty((first, 0), device=self.device))
         while True:
             tokens, finished = self._sample(logits)
+            if on_tokens is not None:
+                on_tokens(int(tokens.shape[0]))
             for slot in finished:
                 index = self.slots.inputs[slot]
                 if on_done is not None:

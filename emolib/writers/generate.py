@@ -12,7 +12,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
@@ -142,10 +142,13 @@ class LocalWriter:
     def generate(self, messages_list: list[list[dict]], seeds: list[int], max_new_tokens: int = 256,
                  temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.0,
                  min_new_tokens: int = 0, forcing: list[Any] | None = None,
-                 progress: str | None = None) -> list[Generation]:
+                 progress: str | None = None, on_progress: Callable[[int], None] | None = None) -> list[Generation]:
         """Sample a continuation per chat. `forcing` (one per row, fast path only) is an object whose
         `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label).
-        `progress` names a tqdm bar over the rows (None: no bar)."""
+        `progress` names a tqdm bar over the rows (None: no bar). `on_progress(n)` is told, as decoding goes,
+        how much of the call's token budget (rows x `max_new_tokens`) is used up: the rows' tokens at every
+        step, and a finished row's unused budget when it ends, so a caller's bar moves within the call and
+        reaches its total exactly when the call returns."""
 
         prompts = [self.encode(messages) for messages in messages_list]
         if forcing is not None and not self.fast:
@@ -158,6 +161,8 @@ class LocalWriter:
         def done(index: int, new: list[int]) -> None:
             results[index] = self._generation(messages_list[index], new)
             bar.update(1)
+            if on_progress is not None:
+                on_progress(max(0, max_new_tokens - len(new)) if self.fast else max_new_tokens)
 
         if self.refills:  # one batch of slots, refilled as rows end
             batches = [sorted(range(len(prompts)), key=lambda i: len(prompts[i]))]
@@ -169,7 +174,7 @@ class LocalWriter:
                 args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], sampling)
                 if self.fast:
                     self._run(*args, slots or len(chunk), forcing=[forcing[i] for i in chunk] if forcing else None,
-                              inputs=chunk, on_done=done)
+                              inputs=chunk, on_done=done, on_tokens=on_progress)
                 else:
                     self.live_rows = torch.tensor(chunk)
                     for i, new in zip(chunk, self._hf_generate(*args)):
@@ -274,7 +279,7 @@ class OpenAIWriter:
 
     def generate(self, messages_list: list[list[dict]], seeds: list[int], max_new_tokens: int = 256,
                  temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.0,
-                 min_new_tokens: int = 0) -> list[Generation]:
+                 min_new_tokens: int = 0, on_progress: Callable[[int], None] | None = None) -> list[Generation]:
         def one(args: tuple[list[dict], int]) -> Generation:
             messages, seed = args
             if messages[-1]["role"] == "assistant":  # pre-fills are not part of the OpenAI API
@@ -283,7 +288,10 @@ class OpenAIWriter:
                                        "temperature": temperature, "top_p": top_p, "seed": seed}
             if repetition_penalty != 1.0:  # vLLM and llama.cpp's server accept it; others ignore it
                 payload["repetition_penalty"] = repetition_penalty
-            return self._request(payload)
+            answer = self._request(payload)
+            if on_progress is not None:  # a request's whole budget, when it returns
+                on_progress(max_new_tokens)
+            return answer
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(one, zip(messages_list, seeds)))

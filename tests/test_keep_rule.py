@@ -199,3 +199,14 @@ def test_a_data_card_lists_every_file_with_its_hash_and_makes_the_corpus_read_on
         assert f"| `{name}` |" in text and file_sha256(store.folder / name) in text
     assert f"fewer than {prompts.MIN_WORDS} words" in text
     assert C.Corpus(store.folder, _settings()).read_only
+
+
+def test_the_data_card_is_verified_file_by_file(tmp_path):
+    store = _write(tmp_path / "c")
+    assert C.verify_data_card(store.folder) is None
+    C.write_data_card(store.folder, made_by="test", how=[])
+    table = C.verify_data_card(store.folder)
+    assert table["matches"].all() and {"stories.jsonl", "neutral.jsonl", "design.json"} <= set(table.index)
+    with open(store.folder / "neutral.jsonl", "a") as handle:
+        handle.write("\n")
+    assert not C.verify_data_card(store.folder).loc["neutral.jsonl", "matches"]

@@ -578,3 +578,22 @@ This folder is read-only to analysis: `python -m emolib run -p scale full` and `
 {rows}
 """
     return atomic_write_bytes(folder / DATA_CARD, text.encode())
+
+
+def verify_data_card(folder: str | Path) -> Any:
+    """Each file a corpus's data card lists, with its SHA-256 recomputed now and whether it still matches
+    (a reader's check that the published data is the data the book analysed); None without a card."""
+    import re
+
+    import pandas as pd
+
+    card = Path(folder) / DATA_CARD
+    if not card.exists():
+        return None
+    listed = re.findall(r"^\| `([^`]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$", card.read_text(), flags=re.M)
+    rows = []
+    for name, digest in listed:
+        path = Path(folder) / name
+        now = file_sha256(path) if path.exists() else "missing"
+        rows.append({"file": name, "sha256 (data card)": digest[:16], "sha256 (now)": now[:16], "matches": now == digest})
+    return pd.DataFrame(rows).set_index("file")

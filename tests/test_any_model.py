@@ -64,7 +64,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = cls(config)
-        folder = tmp_path_factory.mktemp("checkpoints") / f"tiny-{family}"
+        folder = tmp_path_factory.mktemp("checkpoints") / f"ckpt-{family}"
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         folders[family] = folder
@@ -81,7 +81,7 @@ def test_a_folder_is_a_profile_from_its_config(checkpoints, family):
     profile = models.get_profile(str(checkpoints[family]))
     assert (profile.source, profile.family, profile.n_layers) == ("local-folder", family, 4)
     assert profile.default_layers == (0, 1, 2, 3) and profile.analysis_layer == 3  # round(2/3 * 4)
-    assert profile.name == f"tiny-{family}" and profile.has_chat_template
+    assert profile.name == f"ckpt-{family}" and profile.has_chat_template
     assert models.get_profile(f"hf:{checkpoints[family]}") == profile
 
 
@@ -108,6 +108,19 @@ def test_extraction_steering_and_lens_hold_for_every_family(checkpoints, family)
         with steer.steering(loaded, steer.terms(build, {"happy": 0.0}, 2)):
             during = loaded.model(input_ids=short).logits
     assert torch.equal(before, during)
+    # and a non-zero term adds exactly alpha * scale * unit at the block's output
+    block, seen = models.decoder_layers(loaded.model)[2], []
+    hook = lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone())  # noqa: E731
+    with torch.inference_mode():
+        with steer.steering(loaded, steer.terms(build, {"happy": 0.5}, 2)):
+            handle = block.register_forward_hook(hook)
+            loaded.model(input_ids=short)
+            handle.remove()
+        handle = block.register_forward_hook(hook)
+        loaded.model(input_ids=short)
+        handle.remove()
+    unit = vectors.direction("happy", 2)
+    torch.testing.assert_close(seen[0] - seen[1], (0.5 * unit).expand_as(seen[0]), rtol=1e-4, atol=1e-4)
     # the lens of the last block is the model's own prediction
     captured = {}
     block = models.decoder_layers(loaded.model)[-1]
@@ -178,4 +191,18 @@ def test_the_chapters_run_on_a_folder_model(checkpoints, tmp_path):
     executed = sorted(p.stem for p in (tmp_path / "book").glob("*.ipynb"))
     assert executed == ["01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens",
                         "06_external_validation", "07_steering"]
-    assert (tmp_path / "runs" / "vectors" / "tiny-llama" / "tiny" / "vectors.safetensors").exists()
+    assert (tmp_path / "runs" / "vectors" / "ckpt-llama" / "tiny" / "vectors.safetensors").exists()
+
+
+def test_a_multimodal_checkpoint_reads_its_text_decoder_and_names_do_not_collide(tmp_path):
+    """Gemma 3/4 ship as ...ForConditionalGeneration with a text_config: the depth is the text decoder's. A folder
+    named like a built-in profile gets a name of its own (its runs/ folders stay apart)."""
+    wrapped = models.load("tiny-gemma3-mm")
+    folder = tmp_path / "tiny-llama"
+    wrapped.model.save_pretrained(folder)
+    wrapped.tokenizer.save_pretrained(folder)
+    profile = models.get_profile(str(folder))
+    assert (profile.family, profile.n_layers) == ("gemma3", 4)
+    assert profile.name.startswith("tiny-llama-") and profile.name != "tiny-llama"
+    assert models.get_profile(str(folder)) is models.get_profile(str(folder / ".." / "tiny-llama"))
+    assert len(models.decoder_layers(models.load(str(folder)).model)) == profile.n_layers

@@ -129,3 +129,16 @@ def test_the_ablation_control_reads_the_ablated_direction_out(tiny_llama):
     torch.testing.assert_close(torch.tensor(table["projection change"].to_numpy()),
                                torch.tensor((table["projection ablated"] - table["projection unsteered"]).to_numpy()),
                                rtol=1e-6, atol=1e-9)
+
+
+def test_repeated_ablated_directions_in_any_order_remove_the_whole_span(tiny_gemma3):
+    """ablate + ablate_then_add of one emotion and ablate of another on one block: a repeated direction
+    listed first must not cost the other one its ablation."""
+    loaded, layer = tiny_gemma3, 1
+    build = _build(loaded)
+    both = (steer.terms(build, {"sad": 0.0}, layer, operator="ablate")
+            + steer.terms(build, {"sad": 0.0}, layer, operator="ablate_then_add")
+            + steer.terms(build, {"calm": 0.0}, layer, operator="ablate"))
+    steered, _ = _block_outputs(loaded, layer, both)
+    for emotion in ("sad", "calm"):
+        assert (steered @ build.denoised.direction(emotion, layer)).abs().max() < 1e-5

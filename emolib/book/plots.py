@@ -300,7 +300,9 @@ def token_heatmap(projection, title: str, *, width: int = 24) -> go.Figure:
     text = np.array([t.replace("\n", "⏎") for t in tokens] + [""] * pad, dtype=object).reshape(n_rows, width)
     others = ["<br>".join(f"{e}: {v:+.2f}" for e, v in zip(projection.emotions, column)) for column in values.T]
     hover = np.array(others + [""] * pad, dtype=object).reshape(n_rows, width)
-    limit = float(np.nanmax(np.abs(grid))) or 1.0
+    # the first token (<bos>) carries a huge residual: the colour scale is the rest's 98th percentile
+    limit = float(np.nanpercentile(np.abs(values[0][1:]), 98)) if len(tokens) > 1 else 1.0
+    limit = limit if np.isfinite(limit) and limit > 0 else 1.0
     fig = go.Figure(go.Heatmap(z=grid.tolist(), text=text.tolist(), texttemplate="%{text}", customdata=hover.tolist(),
                                hovertemplate="%{text}<br>%{customdata}<extra></extra>", zmin=-limit, zmax=limit,
                                colorscale=VALENCE_SCALE, colorbar=dict(title=projection.emotions[0])))

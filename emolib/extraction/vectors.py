@@ -137,7 +137,7 @@ class EmotionVectors:
         from safetensors.torch import save
 
         path = Path(path).with_suffix("")
-        header = {"emotions": json.dumps(self.emotions), "layers": json.dumps(list(self.layers)), "format": "emolib.extraction.vectors/1"}
+        header = {"emotions": json.dumps(self.emotions), "layers": json.dumps(list(self.layers)), "format": "emolib.vectors/1"}
         atomic_write_bytes(path.with_suffix(".safetensors"), save({"vectors": self.vectors.contiguous()}, metadata=header))
         atomic_write_json(path.with_suffix(".json"), {"emotions": self.emotions, "layers": list(self.layers),
                                                      "hidden_size": self.hidden_size, "metadata": self.metadata})
@@ -218,8 +218,9 @@ class EmotionVectors:
         """Emotion vectors in one call, like repeng's `ControlVector.train`: `stories` maps each emotion to
         its texts, `neutral` are the neutral texts whose top PCs are projected out. The same computation
         as the staged path (chapter 3: `emolib.build_vectors`) on the same texts, without a corpus folder:
-        the activations pass through a temporary folder removed at the end. Texts shorter than the token
-        rule needs are skipped (`metadata["skipped_texts"]`). Returns the denoised vectors (or the whole
+        the activations pass through a temporary folder removed at the end. Every text of an emotion weighs
+        the same (the staged path weighs a short cell's stories up; on a balanced corpus the two agree).
+        Texts shorter than the token rule needs are skipped (`metadata["skipped_texts"]`). Returns the denoised vectors (or the whole
         VectorBuild with `return_build=True`)."""
         loaded = model if isinstance(model, LoadedModel) else LoadedModel.wrap(model, tokenizer)
         chosen = check_layers(loaded.profile, layers)

@@ -116,7 +116,7 @@ class LoadedModel:
         parameter = next(model.parameters())
         name = str(getattr(model.config, "name_or_path", "") or config.model_type).rstrip("/").rsplit("/", 1)[-1]
         profile = ModelProfile(name=name or "model", model_id=str(getattr(model.config, "name_or_path", "") or name),
-                               family=str(config.model_type), n_layers=n_layers, default_layers=tuple(range(n_layers)),
+                               family=str(getattr(model.config, "model_type", None) or config.model_type), n_layers=n_layers, default_layers=tuple(range(n_layers)),
                                source="in-memory", description=f"{config.model_type} passed in memory",
                                has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
         return cls(model, tokenizer, profile, parameter.device, parameter.dtype, {"model": profile.name,

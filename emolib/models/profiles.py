@@ -12,6 +12,7 @@ which transformers returns *after* the final norm; emolib always means the raw b
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -138,6 +139,9 @@ def get_profile(name: str | ModelProfile) -> ModelProfile:
     if isinstance(name, str) and name in PROFILES:
         return PROFILES[name]
     if isinstance(name, str) and (name.startswith(HF_PREFIX) or "/" in name or os.sep in name or Path(name).is_dir()):
+        local = name[len(HF_PREFIX):] if name.startswith(HF_PREFIX) else name
+        if Path(local).expanduser().exists():  # one spelling per folder: chapters run elsewhere (papermill's cwd)
+            return folder_profile(str(Path(local).expanduser().resolve()))
         return folder_profile(name)
     known = ", ".join(PROFILES)
     raise EmolibError(f"unknown model {name!r}; choose one of: {known}, or a local Hugging Face checkpoint "
@@ -181,16 +185,29 @@ def folder_profile(spec: str) -> ModelProfile:
     if config.get("auto_map"):
         raise EmolibError(f"{spec} needs its own modelling code (auto_map), which emolib never runs "
                           "(no trust_remote_code); use a checkpoint transformers supports natively")
-    text = config.get("text_config") or config
-    n_layers = text.get("num_hidden_layers") or text.get("n_layer")
+    # transformers' own lists, imported here only: which model types load as a causal LM, and the config
+    # with its defaults filled in (the text decoder's depth, also for multimodal wrappers)
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.get("is_encoder_decoder") or config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise EmolibError(f"{spec} is a {config.get('model_type')!r} checkpoint, which transformers does not load as a "
+                          "decoder-only causal LM (AutoModelForCausalLM); emolib reads those")
+    try:
+        text = AutoConfig.from_pretrained(folder, local_files_only=True).get_text_config()
+    except Exception as error:  # an unknown or broken config: say so in one line
+        raise EmolibError(f"{config_path}: transformers cannot read it ({type(error).__name__}: {error})") from None
+    n_layers = getattr(text, "num_hidden_layers", None)
     if not isinstance(n_layers, int) or n_layers < 1:
         raise EmolibError(f"{config_path} names no number of layers (num_hidden_layers)")
     tokenizer_config = folder / "tokenizer_config.json"
     chat = (folder / "chat_template.jinja").exists() or (
         tokenizer_config.exists() and bool(json.loads(tokenizer_config.read_text()).get("chat_template")))
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "checkpoint"
-    return ModelProfile(name=name, model_id=str(config.get("_name_or_path") or target), family=str(text.get("model_type")
-                        or config.get("model_type")), n_layers=n_layers, default_layers=tuple(range(n_layers)),
+    if name in PROFILES:  # a folder named like a built-in profile must not share its runs/ folders
+        name = f"{name}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]}"
+    return ModelProfile(name=name, model_id=str(config.get("_name_or_path") or target), family=str(config.get("model_type")
+                        or text.model_type), n_layers=n_layers, default_layers=tuple(range(n_layers)),
                         source="local-folder", description=f"{config.get('model_type')} from {folder}",
                         has_chat_template=chat, folder=str(folder))
 

@@ -152,7 +152,7 @@ def ablation_control(loaded: LoadedModel, build: VectorBuild, emotions: Sequence
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     texts = {"unsteered": writer.generate(rendered, seeds, **sampling, progress="ablation" if progress else None)}
     for emotion in emotions:
-        with steering(loaded, terms(build, {emotion: 0.0}, layer, operator="ablate"), positions=positions):
+        with steering(loaded, terms(build, {emotion: 0.0}, layer, operator="ablate"), positions=positions, rows_of=writer):
             texts[emotion] = writer.generate(rendered, seeds, **sampling, progress="ablation" if progress else None)
     directions = torch.stack([build.denoised.direction(e, read_layer) for e in emotions])
     prompt_of = np.array([p for p, _ in jobs])

@@ -129,9 +129,9 @@ def _combined(steer_terms: Sequence[SteerTerm], n_blocks: int, hidden_size: int
     combined = {}
     for layer, (shared, per_row, ablated) in by_layer.items():
         basis = None
-        if ablated:  # the span of the ablated directions, orthonormal (QR, float64 for exactness)
-            q, r = torch.linalg.qr(torch.stack(ablated).double().T)
-            basis = q[:, r.diagonal().abs() > 1e-9].T.float()
+        if ablated:  # an orthonormal basis of the ablated directions' span (SVD: repeated directions in any order)
+            u, singular, _ = torch.linalg.svd(torch.stack(ablated).double().T, full_matrices=False)
+            basis = u[:, singular > 1e-9 * singular[0]].T.float()
         combined[layer] = (shared, per_row, basis)
     return combined
 

@@ -139,12 +139,15 @@ class Corpus:
     with the settings its records were written with, so job ids never stand for two different texts.
     """
 
-    def __init__(self, folder: str | Path, settings: CorpusSettings | None = None):
+    def __init__(self, folder: str | Path, settings: CorpusSettings | None = None, *, publishing: bool = False):
         """`settings=None` opens a corpus read-only (what the analysis chapters do); a corpus with a data
-        card is read-only whatever the settings: a run finds its stories there, or stops with one line."""
+        card, or the book's own folder (book/data/corpus), is read-only whatever the settings: a run finds
+        its stories there, or stops with one line. Only `publishing=True` (`python -m emolib corpus`, the
+        explicit act of whoever publishes it) writes into the book's folder before its card exists."""
         self.folder = Path(folder)
         self.settings = settings
-        self.read_only = (self.folder / DATA_CARD).exists()
+        published_here = self.folder.resolve() == published_corpus_dir().resolve()
+        self.read_only = (self.folder / DATA_CARD).exists() or (published_here and not publishing)
         self.stories = JobStore(self.folder / "stories.jsonl")
         self.neutral = JobStore(self.folder / "neutral.jsonl")
         # which jobs went into each batch, logged before the batch runs: a resumed run redoes a batch
@@ -288,7 +291,7 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     # The bar counts the token budget (prompts x max_new_tokens), used up as the writer decodes: it moves
     # within a batch and its ETA is the budget's, an upper bound from the first steps on (a bar in stories
     # stood still for a whole batch, then read "1/342 [02:54<16:33:33]").
-    budget = len(todo) * settings.max_new_tokens
+    budget = sum(len(batch) for batch in batches) * settings.max_new_tokens  # a logged batch is redone whole
     with progress_bar(total=budget, desc=f"writing ({writer.name})", unit="tok", unit_scale=True, **quiet) as bar:
         for batch in batches:
             _log_batch(corpus, batch)
@@ -316,12 +319,14 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
 def _progress_option(writer: Any, bar: Any) -> dict[str, Any]:
     """`on_progress=` for writers that report progress within a call (emolib's do); tracks what was reported."""
     import inspect
+    import threading
 
-    bar.reported = 0
+    bar.reported, lock = 0, threading.Lock()
 
-    def report(n: int) -> None:
-        bar.reported += n
-        bar.update(n)
+    def report(n: int) -> None:  # an HTTP writer reports from its pool's threads
+        with lock:
+            bar.reported += n
+            bar.update(n)
 
     takes = "on_progress" in inspect.signature(writer.generate).parameters
     return {"on_progress": report} if takes else {}

@@ -365,7 +365,7 @@ def write_corpus(folder: str | Path, scale: str, writer: Any, *, emotions: str =
     design = Design.from_scale(scale, emotions, 0, 0, d["max_attempts"], d["seed"])
     settings = CorpusSettings(writer=writer.name, story_prompt=story_prompt(d["prompt"]),
                               stories_per_prompt=d["stories_per_prompt"], max_new_tokens=d["max_new_tokens"])
-    store = Corpus(folder, settings)
+    store = Corpus(folder, settings, publishing=True)  # an explicit act: this command may write the book's folder
     stories = write_balanced(store, design, writer, batch_size=batch_size, progress=progress)
     topics = select_topics(get_scale(scale).dialogue_topics, d["seed"])
     dialogues = write_dialogues(store, neutral_jobs(settings, topics, d["dialogues_per_topic"], d["seed"]), writer,

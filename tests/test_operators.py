@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_steer import _build, _greedy_without_cache, _ids
+from test_steer import _block_outputs, _build, _greedy_without_cache
 
 from emolib import models
 from emolib.errors import EmolibError
 from emolib.steering import steer
 from emolib.writers import generate
-
-
-def _block_outputs(loaded, layer, steer_terms, positions="all"):
-    """(steered, plain) outputs of block `layer` on the same input."""
-    block, seen, ids = models.decoder_layers(loaded.model)[layer], [], _ids(loaded)
-
-    def capture(module, args, output):
-        seen.append((output[0] if isinstance(output, tuple) else output).clone())
-
-    with torch.inference_mode():
-        with steer.steering(loaded, steer_terms, positions=positions):
-            handle = block.register_forward_hook(capture)  # registered after: sees the steered output
-            try:
-                loaded.model(input_ids=ids)
-            finally:
-                handle.remove()
-        handle = block.register_forward_hook(capture)
-        try:
-            loaded.model(input_ids=ids)
-        finally:
-            handle.remove()
-    return seen
 
 
 def test_ablation_removes_the_component_exactly_at_the_hooked_block(tiny_gemma3):

@@ -45,27 +45,7 @@ def test_a_known_vector_shifts_the_block_output_by_exactly_alpha_scale_unit(tiny
     loaded, layer, alpha = tiny_gemma3, 1, 0.7
     build = _build(loaded)
     build.residual_norm[layer] = 3.0
-    block = models.decoder_layers(loaded.model)[layer]
-    seen = []
-    ids = _ids(loaded)
-
-    def capture(module, args, output):
-        seen.append((output[0] if isinstance(output, tuple) else output).clone())
-
-    with torch.inference_mode():
-        loaded.model(input_ids=ids)  # warm, nothing captured yet
-        with steer.steering(loaded, steer.terms(build, {"sad": alpha}, layer)):
-            handle = block.register_forward_hook(capture)  # registered after: sees the steered output
-            try:
-                loaded.model(input_ids=ids)
-            finally:
-                handle.remove()
-        handle = block.register_forward_hook(capture)
-        try:
-            loaded.model(input_ids=ids)
-        finally:
-            handle.remove()
-    steered, plain = seen
+    steered, plain = _block_outputs(loaded, layer, steer.terms(build, {"sad": alpha}, layer))
     direction = build.denoised.direction("sad", layer)
     expected = alpha * 3.0 * direction / direction.norm()
     shift = steered - plain
@@ -96,6 +76,28 @@ def test_several_vectors_on_one_layer_add_up(tiny_gemma3):
         with steer.steering(tiny_gemma3, [steer.SteerTerm(combined, 1, 1.0, combined.norm().item())]):
             one = tiny_gemma3.model(input_ids=ids).logits
     assert torch.allclose(both, one, atol=1e-4)
+
+
+def _block_outputs(loaded, layer, steer_terms, positions="all"):
+    """(steered, plain) outputs of block `layer` on the same input."""
+    block, seen, ids = models.decoder_layers(loaded.model)[layer], [], _ids(loaded)
+
+    def capture(module, args, output):
+        seen.append((output[0] if isinstance(output, tuple) else output).clone())
+
+    with torch.inference_mode():
+        with steer.steering(loaded, steer_terms, positions=positions):
+            handle = block.register_forward_hook(capture)  # registered after: sees the steered output
+            try:
+                loaded.model(input_ids=ids)
+            finally:
+                handle.remove()
+        handle = block.register_forward_hook(capture)
+        try:
+            loaded.model(input_ids=ids)
+        finally:
+            handle.remove()
+    return seen
 
 
 def _greedy_without_cache(loaded, prompt_ids, new_tokens, steer_terms, positions):

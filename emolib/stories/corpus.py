@@ -15,8 +15,10 @@ in emolib.stories.prompts (re-exported here).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -292,13 +294,15 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     # within a batch and its ETA is the budget's, an upper bound from the first steps on (a bar in stories
     # stood still for a whole batch, then read "1/342 [02:54<16:33:33]").
     budget = sum(len(batch) for batch in batches) * settings.max_new_tokens  # a logged batch is redone whole
+    reports = "on_progress" in inspect.signature(writer.generate).parameters
     with progress_bar(total=budget, desc=f"writing ({writer.name})", unit="tok", unit_scale=True, **quiet) as bar:
         for batch in batches:
             _log_batch(corpus, batch)
+            budget_used = _BudgetUsed(bar, len(batch) * settings.max_new_tokens)
             outputs = writer.generate([job.messages for job in batch], seeds=[job.seed for job in batch],
                                       max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                       top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
-                                      **_progress_option(writer, bar))
+                                      **({"on_progress": budget_used} if reports else {}))
             done = corpus.stories.done_jobs
             for job, output in zip(batch, outputs):
                 if job.id in done:  # stored before a kill cut its batch short
@@ -306,7 +310,7 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
                 corpus.save(job, output.text, output.finished, output.n_tokens)
                 stats["generated_tokens"] += output.n_tokens
                 written += 1
-            bar.update(len(batch) * settings.max_new_tokens - _used(bar, batch, settings))  # writers that do not report
+            budget_used.finish()  # the rest of the batch's budget (all of it for writers that do not report)
             bar.set_postfix_str(f"{written}/{len(todo)} stories, {stats['generated_tokens']:,} tokens, "
                                 f"{stats['generated_tokens'] / max(time.perf_counter() - started, 1e-9):.0f} tokens/s")
             if on_batch:
@@ -316,26 +320,20 @@ def _write_jobs(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: int, p
     return stats
 
 
-def _progress_option(writer: Any, bar: Any) -> dict[str, Any]:
-    """`on_progress=` for writers that report progress within a call (emolib's do); tracks what was reported."""
-    import inspect
-    import threading
+class _BudgetUsed:
+    """A writer's `on_progress`: the part of one batch's token budget decoded so far, moved onto the bar as it
+    comes (an HTTP writer reports from its pool's threads); `finish` adds what was not reported."""
 
-    bar.reported, lock = 0, threading.Lock()
+    def __init__(self, bar: Any, budget: int):
+        self.bar, self.budget, self.reported, self.lock = bar, budget, 0, threading.Lock()
 
-    def report(n: int) -> None:  # an HTTP writer reports from its pool's threads
-        with lock:
-            bar.reported += n
-            bar.update(n)
+    def __call__(self, n: int) -> None:
+        with self.lock:
+            self.reported += n
+            self.bar.update(n)
 
-    takes = "on_progress" in inspect.signature(writer.generate).parameters
-    return {"on_progress": report} if takes else {}
-
-
-def _used(bar: Any, batch: list[Job], settings: CorpusSettings) -> int:
-    """The part of a batch's budget its writer already reported (all of it, for emolib's writers)."""
-    used, bar.reported = min(getattr(bar, "reported", 0), len(batch) * settings.max_new_tokens), 0
-    return used
+    def finish(self) -> None:
+        self.bar.update(self.budget - min(self.reported, self.budget))
 
 
 def write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, *, batch_size: int = 32,
@@ -588,8 +586,6 @@ This folder is read-only to analysis: `python -m emolib run -p scale full` and `
 def verify_data_card(folder: str | Path) -> Any:
     """Each file a corpus's data card lists, with its SHA-256 recomputed now and whether it still matches
     (a reader's check that the published data is the data the book analysed); None without a card."""
-    import re
-
     import pandas as pd
 
     card = Path(folder) / DATA_CARD

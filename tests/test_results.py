@@ -20,6 +20,7 @@ def _geometry(r_val: float, p_val: float, r_aro: float = 0.1, p_aro: float = 0.3
         "probe_top1": 0.03, "probe_chance": 1 / 171, "valence_auroc": 0.66,
         "split_half": {"12": {"half": 0.4, "spearman_brown": 0.57}},
         "scaling": {"fits": {"r_valence": {"r_inf": r_inf, "rho": 0.05, "stories_needed": {"0.8": needed},
+                                           "stories_needed_ci": {"0.8": [80.0, 200.0] if needed else [float("inf")] * 2},
                                            "largest_n_measured": 24}}},
         "topic_centred": {"topic-centred": {"r(PC1, valence)": r_val - 0.01, "r(PC2, arousal)": r_aro}},
     }
@@ -46,15 +47,13 @@ def test_verdicts_follow_the_numbers():
     assert "significant once the choice of layer is accounted for (max-over-layers p = 0.01)" in text
     assert "not significant once the choice of layer is accounted for (max-over-layers p = 0.2)" in text
     assert "r = 0.8 would need about 120 stories per emotion" in text
-    assert "r = 0.8 is out of reach" in text
+    assert "r = 0.8 lies above the fitted ceiling" in text
     assert "moves with α for happy (valence rises, as its valence predicts)" in text
     assert "does not move detectably with α by either reader" in text
     assert "Reward hacking: baseline 1/16 (Anthropic ~5%)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23.2: today's verdict still prints a count extrapolated from a fit at its "
-                                       "bound; this test turns green (and strict xfail red) when that is fixed")
 @pytest.mark.parametrize("curve", ["rising", "flat"])
 def test_a_scaling_fit_at_its_bound_gives_no_extrapolated_count(curve):
     """The same verdicts for a model whose attenuation fit (emolib.analysis.reliability.fit_scaling, as chapter 4 runs it) sits
@@ -95,7 +94,7 @@ def test_tables_put_models_beside_the_published_numbers():
     assert table.loc["PC1 vs human valence, r", RS.ANTHROPIC] == "0.81 (45 words)"
     assert table.loc["scale (stories per emotion, min)", "Model A"] == "full (24)"
     assert table.loc["split-half reliability (Spearman-Brown)", "Model A"] == "0.57"
-    assert table.loc["stories per emotion for valence r = 0.8 (extrapolated)", "Model A"] == "120 (r∞ 0.90)"
+    assert table.loc["stories per emotion for valence r = 0.8 (extrapolated)", "Model A"] == "120 [80, 200] (r∞ 0.90)"
     hacks = compare.hacking_table(results, ["a"], TITLES)
     assert hacks.loc["+desperate 0.05", RS.ANTHROPIC] == "~70%"
     assert hacks.loc["baseline", "Model A"] == "6% [1%, 28%] (1/16)"

@@ -142,6 +142,28 @@ def test_the_attenuation_fit_at_its_bounds():
     assert falling.r_inf == pytest.approx(-1.0, abs=1e-9) and falling.n_for == {"0.5": None, "0.8": None}
 
 
+def test_an_extrapolation_is_offered_only_where_the_data_set_it():
+    """supported_extrapolation (what the comparison and chapter 4 print) gives n(r = 0.8) for a well-determined fit
+    and None for a fit at a bound or with an open-ended bootstrap interval; bootstrap_fit's interval is finite for
+    a known curve inside the family (r_inf 0.9, rho 0.1: 34 stories) and open-ended for one that never levels off."""
+    n = np.array([1, 2, 3, 4, 6, 8, 12, 16, 20, 24], float)
+    rng = np.random.default_rng(0)
+    truth = R.ScalingFit(0.9, 0.1, {})
+    rows = [{"n": k, "draw": d, "r": float(truth.predict(k)) + 0.03 * rng.normal()} for k in n for d in range(10)]
+    curve = pd.DataFrame(rows)
+    means = curve.groupby("n")["r"].mean()
+    fit = R.fit_scaling(means.index, means.values)
+    ci = R.bootstrap_fit(curve, "r", None, n_boot=100)
+    assert not fit.at_bound and np.isfinite(ci["0.8"]).all() and ci["0.8"][0] < fit.n_for["0.8"] < ci["0.8"][1]
+    saved = {"r_inf": fit.r_inf, "rho": fit.rho, "stories_needed": fit.n_for, "stories_needed_ci": ci}
+    assert R.supported_extrapolation(saved) == pytest.approx(fit.n_for["0.8"])
+    assert R.supported_extrapolation({**saved, "stories_needed_ci": {}}) is None  # no interval: no number
+    assert R.supported_extrapolation({**saved, "stories_needed_ci": {"0.8": [20.0, np.inf]}}) is None
+    assert R.supported_extrapolation({**saved, "r_inf": 1.0}) is None and R.supported_extrapolation({**saved, "rho": 1.0}) is None
+    rising = pd.DataFrame([{"n": k, "draw": d, "r": 0.1 * np.sqrt(k) + 0.01 * rng.normal()} for k in n for d in range(10)])
+    assert not np.isfinite(R.bootstrap_fit(rising, "r", None, n_boot=50)["0.8"][1])
+
+
 def test_the_max_over_layers_null_is_harder_to_pass_than_one_layer():
     rng = np.random.default_rng(0)
     ratings = rng.normal(size=40)

@@ -136,6 +136,9 @@ def scaling_curve(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
     return pd.DataFrame(rows)
 
 
+_RHO_LOGIT_BOUND = 12.0  # the fit's box for logit(rho): rho in [6e-6, 1 - 6e-6]
+
+
 @dataclass
 class ScalingFit:
     """r(n) = r_inf * sqrt(n rho / (1 + (n - 1) rho)): the attenuation of a correlation by the reliability of
@@ -149,29 +152,82 @@ class ScalingFit:
         n = np.asarray(n, float)
         return self.r_inf * np.sqrt(n * self.rho / (1 + (n - 1) * self.rho))
 
+    @property
+    def at_bound(self) -> list[str]:
+        """The parameters the least-squares box stopped (r_inf at +-1, rho at 0 or 1). A parameter at its
+        bound was set by the box, not by the data, and so is anything extrapolated from it."""
+        return at_bound(self.r_inf, self.rho)
 
-def fit_scaling(n: Sequence[float], r: Sequence[float], targets: Sequence[float] = (0.5, 0.8)) -> ScalingFit:
+
+def at_bound(r_inf: float, rho: float) -> list[str]:
+    edge = 1 / (1 + np.exp(_RHO_LOGIT_BOUND))
+    return ((["r_inf"] if abs(r_inf) > 1 - 1e-4 else [])
+            + (["rho"] if rho < edge * 1.5 or rho > 1 - edge * 1.5 or rho > 1 - 1e-4 else []))
+
+
+def _stories_needed(r_inf: float, rho: float, target: float) -> float | None:
+    if r_inf <= target:
+        return None
+    reliability = (target / r_inf) ** 2
+    return float(reliability * (1 - rho) / (rho * (1 - reliability)))
+
+
+def fit_scaling(n: Sequence[float], r: Sequence[float], targets: Sequence[float] = (0.5, 0.8),
+                weights: Sequence[float] | None = None) -> ScalingFit:
     """Least-squares fit of the attenuation model to mean r per n (signed r; a curve that does not rise is
-    reported with r_inf near its level)."""
+    reported with r_inf near its level). `weights` multiply each point's residual (e.g. to give the
+    full-data point the weight of the subsampled means)."""
     from scipy.optimize import least_squares
 
     n, r = np.asarray(n, float), np.asarray(r, float)
+    w = np.ones_like(n) if weights is None else np.asarray(weights, float)
 
     def residual(params):
         r_inf, logit_rho = params
         rho = 1 / (1 + np.exp(-logit_rho))
-        return r_inf * np.sqrt(n * rho / (1 + (n - 1) * rho)) - r
+        return w * (r_inf * np.sqrt(n * rho / (1 + (n - 1) * rho)) - r)
 
-    fit = least_squares(residual, x0=[max(r.max(), 0.1), -2.0], bounds=([-1.0, -12.0], [1.0, 12.0]))
+    fit = least_squares(residual, x0=[float(np.clip(max(r.max(), 0.1), -0.99, 0.99)), -2.0],
+                        bounds=([-1.0, -_RHO_LOGIT_BOUND], [1.0, _RHO_LOGIT_BOUND]))
     r_inf, rho = float(fit.x[0]), float(1 / (1 + np.exp(-fit.x[1])))
-    needed: dict[str, float | None] = {}
-    for target in targets:
-        if r_inf <= target:
-            needed[f"{target:g}"] = None
-            continue
-        reliability = (target / r_inf) ** 2
-        needed[f"{target:g}"] = float(reliability * (1 - rho) / (rho * (1 - reliability)))
-    return ScalingFit(r_inf, rho, needed)
+    return ScalingFit(r_inf, rho, {f"{t:g}": _stories_needed(r_inf, rho, t) for t in targets})
+
+
+def supported_extrapolation(fit: dict, target: str = "0.8") -> float | None:
+    """The stories per emotion a saved fit predicts for `target`, only where the data set it: neither
+    parameter at its bound and a finite bootstrap interval (`stories_needed_ci`). None otherwise: the
+    curve does not determine the number."""
+    if not fit or fit.get("r_inf") is None or at_bound(fit["r_inf"], fit["rho"]):
+        return None
+    needed = (fit.get("stories_needed") or {}).get(target)
+    low, high = ((fit.get("stories_needed_ci") or {}).get(target) or (None, None))
+    if needed is None or low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return float(needed)
+
+
+def bootstrap_fit(curve: pd.DataFrame, measure: str, full: tuple[float, float] | None,
+                  targets: Sequence[float] = (0.5, 0.8), n_boot: int = 200, seed: int = 0) -> dict[str, list[float]]:
+    """95 % intervals of the fit's predictions: the subsampling draws are resampled within each n, the means
+    refitted (with the full-data point, fixed). A draw whose fit lands at a bound or whose target is above its
+    ceiling counts as infinitely many stories, so such an interval is open-ended (inf)."""
+    rng = np.random.default_rng(seed)
+    groups = [(n, part[measure].to_numpy()) for n, part in curve.groupby("n")]
+    predictions: dict[str, list[float]] = {f"{t:g}": [] for t in targets}
+    for _ in range(n_boot):
+        ns = [float(n) for n, _ in groups]
+        means = [float(values[rng.integers(0, len(values), len(values))].mean()) for _, values in groups]
+        if full is not None:
+            ns, means = ns + [full[0]], means + [full[1]]
+        fit = fit_scaling(ns, means, targets)
+        for t in targets:
+            value = fit.n_for[f"{t:g}"]
+            predictions[f"{t:g}"].append(np.inf if value is None or fit.at_bound else value)
+    def interval(values: list[float]) -> list[float]:
+        bounds = np.percentile(np.minimum(values, 1e300), [2.5, 97.5])  # inf stands for "never": kept open-ended
+        return [float(b) if b < 1e299 else float("inf") for b in bounds]
+
+    return {t: interval(v) for t, v in predictions.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,24 +294,36 @@ SCALING_NS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64, 96)
 
 
 def scaling(build, layer: int, valence: pd.Series, arousal: pd.Series, draws: int = 10, seed: int = 0,
-            targets: Sequence[float] = (0.5, 0.8)) -> tuple[pd.DataFrame, dict]:
+            targets: Sequence[float] = (0.5, 0.8), n_boot: int = 200) -> tuple[pd.DataFrame, dict]:
     """The subsampling curve at `layer` (n = 1 ... the smallest emotion's story count) and, per measure,
-    the attenuation fit with the stories per emotion it predicts for each target r."""
+    the attenuation fit with the stories per emotion it predicts for each target r.
+
+    The fit also takes the full-data point (every stored story, at the mean count per emotion: the r the
+    chapter reports), and a bootstrap over the draws gives each prediction an interval. Whether a prediction
+    is the data's or the box's is `supported_extrapolation`'s call (no parameter at a bound, finite interval)."""
     acts, labels, topics, _ = build.story_activations(layer)
     emotions = build.denoised.emotions
-    most = int(np.bincount(labels, minlength=len(emotions)).min())
+    counts = np.bincount(labels, minlength=len(emotions))
+    most = int(counts.min())
     ns = [n for n in SCALING_NS if n <= most] or [most]
-    curve = scaling_curve(acts, labels, topics, emotions, build.neutral_basis(layer), valence, arousal, ns, draws, seed)
+    basis = build.neutral_basis(layer)
+    curve = scaling_curve(acts, labels, topics, emotions, basis, valence, arousal, ns, draws, seed)
+    full_h = headline(vectors_from_stories(acts, labels, len(emotions), basis), emotions, valence, arousal)
+    full_n = float(counts.mean())
     summary = curve.groupby("n").agg(["mean", lambda s: s.quantile(0.025), lambda s: s.quantile(0.975)])
     fits: dict[str, dict] = {}
-    for measure in ("r_valence", "r_arousal"):
+    for measure, full_r in (("r_valence", full_h.valence_r), ("r_arousal", full_h.arousal_r)):
         means = summary[(measure, "mean")]
+        entry: dict = {"largest_n_measured": int(means.index.max()), "full_data": {"n": full_n, "r": float(full_r)}}
         if len(means) >= 3:
-            fit = fit_scaling(means.index.to_numpy(), means.to_numpy(), targets)
-            fits[measure] = {"r_inf": fit.r_inf, "rho": fit.rho, "stories_needed": fit.n_for,
-                             "largest_n_measured": int(means.index.max())}
+            fit = fit_scaling(np.r_[means.index.to_numpy(float), full_n], np.r_[means.to_numpy(), full_r], targets)
+            entry.update({"r_inf": fit.r_inf, "rho": fit.rho, "stories_needed": fit.n_for, "at_bound": fit.at_bound,
+                          "full_data_predicted": float(fit.predict(full_n)),
+                          "stories_needed_ci": bootstrap_fit(curve, measure, (full_n, float(full_r)), targets,
+                                                             n_boot=n_boot, seed=seed)})
         else:
-            fits[measure] = {"r_inf": None, "rho": None, "stories_needed": {}, "largest_n_measured": int(means.index.max())}
+            entry.update({"r_inf": None, "rho": None, "stories_needed": {}, "at_bound": [], "stories_needed_ci": {}})
+        fits[measure] = entry
     return curve, fits
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from ..analysis.geometry import available_norms, human_norms
+from ..analysis.reliability import at_bound, supported_extrapolation
 from ..stats import wilson
 from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
 from .results import (
@@ -56,8 +57,23 @@ def _needed(r: ModelResults) -> str:
     fit = _valence_fit(r.geometry)
     if fit is None:
         return "-"
-    n = fit["stories_needed"].get("0.8")
-    return f"{n:,.0f} (r∞ {fit['r_inf']:.2f})" if n is not None else f"not reachable (r∞ {fit['r_inf']:.2f})"
+    n = supported_extrapolation(fit)
+    if n is not None:
+        low, high = fit["stories_needed_ci"]["0.8"]
+        return f"{n:,.0f} [{low:,.0f}, {high:,.0f}] (r∞ {fit['r_inf']:.2f})"
+    return f"not determined by the curve ({_fit_state(fit)})"
+
+
+def _fit_state(fit: dict) -> str:
+    """Why a fit gives no extrapolated count, in words."""
+    bound = at_bound(fit["r_inf"], fit["rho"])
+    if "r_inf" in bound:
+        return f"ceiling at its bound, {fit['r_inf']:.1f}"
+    if "rho" in bound:
+        return f"one story's reliability at its bound, {fit['rho']:.2g}"
+    if (fit.get("stories_needed") or {}).get("0.8") is None:
+        return f"r∞ {fit['r_inf']:.2f} < 0.8"
+    return f"r∞ {fit['r_inf']:.2f}; the bootstrap interval is open-ended"
 
 
 def _split_half(r: ModelResults) -> str:
@@ -250,12 +266,23 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
                      + f" once the choice of layer is accounted for (max-over-layers p = {geo['max_layer_p']:.3g}).")
     fit = _valence_fit(geo)
     if fit:
-        needed = fit["stories_needed"].get("0.8")
-        level = (f"the fitted curve levels off at r = {fit['r_inf']:.2f}" if fit["r_inf"] < 0.99 else
-                 "the fitted curve does not level off within the stories measured (its ceiling sits at the bound, 1.0)")
-        lines.append(f"- More stories: {level}; " + (
-            f"r = 0.8 would need about {needed:,.0f} stories per emotion (measured up to {fit['largest_n_measured']}; "
-            "extrapolated)." if needed is not None else "r = 0.8 is out of reach for this model and writer by more stories alone."))
+        needed, bound = supported_extrapolation(fit), at_bound(fit["r_inf"], fit["rho"])
+        level = ("the fitted curve does not level off within the stories measured (its ceiling sits at the bound, 1.0)"
+                 if "r_inf" in bound else
+                 f"one story's reliability sits at its bound ({fit['rho']:.2g}), so the curve's shape is not measured"
+                 if "rho" in bound else f"the fitted curve levels off at r = {fit['r_inf']:.2f}")
+        full = fit.get("full_data")
+        seen = (f" (the fit passes the full-data point: {fit['full_data_predicted']:.2f} predicted, {full['r']:.2f} measured "
+                f"at {full['n']:.0f} stories per emotion)" if full and fit.get("full_data_predicted") is not None else "")
+        if needed is not None:
+            low, high = fit["stories_needed_ci"]["0.8"]
+            tail = (f"r = 0.8 would need about {needed:,.0f} stories per emotion (95% interval {low:,.0f} to {high:,.0f}; "
+                    f"measured up to {fit['largest_n_measured']}; extrapolated).")
+        elif not bound and (fit.get("stories_needed") or {}).get("0.8") is None:
+            tail = "r = 0.8 lies above the fitted ceiling: more stories alone would not reach it, if the curve holds."
+        else:
+            tail = "the curve does not determine how many stories r = 0.8 would need."
+        lines.append(f"- More stories: {level}{seen}; {tail}")
     ratio = geo["probe_top1"] / geo["probe_chance"] if geo.get("probe_chance") else float("nan")
     lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} vs chance {geo['probe_chance']:.1%} ({ratio:.1f}x); "
                  f"valence AUROC {geo['valence_auroc']:.2f}.")

@@ -29,6 +29,7 @@ import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 
 from ..analysis.geometry import linkage
+from ..analysis.reliability import supported_extrapolation
 from ..steering.experiments import projection_shift
 
 VALENCE_SCALE = "RdBu"  # red = unpleasant, blue = pleasant
@@ -277,7 +278,7 @@ def scaling(curve, fits: dict, title: str, height: int = 460) -> go.Figure:
                                  line=dict(color=colour)))
         fit = fits.get(measure, {})
         if fit.get("r_inf") is not None:
-            needed = fit["stories_needed"].get("0.8")
+            needed = supported_extrapolation(fit)  # drawn out that far only where the data set the number
             end = max(4 * n.max(), min(needed or 0, 50 * n.max()))
             grid = np.geomspace(1, end, 80)
             rho = fit["rho"]

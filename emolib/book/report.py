@@ -68,8 +68,12 @@ class GeometryReport:
     def fits_table(self) -> pd.DataFrame:
         return pd.DataFrame({name: {"r with infinitely many stories (fit)": fit["r_inf"],
                                     "one story's reliability (fit)": fit["rho"],
-                                    "stories per emotion for r = 0.5": fit["stories_needed"].get("0.5"),
-                                    "stories per emotion for r = 0.8": fit["stories_needed"].get("0.8"),
+                                    "parameters at a bound": ", ".join(fit.get("at_bound") or []) or "none",
+                                    "r measured with every story": (fit.get("full_data") or {}).get("r"),
+                                    "r the fit predicts there": fit.get("full_data_predicted"),
+                                    "stories per emotion for r = 0.5": R.supported_extrapolation(fit, "0.5"),
+                                    "stories per emotion for r = 0.8": R.supported_extrapolation(fit, "0.8"),
+                                    "95% interval (r = 0.8)": _interval_text((fit.get("stories_needed_ci") or {}).get("0.8")),
                                     "largest n measured": fit["largest_n_measured"]} for name, fit in self.fits.items()})
 
     @property
@@ -108,6 +112,12 @@ class GeometryReport:
                                 "majority": self.valence["probe"]["majority"]},
             "stories_per_emotion": int(np.median([len(v) for v in built.stories.values()])),
         }
+
+
+def _interval_text(pair) -> str:
+    if not pair:
+        return "-"
+    return " to ".join("open" if not np.isfinite(v) else f"{v:,.0f}" for v in pair)
 
 
 def _correlations(ready: Ready, result: G.PCAResult, acts, labels, ratings: dict[str, pd.DataFrame], n_boot: int,

@@ -45,6 +45,22 @@ def test_anchors_fix_the_sign_without_looking_at_the_ratings():
     assert h.valence_r < -0.9
 
 
+def test_the_held_out_valence_test_is_oriented_by_anchors_and_has_a_ratings_null():
+    """Issue 23.4: the held-out valence axis is oriented by the fixed anchors, never by the ratings. With ratings
+    reversed (10 - valence) the anchors still point PC1 at the planted pleasant end, so the AUROC falls far below
+    0.5 and its permutation p is large; orienting by the training fold's ratings (the code before) flipped the
+    axis to agree with them and reported AUROC near 1. With the true ratings AUROC is high and p at its floor;
+    stories with no valence structure give an unremarkable p."""
+    acts, labels, topics = synthetic(noise=2.0)
+    honest = G.valence_probe(acts, labels, topics, EMOTIONS, VALENCE, n_perm=500)
+    assert honest["auroc"] > 0.8 and honest["auroc_p"] == pytest.approx(1 / 501) and honest["r_p"] < 0.01
+    reversed_ratings = G.valence_probe(acts, labels, topics, EMOTIONS, 10 - VALENCE, n_perm=500)
+    assert reversed_ratings["auroc"] < 0.2 and reversed_ratings["auroc_p"] > 0.9
+    rng = np.random.default_rng(1)
+    noise = G.valence_probe(rng.normal(size=acts.shape), labels, topics, EMOTIONS, VALENCE, n_perm=500)
+    assert noise["auroc_p"] > 0.05
+
+
 def test_topic_centring_removes_topic_offsets_from_an_unbalanced_design():
     acts, labels, topics = synthetic(noise=0.3, topic_shift=20.0)
     # unbalanced: pleasant emotions only on topics 0-2, unpleasant only on 3-5

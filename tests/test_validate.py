@@ -73,3 +73,62 @@ def test_per_token_projections_average_to_the_passage_projection(tiny_gemma3):
     assert abs(passage.values[:, 50:].mean(axis=1) - expected).max() < 1e-4
     figure = plots.token_heatmap(passage, "a passage")
     assert figure.data[0].z is not None and len(figure.data[0].text) == -(-len(ids) // 24)
+
+
+def test_the_best_emotion_per_label_has_a_null_for_its_maximum():
+    """Issue 23.7: a maximum over 171 AUROCs is large by chance. With scores unrelated to the labels the best
+    AUROC still reaches 0.61-0.66 here, yet its permutation p is unremarkable and the
+    held-out AUROC of the emotion chosen on the other half sits near 0.5; a planted emotion that tracks one
+    label is found with p at its floor and a held-out AUROC near its own."""
+    rng = np.random.default_rng(0)
+    n, emotions = 200, [f"e{i}" for i in range(171)]
+    kept = pd.DataFrame({"label": np.repeat(["a", "b", "c", "d"], n // 4)})
+    noise = rng.normal(size=(n, len(emotions)))
+    table = validate.best_emotion_per_label(noise, kept, emotions, n_perm=300)
+    assert (table["AUROC"] > 0.6).all()  # the trap: maxima look like findings (0.61-0.66 here)
+    assert (table["p (max over emotions)"] > 0.05).all() and (table["held-out AUROC"].sub(0.5).abs() < 0.2).all()  # 25 vs 75 passages: SD ~0.07
+    planted = noise.copy()
+    planted[:, 7] += 1.5 * (kept["label"] == "b").to_numpy()
+    table = validate.best_emotion_per_label(planted, kept, emotions, n_perm=300)
+    assert table.loc["b", "best emotion"] == "e7" and table.loc["b", "chosen on half"] == "e7"
+    assert table.loc["b", "p (max over emotions)"] == pytest.approx(1 / 301) and table.loc["b", "held-out AUROC"] > 0.75
+
+
+class _Vectors:
+    """Emotion vectors at one layer, as valence_agreement reads them (the anchors are named)."""
+
+    def __init__(self, matrix: np.ndarray, emotions: list[str]):
+        self.matrix, self.emotions = matrix, emotions
+
+    def at(self, layer: int):
+        import torch
+
+        return torch.from_numpy(self.matrix)
+
+
+def test_valence_agreement_is_oriented_by_anchors_with_a_base_rate():
+    """Issue 23.4/23.8: the passage valence axis is the vectors' PC1 pointing at the pleasant anchors (not oriented
+    by ratings), r comes with a within-label interval, the r within labels, and the random-direction base rate."""
+    from emolib.analysis.geometry import ANCHORS
+
+    rng = np.random.default_rng(1)
+    d = 40
+    pleasant, unpleasant = ANCHORS[0]
+    emotions = list(pleasant) + list(unpleasant)
+    axis = rng.normal(size=d)
+    axis /= np.linalg.norm(axis)
+    matrix = np.outer([1.0] * len(pleasant) + [-1.0] * len(unpleasant), axis) + 0.05 * rng.normal(size=(len(emotions), d))
+    texts = ["What a wonderful, happy day, I love it!"] * 30 + ["A terrible, awful, sad disaster."] * 30
+    sentiment_sign = np.r_[np.ones(30), -np.ones(30)]
+    acts = np.outer(sentiment_sign, axis) * 2 + rng.normal(size=(60, d))
+    labels = np.tile(["x", "y"], 30)
+    found = validate.valence_agreement(acts, texts, _Vectors(matrix, emotions), 0, labels=labels, n_boot=200,
+                                       n_random=200)
+    assert found.r > 0.6 and found.low > 0.3 and found.interval == "passages resampled within labels"
+    assert found.r_within_labels > 0.6 and found.random_95 < found.r and found.random_p == 0.0
+    assert found.positive_share == pytest.approx(0.5)
+    flipped = validate.valence_agreement(acts, texts, _Vectors(-matrix, emotions), 0, n_boot=200, n_random=200)
+    # the pleasant anchors now sit at the other end: the axis follows them and r turns negative, where orienting
+    # the axis by agreement with ratings or sentiment would have flipped it back and reported +0.88 again
+    assert flipped.r == pytest.approx(-found.r)
+    assert "base rate" in found.table().index.str.cat()

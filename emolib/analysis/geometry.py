@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import sys
 import zipfile
@@ -180,22 +181,41 @@ class Bootstrap:
         return float(np.nanmean(values) - estimate)
 
 
+def match_components(reference: np.ndarray, loadings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `loadings`' rows (k, d) is each `reference` row, and with which sign: the assignment that
+    maximises the summed |cosine| (all k! orders; k is 2 or 3 here). A replicate whose PC1 and PC2 swapped
+    places (their variances are close) is read the right way round instead of as a weak, flipped r."""
+    ref = np.asarray(reference, np.float64)
+    rows = np.asarray(loadings, np.float64)
+    ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-300)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-300)
+    cos = ref @ rows.T  # (k_ref, k)
+    best = max(itertools.permutations(range(rows.shape[0]), ref.shape[0]),
+               key=lambda order: float(np.abs(cos[np.arange(ref.shape[0]), list(order)]).sum()))
+    order = np.array(best)
+    signs = np.sign(cos[np.arange(ref.shape[0]), order])
+    return order, np.where(signs == 0, 1.0, signs)
+
+
 def bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Sequence[str], neutral_basis: np.ndarray,
               reference: PCAResult, valence: pd.Series, arousal: pd.Series, n_boot: int = 1000,
-              seed: int = 0) -> Bootstrap:
+              seed: int = 0, resample_emotions: bool = True, candidates: int = 3) -> Bootstrap:
     """Resample stories within each emotion, rebuild and denoise the vectors, redo the PCA.
 
     `story_acts` (N, d) are per-story activations at one layer and `labels` their emotion index;
-    `neutral_basis` (k, d) the neutral components that were projected out. Each replicate's PC1/PC2
-    are sign-aligned to the full-data components before correlating.
+    `neutral_basis` (k, d) the neutral components that were projected out. Each replicate's top
+    `candidates` components are matched to the full-data PC1/PC2 (`match_components`: order and sign)
+    before correlating. With `resample_emotions` the rated words are resampled too (with replacement,
+    within each replicate), so the interval is not conditional on which words happen to be rated.
     """
     rng = np.random.default_rng(seed)
     acts = np.asarray(story_acts, np.float64)
     groups = [np.flatnonzero(labels == i) for i in range(len(emotions))]
     if any(len(g) == 0 for g in groups):
         raise EmolibError("every emotion needs at least one story for the bootstrap")
-    v_rows = [list(emotions).index(e) for e in valence.index]
-    a_rows = [list(emotions).index(e) for e in arousal.index]
+    v_rows = np.array([list(emotions).index(e) for e in valence.index])
+    a_rows = np.array([list(emotions).index(e) for e in arousal.index])
+    v_values, a_values = valence.to_numpy(float), arousal.to_numpy(float)
     basis = np.asarray(neutral_basis, np.float64).reshape(-1, acts.shape[1])
     var, r_val, r_aro = np.empty((n_boot, 2)), np.empty(n_boot), np.empty(n_boot)
     for b in range(n_boot):
@@ -203,12 +223,14 @@ def bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Sequence[str
         vectors = means - means.mean(axis=0, keepdims=True)
         if len(basis):
             vectors = vectors - (vectors @ basis.T) @ basis
-        result = pca(vectors, emotions, n=2)
-        signs = np.sign(np.sum(result.components * reference.components[:2], axis=1))
-        scores = result.scores * np.where(signs == 0, 1, signs)
-        var[b] = result.explained[:2]
-        r_val[b] = pearson(scores[v_rows, 0], valence.values)
-        r_aro[b] = pearson(scores[a_rows, 1], arousal.values)
+        result = pca(vectors, emotions, n=max(2, candidates))
+        order, signs = match_components(reference.components[:2], result.components)
+        scores = result.scores[:, order] * signs
+        var[b] = result.explained[order]
+        pick_v = rng.integers(0, len(v_rows), len(v_rows)) if resample_emotions else np.arange(len(v_rows))
+        pick_a = rng.integers(0, len(a_rows), len(a_rows)) if resample_emotions else np.arange(len(a_rows))
+        r_val[b] = pearson(scores[v_rows[pick_v], 0], v_values[pick_v])
+        r_aro[b] = pearson(scores[a_rows[pick_a], 1], a_values[pick_a])
     return Bootstrap(var, r_val, r_aro)
 
 
@@ -312,11 +334,13 @@ class ProbeResult:
 
 def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],
                   valence: pd.Series, neutral_basis: np.ndarray | None = None, midpoint: float | None = None,
-                  centre_topics: bool = False) -> dict:
-    """Held-out valence: build vectors from the training topics, orient their PC1 with human valence,
-    then score held-out stories on it. AUROC for telling stories of pleasant emotions (rated above the
-    median) from unpleasant ones, r between story scores and their emotion's rating, and the accuracy of
-    a 2-way logistic probe (pleasant vs unpleasant) on the same folds against the majority share."""
+                  centre_topics: bool = False, n_perm: int = 2000, seed: int = 0) -> dict:
+    """Held-out valence: build vectors from the training topics, orient their PC1 by the fixed anchor
+    emotions (`ANCHORS`, never by the ratings: the test fold's emotions are the training fold's), then
+    score held-out stories on it. AUROC for telling stories of pleasant emotions (rated above the median)
+    from unpleasant ones and r between story scores and their emotion's rating, each with a ratings-
+    permutation p (the ratings shuffled over emotions, `n_perm` times, the story scores kept); and the
+    accuracy of a 2-way logistic probe (pleasant vs unpleasant) on the same folds against the majority share."""
     x = np.asarray(acts, np.float64)
     if centre_topics:
         x = topic_centre(x, topics)
@@ -332,12 +356,13 @@ def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
         if neutral_basis is not None and len(neutral_basis):
             vectors = vectors - (vectors @ neutral_basis.T) @ neutral_basis
         names = [emotions[i] for i in present]
-        result = orient(pca(vectors, names, n=1), {0: valence[[n for n in names if n in valence.index]]})
+        result = orient_by_anchors(pca(vectors, names, n=1))
         scores[test] = (x[test] - centre) @ result.components[0]
     truth = np.array([valence.get(emotions[i], np.nan) for i in labels])
     from sklearn.metrics import roc_auc_score
 
     keep = rated & ~np.isnan(scores)
+    null = _valence_null(scores[keep], labels[keep], valence, emotions, midpoint, n_perm, seed)
     from sklearn.linear_model import LogisticRegression
 
     pleasant = truth > midpoint
@@ -347,9 +372,40 @@ def valence_probe(acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], e
         model = LogisticRegression(C=0.05, max_iter=500).fit(xs[train] / np.linalg.norm(xs[train], axis=1, keepdims=True), ys[train])
         hits.append(model.predict(xs[test] / np.linalg.norm(xs[test], axis=1, keepdims=True)) == ys[test])
     hits = np.concatenate(hits)
-    return {"auroc": float(roc_auc_score(truth[keep] > midpoint, scores[keep])),
-            "r": pearson(scores[keep], truth[keep]), "stories": int(keep.sum()), "midpoint": midpoint,
+    return {"auroc": float(roc_auc_score(truth[keep] > midpoint, scores[keep])), "auroc_p": null["auroc_p"],
+            "r": pearson(scores[keep], truth[keep]), "r_p": null["r_p"], "permutations": n_perm,
+            "orientation": "fixed anchor emotions (ANCHORS), per training fold",
+            "stories": int(keep.sum()), "midpoint": midpoint,
             "two_way_accuracy": float(hits.mean()), "majority": float(max(pleasant[rated].mean(), 1 - pleasant[rated].mean()))}
+
+
+def _valence_null(scores: np.ndarray, labels: np.ndarray, valence: pd.Series, emotions: Sequence[str], midpoint: float,
+                  n_perm: int, seed: int) -> dict[str, float]:
+    """Ratings-permutation p of the held-out AUROC and r: the ratings are shuffled over the rated emotions (a
+    story keeps its emotion and its score), both statistics recomputed from per-emotion sums, vectorised."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    kinds = np.unique(labels)
+    slot = np.searchsorted(kinds, labels)
+    ratings = np.array([valence[emotions[k]] for k in kinds], float)
+    ranks = rankdata(scores)
+    counts = np.bincount(slot, minlength=len(kinds)).astype(float)
+    rank_sums = np.bincount(slot, weights=ranks, minlength=len(kinds))
+    score_sums = np.bincount(slot, weights=scores, minlength=len(kinds))
+    shuffled = np.vstack([ratings, np.stack([rng.permutation(ratings) for _ in range(n_perm)])])  # row 0: observed
+    positive = (shuffled > midpoint).astype(float)
+    n1 = positive @ counts
+    n0 = counts.sum() - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = (positive @ rank_sums - n1 * (n1 + 1) / 2) / (n1 * n0)
+    n = counts.sum()
+    mean_t = shuffled @ counts / n
+    cov = shuffled @ score_sums / n - mean_t * scores.mean()
+    sd_t = np.sqrt(np.maximum((shuffled ** 2) @ counts / n - mean_t ** 2, 1e-300))
+    r = cov / (sd_t * scores.std())
+    return {"auroc_p": float((1 + (auroc[1:] >= auroc[0] - 1e-12).sum()) / (n_perm + 1)),
+            "r_p": float((1 + (r[1:] >= r[0] - 1e-12).sum()) / (n_perm + 1))}
 
 
 def topic_folds(topics: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:

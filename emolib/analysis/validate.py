@@ -24,7 +24,7 @@ import pandas as pd
 from ..errors import EmolibError
 from ..extraction.extract import ActivationStore, Texts, activations_dir
 from ..models.hooks import decoder_layers, forward_hooks
-from ..stats import auroc, bootstrap_r  # noqa: F401 (chapters read them as validate.X)
+from ..stats import auroc, bootstrap_r, pearson  # noqa: F401 (chapters read them as validate.X)
 from . import geometry as G
 from .readers import read_texts as read
 
@@ -187,29 +187,71 @@ def top_passages(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]
 
 @dataclass
 class ValenceAgreement:
-    """The vectors' valence axis (PC1, oriented by human ratings) read on each passage, against VADER."""
+    """The vectors' valence axis (PC1, oriented by the fixed anchor emotions) read on each passage, against VADER."""
     score: np.ndarray  # per passage: centred activation . valence axis
     sentiment: np.ndarray  # per passage: VADER compound
     r: float
     low: float
     high: float
+    interval: str = "passages resampled"  # how the interval was drawn (within labels where there are labels)
+    r_within_labels: float | None = None  # r after removing each label's mean from both measures
+    random_95: float = float("nan")  # 95th percentile of |r| for random unit directions (the base rate)
+    random_p: float = float("nan")  # share of random directions with |r| >= the observed |r|
+
+    @property
+    def positive_share(self) -> float:
+        """Of the clearly signed passages (|VADER| > 0.5), the share that is positive: the AUROC's base rate."""
+        clear = np.abs(self.sentiment) > 0.5
+        return float((self.sentiment[clear] > 0).mean()) if clear.any() else float("nan")
 
     def table(self) -> pd.DataFrame:
         clear = np.abs(self.sentiment) > 0.5
-        return pd.Series({
-            "passages": len(self.score), "r(valence axis, VADER)": round(self.r, 3), "95% CI": f"{self.low:.2f} to {self.high:.2f}",
+        rows = {
+            "passages": len(self.score), "r(valence axis, VADER)": round(self.r, 3),
+            f"95% CI ({self.interval})": f"{self.low:.2f} to {self.high:.2f}",
+            "random directions: 95th percentile of |r| (base rate)": round(self.random_95, 3),
+            "share of random directions with |r| as large": round(self.random_p, 4),
             "clearly positive / negative passages": f"{int((self.sentiment > 0.5).sum())} / {int((self.sentiment < -0.5).sum())}",
-            "AUROC (positive vs negative)": round(auroc(self.score[clear], self.sentiment[clear] > 0), 3)}).to_frame("value")
+            "AUROC (positive vs negative; chance 0.5)": round(auroc(self.score[clear], self.sentiment[clear] > 0), 3)}
+        if self.r_within_labels is not None:
+            rows["r within labels (each label's mean removed)"] = round(self.r_within_labels, 3)
+        return pd.Series(rows).to_frame("value")
 
 
-def valence_agreement(acts: np.ndarray, texts: Sequence[str], vectors, layer: int, seed: int = 0) -> ValenceAgreement:
-    """Correlate each passage's position on the valence axis with VADER (bootstrap 95% CI)."""
-    ratings = G.norms_for(vectors.emotions, G.available_norms()[0])
-    axis = G.orient(G.pca(vectors.at(layer).numpy(), vectors.emotions, n=1), {0: ratings["valence"]}).components[0]
-    score = (acts - acts.mean(axis=0)) @ axis
+def valence_axis(vectors, layer: int) -> np.ndarray:
+    """PC1 of the emotion vectors at `layer`, pointing from the unpleasant to the pleasant anchor emotions
+    (`geometry.ANCHORS`): fixed before any rating or sentiment score is read."""
+    return G.orient_by_anchors(G.pca(vectors.at(layer).numpy(), vectors.emotions, n=1)).components[0]
+
+
+def valence_agreement(acts: np.ndarray, texts: Sequence[str], vectors, layer: int, seed: int = 0,
+                      labels: Sequence | None = None, n_boot: int = 2000, n_random: int = 1000) -> ValenceAgreement:
+    """Correlate each passage's position on the valence axis with VADER. The interval resamples passages within
+    each label where labels are given (a category shifts both measures alike; the r within labels removes it);
+    the base rate is how well random unit directions of the residual stream correlate with VADER on the same
+    passages."""
+    centred = acts - acts.mean(axis=0)
+    score = centred @ valence_axis(vectors, layer)
     sentiment = vader(list(texts))
-    r, low, high = bootstrap_r(score, sentiment, seed=seed)
-    return ValenceAgreement(score, sentiment, float(r), float(low), float(high))
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(len(score))] if labels is None else [np.flatnonzero(np.asarray(labels) == g)
+                                                              for g in pd.unique(np.asarray(labels))]
+    draws = np.stack([np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]) for _ in range(n_boot)])
+    rs = np.array([np.corrcoef(score[d], sentiment[d])[0, 1] for d in draws])
+    low, high = np.nanpercentile(rs, [2.5, 97.5])
+    within = None
+    if labels is not None and len(groups) > 1:
+        x, y = score.copy(), sentiment.copy()
+        for g in groups:
+            x[g], y[g] = x[g] - x[g].mean(), y[g] - y[g].mean()
+        within = pearson(x, y)
+    directions = rng.normal(size=(n_random, centred.shape[1]))
+    projected = centred @ (directions / np.linalg.norm(directions, axis=1, keepdims=True)).T
+    random_r = np.abs(np.array([pearson(projected[:, k], sentiment) for k in range(n_random)]))
+    r = pearson(score, sentiment)
+    return ValenceAgreement(score, sentiment, float(r), float(low), float(high),
+                            "passages resampled within labels" if labels is not None else "passages resampled",
+                            within, float(np.quantile(random_r, 0.95)), float((random_r >= abs(r) - 1e-12).mean()))
 
 
 def by_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
@@ -219,16 +261,42 @@ def by_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) ->
     return pd.DataFrame(scores, columns=list(emotions)).groupby(kept["label"].values).mean()
 
 
-def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) -> pd.DataFrame | None:
-    """For each label, the emotion whose projection best separates it from the rest (AUROC)."""
+def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str], n_perm: int = 1000,
+                           seed: int = 0) -> pd.DataFrame | None:
+    """For each label, the emotion whose projection best separates it from the rest (one-vs-rest AUROC), with
+    two guards against reading a maximum over many emotions as a finding: the maximum's permutation p (the
+    labels shuffled over passages, the maximum over all emotions recomputed each time) and a held-out AUROC
+    (the best emotion chosen on a random half of the passages, its AUROC read on the other half)."""
     if not kept["label"].notna().all():
         return None
+    from scipy.stats import rankdata
+
+    x = np.asarray(scores, float)
+    ranks = rankdata(x, axis=0)  # (N, E): an AUROC is a rank sum
+    labels = kept["label"].to_numpy()
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(labels), bool)
+    half[rng.permutation(len(labels))[: len(labels) // 2]] = True
+    perms = np.stack([rng.permutation(len(labels)) for _ in range(n_perm)])
+
+    def aurocs_of(positive: np.ndarray, rank_matrix: np.ndarray) -> np.ndarray:  # positive: (..., N) bool
+        n1 = positive.sum(axis=-1, keepdims=True).astype(float)
+        n0 = positive.shape[-1] - n1
+        return (positive.astype(float) @ rank_matrix - n1 * (n1 + 1) / 2) / (n1 * n0)
+
     best = []
-    for label in sorted(kept["label"].unique()):
-        truth = (kept["label"] == label).values
-        aurocs = np.array([auroc(scores[:, j], truth) for j in range(len(emotions))])
-        j = int(np.nanargmax(aurocs))
-        best.append({"label": label, "passages": int(truth.sum()), "best emotion": emotions[j], "AUROC": round(float(aurocs[j]), 3)})
+    for label in sorted(pd.unique(labels)):
+        truth = labels == label
+        observed = aurocs_of(truth, ranks)
+        j = int(np.nanargmax(observed))
+        null_max = np.nanmax(aurocs_of(truth[perms], ranks), axis=1)
+        chosen = int(np.nanargmax([auroc(x[half, k], truth[half]) for k in range(x.shape[1])]))
+        best.append({"label": label, "passages": int(truth.sum()), "best emotion": emotions[j],
+                     "AUROC": round(float(observed[j]), 3),
+                     "p (max over emotions)": float((1 + (null_max >= observed[j] - 1e-12).sum()) / (n_perm + 1)),
+                     "null 95th percentile": round(float(np.quantile(null_max, 0.95)), 3),
+                     "chosen on half": emotions[chosen],
+                     "held-out AUROC": round(auroc(x[~half, chosen], truth[~half]), 3)})
     return pd.DataFrame(best).set_index("label")
 
 
@@ -236,5 +304,7 @@ def validation_results(layer: int, texts: str, kept: pd.DataFrame, agreement: Va
                        per_label: pd.DataFrame | None) -> dict:
     """Chapter 6's key numbers (`emolib.book.results.ValidationResults`)."""
     return {"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
-            "ci": [agreement.low, agreement.high], "top_emotions": top.head(5).to_dict(),
+            "ci": [agreement.low, agreement.high], "ci_resampling": agreement.interval,
+            "r_within_labels": agreement.r_within_labels, "random_direction_95": agreement.random_95,
+            "random_direction_p": agreement.random_p, "positive_share": agreement.positive_share, "top_emotions": top.head(5).to_dict(),
             "best_emotion_per_label": per_label.reset_index().to_dict("records") if per_label is not None else None}

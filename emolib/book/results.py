@@ -113,6 +113,11 @@ class ValidationResults(TypedDict):
     passages: int
     r_valence_vader: float
     ci: list[float]
+    ci_resampling: str
+    r_within_labels: float | None
+    random_direction_95: float
+    random_direction_p: float
+    positive_share: float
     top_emotions: dict[str, float]
     best_emotion_per_label: list[dict] | None
 

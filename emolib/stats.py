@@ -77,3 +77,18 @@ def resample_clusters(sums: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 def slope_of(totals: np.ndarray) -> np.ndarray:
     n, x, y, xx, xy = (totals[..., i] for i in range(5))
     return (xy - x * y / n) / np.maximum(xx - x * x / n, 1e-300)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate at any dependence):
+    the k-th smallest p is multiplied by (m - k + 1), made monotone, capped at 1. NaN stays NaN."""
+    p = np.asarray(p_values, float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out

@@ -26,10 +26,17 @@ def _geometry(r_val: float, p_val: float, r_aro: float = 0.1, p_aro: float = 0.3
     }
 
 
-def _steering(text_slope_low: float) -> dict:
+def _steering(text_slope_low: float, lexicon_p: float | None = None) -> dict:
+    """One steered emotion; VADER's slope is significant when `text_slope_low` > 0 (p 0.001, else 0.4); the lexicon's
+    p is `lexicon_p` (default: the same as VADER's)."""
+    vader_p = 0.001 if text_slope_low > 0 else 0.4
     return {"slopes": [
-        {"emotion": "happy", "metric": "projection", "slope per unit α": 2000.0, "low": 1000.0, "high": 3000.0},
-        {"emotion": "happy", "metric": "valence", "slope per unit α": 0.5, "low": text_slope_low, "high": 0.9},
+        {"emotion": "happy", "metric": "projection", "slope per unit α": 2000.0, "low": 1000.0, "high": 3000.0,
+         "bootstrap p": 0.001},
+        {"emotion": "happy", "metric": "valence", "slope per unit α": 0.5, "low": text_slope_low, "high": 0.9,
+         "bootstrap p": vader_p},
+        {"emotion": "happy", "metric": "lexicon valence", "slope per unit α": 0.2, "low": text_slope_low / 2, "high": 0.4,
+         "bootstrap p": vader_p if lexicon_p is None else lexicon_p},
     ], "blackmail": [{"condition": "baseline", "k": 0, "n": 6, "rate": 0.0, "low": 0.0, "high": 0.39}],
         "reward_hacking": {"rates": [{"condition": "baseline", "k": 1, "n": 16, "rate": 1 / 16, "low": 0.01, "high": 0.28},
                                      {"condition": "+desperate 0.05", "k": 2, "n": 16, "rate": 2 / 16, "low": 0.03, "high": 0.36}]}}
@@ -48,7 +55,8 @@ def test_verdicts_follow_the_numbers():
     assert "not significant once the choice of layer is accounted for (max-over-layers p = 0.2)" in text
     assert "r = 0.8 would need about 120 stories per emotion" in text
     assert "r = 0.8 lies above the fitted ceiling" in text
-    assert "moves with α for happy (valence rises, as its valence predicts)" in text
+    assert "moves with α for happy (both readers: valence rises, as its valence predicts)" in text
+    assert "Holm-corrected over 4 tests" in text
     assert "does not move detectably with α by either reader" in text
     assert "Reward hacking: baseline 1/16 (Anthropic ~5%)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
@@ -104,9 +112,28 @@ def test_tables_put_models_beside_the_published_numbers():
 
 def test_a_text_moving_against_the_emotions_valence_is_said_so():
     steering = _steering(0.1)
-    steering["slopes"][1] = {**steering["slopes"][1], "slope per unit α": -0.6, "low": -1.2, "high": -0.1}
+    for row in steering["slopes"][1:]:
+        row.update({"slope per unit α": -0.6, "low": -1.2, "high": -0.1})
     text = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": steering}}, ["a"], TITLES))
-    assert "happy (valence falls, against its valence)" in text
+    assert "happy (both readers: valence falls, against its valence)" in text
+
+
+def test_the_texts_valence_needs_both_readers_after_correction():
+    """Issue 23.3: one reader moving is said as such, never as "the text's valence moves"; Holm's correction
+    runs over every model's text tests, so p = 0.02 passes alone (2 tests) but not in a family of 4."""
+    one = _steering(0.1, lexicon_p=0.5)
+    text = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": one}}, ["a"], TITLES))
+    assert "happy (VADER only rises)" in text and "both readers" not in text
+    weak = _steering(0.1, lexicon_p=0.02)
+    weak["slopes"][1]["bootstrap p"] = 0.02
+    alone = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": weak}}, ["a"], TITLES))
+    assert "both readers: valence rises" in alone  # Holm over 2: 0.04 and 0.04
+    family = compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": weak},
+                               "b": {"04_geometry": _geometry(0.5, 0.01), "07_steering": _steering(0.1, lexicon_p=0.02)}},
+                              ["a", "b"], TITLES)
+    assert "Holm-corrected over 4 tests" in "\n".join(family)
+    a_lines = "\n".join(family[: family.index("")])
+    assert "does not move detectably" in a_lines  # 0.02 x 4 = 0.08 > 0.05 for model a's two readers
 
 
 def test_every_chapter_saves_what_its_schema_names():

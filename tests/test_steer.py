@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from emolib import stats
 from emolib.steering import experiments, steer
 from emolib.writers import generate
 from emolib import models
@@ -270,6 +271,31 @@ def test_doubling_alpha_interpolates_on_a_known_curve():
     calm = table[table.emotion == "calm"].set_index("direction")
     assert calm["perplexity at alpha 0"].tolist() == [8.0, 8.0]
     assert calm.loc[["+", "-"], "largest |alpha| tried"].tolist() == [4.0, 1.0]
+
+
+def test_slopes_stop_below_perplexity_doubling_and_are_holm_corrected():
+    """Issue 23.3: past the α where perplexity doubles the text degenerates ("No. No. No." reads as negative), so
+    the slope is fitted below it. Here the valence truly rises (0.2 per unit α) up to |α| 2, and the two strongest
+    α on the + side (where perplexity doubled) collapse to -1: fitted over the whole grid the slope turns
+    negative; below doubling it recovers 0.2. The text readers' p-values carry Holm's correction."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for prompt in range(30):
+        for alpha in (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0):
+            value = -1.0 if alpha >= 3 else 0.2 * alpha
+            rows.append({"emotion": "happy", "alpha": alpha, "prompt": prompt, "sample": 0,
+                         "valence": value + 0.05 * rng.normal(), "lexicon valence": value + 0.05 * rng.normal(),
+                         "perplexity": 10.0 if alpha < 3 else 40.0})
+    frame = pd.DataFrame(rows)
+    doubling = experiments.doubling_alpha(experiments.dose_summary(frame, metrics=("perplexity",), n_boot=20))
+    whole = experiments.slopes(frame, metrics=("valence", "lexicon valence"), n_boot=200).set_index("metric")
+    below = experiments.slopes(frame, metrics=("valence", "lexicon valence"), n_boot=200, doubling=doubling).set_index("metric")
+    assert whole.loc["valence", "slope per unit α"] < 0
+    assert below.loc["valence", "slope per unit α"] == pytest.approx(0.2, abs=0.01)
+    assert below.loc["valence", "alpha range"] == (-2.0, 2.0)
+    assert below["Holm p (text readers)"].tolist() == pytest.approx([2 / 200, 2 / 200])  # floor x 2 tests
+    assert experiments.text_verdicts(below.reset_index().to_dict("records")) == {"happy": "rises"}
+    assert stats.holm([0.01, 0.04, 0.03, float("nan")]) == pytest.approx([0.03, 0.06, 0.06, float("nan")], nan_ok=True)
 
 
 def test_slope_recovers_a_known_line():

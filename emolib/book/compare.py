@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..analysis.geometry import available_norms, human_norms
 from ..analysis.reliability import at_bound, supported_extrapolation
-from ..stats import wilson
+from ..stats import holm, wilson
+from ..steering.experiments import TEXT_READERS, text_verdicts
 from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
 from .results import (
     ANTHROPIC,
@@ -289,20 +290,27 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _steering_lines(r: ModelResults) -> list[str]:
+def _steering_lines(r: ModelResults, text_rows: list[dict]) -> list[str]:
+    """`text_rows`: this model's text-reader slopes with `Holm p (all models)` (see `verdicts`)."""
     slopes = (r.steering or {}).get("slopes", [])
     lines = [f"- Steering +{row['emotion']}: the downstream projection "
              f"{'rises' if row['low'] > 0 else 'does not rise reliably'} with α (slope {row['slope per unit α']:.3g}, "
-             f"95% CI {row['low']:.3g} to {row['high']:.3g})." for row in slopes if row["metric"] == "projection"]
-    if slopes:
+             f"95% CI {row['low']:.3g} to {row['high']:.3g}{_alpha_range(row)})." for row in slopes if row["metric"] == "projection"]
+    if text_rows:
         moves = []
-        for row in sorted((s for s in slopes if s["metric"] in ("valence", "lexicon valence") and (s["low"] > 0 or s["high"] < 0)),
-                          key=lambda s: (s["emotion"], s["metric"])):
-            sign, expected = (1 if row["low"] > 0 else -1), _valence_sign(row["emotion"])
-            verdict = "" if expected is None else (", as its valence predicts" if sign == expected else ", against its valence")
-            moves.append(f"{row['emotion']} ({row['metric']} {'rises' if sign > 0 else 'falls'}{verdict})")
+        for emotion, verdict in sorted(text_verdicts(text_rows, "Holm p (all models)").items()):
+            if verdict == "no detectable change":
+                continue
+            expected = _valence_sign(emotion)
+            both = verdict in ("rises", "falls")
+            agrees = "" if expected is None or not both else (
+                ", as its valence predicts" if (verdict == "rises") == (expected > 0) else ", against its valence")
+            moves.append(f"{emotion} ({'both readers: valence ' if both else ''}{verdict}{agrees})")
+        n_tests = text_rows[0].get("family", len(text_rows))
         lines.append("- The text's valence " + ("moves with α for " + "; ".join(moves) if moves else
-                                                "does not move detectably with α by either reader") + ".")
+                                                "does not move detectably with α by either reader")
+                     + f" (VADER and the Warriner lexicon, Holm-corrected over {n_tests} tests: steered emotions x "
+                       "2 readers x models; slopes fitted below each emotion's perplexity-doubling α).")
     for name, kind, published in (("Blackmail", "blackmail", BLACKMAIL), ("Reward hacking", "hacking", REWARD_HACKING)):
         base = next((row for row in _steering_rates(r, kind) if row["condition"] == "baseline"), None)
         if base:
@@ -311,15 +319,33 @@ def _steering_lines(r: ModelResults) -> list[str]:
     return lines
 
 
+def _alpha_range(row: Mapping[str, Any]) -> str:
+    span = row.get("alpha range")
+    return f"; α from {span[0]:g} to {span[1]:g}" if span else ""
+
+
+def text_slopes_corrected(results: Models, models: list[str]) -> dict[str, list[dict]]:
+    """Every model's text-reader slopes with Holm's correction over the whole family (emotions x readers x
+    models), as `Holm p (all models)`: the comparison states one corrected verdict per emotion and model."""
+    rows = [(m, dict(row)) for m in models for row in (results[m].steering or {}).get("slopes", [])
+            if row["metric"] in TEXT_READERS]
+    adjusted = holm([row.get("bootstrap p", float("nan")) for _, row in rows])
+    out: dict[str, list[dict]] = {m: [] for m in models}
+    for (m, row), p in zip(rows, adjusted):
+        out[m].append({**row, "Holm p (all models)": float(p), "family": len(rows)})
+    return out
+
+
 def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list[str]:
     """What agrees with the published work and what does not, as Markdown lines computed from the numbers."""
     results = typed(results)
     lines: list[str] = []
     with_geometry = [m for m in models if results[m].geometry]
+    text_rows = text_slopes_corrected(results, with_geometry)
     for m in with_geometry:
         geo = results[m].geometry
         lines += [f"**{titles[m]}** (layer {geo['layer']}, fixed in advance):", *_geometry_lines(geo),
-                  *_steering_lines(results[m]), ""]
+                  *_steering_lines(results[m], text_rows[m]), ""]
     if len(with_geometry) > 1:
         found = {m: results[m].geometry["valence"]["r"] > 0 and results[m].geometry["valence"]["p"] < 0.05
                  for m in with_geometry}

@@ -24,7 +24,7 @@ from ..errors import EmolibError
 from ..extraction.vectors import VectorBuild
 from ..models.hooks import decoder_layers, forward_hooks
 from ..models.loading import LoadedModel
-from ..stats import cluster_sums, resample_clusters, slope_of
+from ..stats import cluster_sums, holm, resample_clusters, slope_of
 from ..stories.prompts import select_topics, with_bos
 from ..writers.generate import LocalWriter
 
@@ -215,12 +215,33 @@ def slope(frame: pd.DataFrame, metric: str) -> float:
     return float(slope_of(cluster_sums(frame.assign(prompt=0), metric).sum(axis=0)))
 
 
+TEXT_READERS = ("valence", "lexicon valence")  # the two independent readers of the text's valence
+
+
+def below_doubling(frame: pd.DataFrame, doubling: pd.DataFrame | None) -> pd.DataFrame:
+    """The dose-response rows whose |α| stays below the α at which that emotion's perplexity doubles on that
+    side (`doubling_alpha`; no limit where the grid never doubled it). Past it the text degenerates ("No. No.
+    No." reads as negative to any sentiment reader), so a slope fitted there measures breakdown, not steering."""
+    if doubling is None or not len(doubling):
+        return frame
+    limit = {(row["emotion"], row["direction"]): row["alpha where perplexity doubles"] for _, row in doubling.iterrows()}
+    side = np.where(frame["alpha"] >= 0, "+", "-")
+    bound = np.array([limit.get((e, d), np.nan) for e, d in zip(frame["emotion"], side)], float)
+    keep = np.isnan(bound) | (frame["alpha"].abs().to_numpy() < bound) | (frame["alpha"].to_numpy() == 0)
+    return frame[keep]
+
+
 def slopes(frame: pd.DataFrame, metrics: Sequence[str] = ("projection", "valence", "lexicon valence", "perplexity"),
-           n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+           n_boot: int = 1000, seed: int = 0, doubling: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per emotion and metric: the slope on α with a 95% prompt-bootstrap interval and a two-sided
-    bootstrap p-value (twice the share of resampled slopes on the other side of zero)."""
+    bootstrap p-value (twice the share of resampled slopes on the other side of zero).
+
+    With `doubling` (`doubling_alpha`), each emotion's fit uses only the α below its perplexity-doubling α
+    on each side (`below_doubling`). The text readers' p-values get Holm's correction over this table's
+    family (steered emotions x the two readers) in `Holm p (text readers)`; `text_verdicts` reads them."""
     rows = []
-    for emotion, part in frame.groupby("emotion", sort=False):
+    used = below_doubling(frame, doubling)
+    for emotion, part in used.groupby("emotion", sort=False):
         for metric in metrics:
             sums = cluster_sums(part, metric)
             value = float(slope_of(sums.sum(axis=0)))
@@ -231,8 +252,39 @@ def slopes(frame: pd.DataFrame, metrics: Sequence[str] = ("projection", "valence
                          "low": np.percentile(draws, 2.5), "high": np.percentile(draws, 97.5),
                          "bootstrap p": min(1.0, max(p, 1 / n_boot)),
                          # the power this design had: a true slope of 2.8 SE is detected 80 % of the time (5 % two-sided)
-                         "detectable slope (80% power)": 2.8 * se})
-    return pd.DataFrame(rows)
+                         "detectable slope (80% power)": 2.8 * se,
+                         "alpha range": (float(part["alpha"].min()), float(part["alpha"].max()))})
+    table = pd.DataFrame(rows)
+    text = table["metric"].isin(TEXT_READERS)
+    table["Holm p (text readers)"] = np.nan
+    table.loc[text, "Holm p (text readers)"] = holm(table.loc[text, "bootstrap p"].to_numpy())
+    return table
+
+
+def text_verdicts(slope_rows: Sequence[dict], p_column: str = "Holm p (text readers)", level: float = 0.05) -> dict[str, str]:
+    """Per steered emotion, what the text's valence did, read by both readers at the corrected level: "rises" or
+    "falls" only when VADER and the lexicon both moved that way; otherwise which reader moved ("VADER only
+    rises", ...) or "no detectable change"."""
+    found: dict[str, dict[str, int]] = {}
+    for row in slope_rows:
+        if row["metric"] in TEXT_READERS:
+            p = row.get(p_column)
+            moved = p is not None and not np.isnan(p) and p < level
+            found.setdefault(row["emotion"], {})[row["metric"]] = int(np.sign(row["slope per unit α"])) if moved else 0
+    verdicts = {}
+    names = {"valence": "VADER", "lexicon valence": "the lexicon"}
+    for emotion, by_reader in found.items():
+        signs = [by_reader.get(reader, 0) for reader in TEXT_READERS]
+        word = {1: "rises", -1: "falls"}
+        if signs[0] and signs[0] == signs[1]:
+            verdicts[emotion] = word[signs[0]]
+        elif any(signs):
+            verdicts[emotion] = "; ".join(f"{names[reader]} only {word[sign]}" if sign and not signs[1 - i] else
+                                          f"{names[reader]} {word[sign]}" for i, (reader, sign) in
+                                          enumerate(zip(TEXT_READERS, signs)) if sign)
+        else:
+            verdicts[emotion] = "no detectable change"
+    return verdicts
 
 
 def examples_html(frame: pd.DataFrame, group: str, text_column: str = "text", per_group: int = 3,

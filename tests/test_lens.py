@@ -65,3 +65,18 @@ def test_words_only_drops_fragments(tiny_llama):
         logits[0, tokenizer.convert_tokens_to_ids(token)] = value
     assert lens.top_tokens(logits, tokenizer, k=1)[0] == [("rain", 7.0)]
     assert lens.top_tokens(logits, tokenizer, k=1, words_only=False)[0][0][1] == 9.0
+
+
+def test_the_self_naming_count_has_a_random_direction_baseline(tiny_llama):
+    """Issue 23.8: planted directions that read back as their own words beat random directions of the same norm
+    (p at its floor), while random directions drawn as the "vectors" land at chance (p unremarkable)."""
+    tokenizer = tiny_llama.tokenizer
+    head = tiny_llama.model.get_output_embeddings().weight.detach()
+    words = ["happy", "afraid"]
+    planted = head[[tokenizer.convert_tokens_to_ids(w) for w in words]] * 50
+    observed = int(lens.lens_hits(lens.lens_logits(tiny_llama.model, planted), tokenizer, words, 3).sum())
+    chance = lens.chance_self_named(tiny_llama.model, tokenizer, planted, words, observed, k=3, draws=19)
+    assert observed == 2 and chance["mean"] < 0.5 and chance["p"] == pytest.approx(1 / 20)
+    noise = torch.randn(planted.shape, generator=torch.Generator().manual_seed(5)) * 50
+    none = int(lens.lens_hits(lens.lens_logits(tiny_llama.model, noise), tokenizer, words, 3).sum())
+    assert lens.chance_self_named(tiny_llama.model, tokenizer, noise, words, none, k=3, draws=19)["p"] > 0.5

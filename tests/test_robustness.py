@@ -193,3 +193,24 @@ def test_the_max_over_layers_null_is_harder_to_pass_than_one_layer():
     signal = [r + (3 * ratings if i == 5 else 0) for i, r in enumerate(noise_layers)]
     strong = R.max_layer_null(signal, ratings, n_perm=2000)
     assert strong["best_slot"] == 5 and strong["p"] < 0.01
+
+
+def test_the_robustness_tables_plain_row_is_the_chapters_vectors():
+    """Issue 23.8: the "plain" row reports the chapter's own vectors (here weighted differently from an unweighted
+    rebuild from the stories, as a design-weighted build is), so it equals the headline instead of differing
+    from it in the third decimal."""
+    from types import SimpleNamespace
+
+    import torch
+
+    acts, labels, topics = synthetic(noise=1.0)
+    chapter = R.vectors_from_stories(acts, labels, len(EMOTIONS), None) * np.linspace(1.0, 1.3, len(EMOTIONS))[:, None]
+    build = SimpleNamespace(
+        story_activations=lambda layer: (acts, labels, topics, None),
+        denoised=SimpleNamespace(emotions=EMOTIONS, at=lambda layer: torch.from_numpy(chapter)),
+        neutral_basis=lambda layer: np.zeros((0, acts.shape[1])))
+    table = R.robustness_table(build, 0, VALENCE, AROUSAL)
+    expected = R.headline(chapter, EMOTIONS, VALENCE, AROUSAL)
+    assert table.loc["plain (the chapter's vectors)", "r(PC1, valence)"] == pytest.approx(expected.valence_r, abs=1e-12)
+    rebuilt = R.headline(R.vectors_from_stories(acts, labels, len(EMOTIONS), None), EMOTIONS, VALENCE, AROUSAL)
+    assert rebuilt.valence_r != pytest.approx(expected.valence_r, abs=1e-6)  # the case: the two differ

@@ -111,3 +111,23 @@ def lens_hits(logits: torch.Tensor, tokenizer: Any, emotions: Sequence[str], k: 
     tops = top_tokens(logits, tokenizer, k)
     return pd.Series([any(leak_pattern(e).fullmatch(t.lower()) for t, _ in row) for e, row in zip(emotions, tops)],
                      index=pd.Index(list(emotions), name="emotion"))
+
+
+def chance_self_named(model: torch.nn.Module, tokenizer: Any, vectors: torch.Tensor, emotions: Sequence[str],
+                      observed: int, k: int = 20, draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """The self-naming count's chance baseline: each emotion's vector replaced by a random direction of the same
+    norm (isotropic Gaussian, seeded), the count of emotions whose own word is then among the top-k lens words,
+    over `draws` draws. A vocabulary full of emotion words, or a lens that favours them whatever the direction,
+    shows up here rather than as a finding. p: the share of draws reaching `observed` (with the observed
+    count itself counted, so never 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    vectors = vectors.float().cpu()
+    norms = vectors.norm(dim=-1, keepdim=True)
+    counts = []
+    for _ in range(draws):
+        noise = torch.randn(vectors.shape, generator=generator)
+        counts.append(int(lens_hits(lens_logits(model, noise / noise.norm(dim=-1, keepdim=True) * norms), tokenizer,
+                                    emotions, k).sum()))
+    values = torch.tensor(counts, dtype=torch.float64)
+    return {"mean": float(values.mean()), "q95": float(values.quantile(0.95)), "max": float(values.max()),
+            "draws": draws, "p": float((1 + (values >= observed).sum()) / (draws + 1))}

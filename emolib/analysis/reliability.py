@@ -265,7 +265,9 @@ def robustness_table(build, layer: int, valence: pd.Series, arousal: pd.Series, 
     rows = {}
     for name, centre in (("plain (the chapter's vectors)", False), ("topic-centred", True)):
         x = topic_centre(acts, topics) if centre else acts
-        h = headline(vectors_from_stories(x, labels, len(emotions), basis), emotions, valence, arousal)
+        # the plain row is the chapter's own vectors (so it equals the headline); the centred row rebuilds them
+        vectors = vectors_from_stories(x, labels, len(emotions), basis) if centre else build.denoised.at(layer).numpy()
+        h = headline(vectors, emotions, valence, arousal)
         multi_topic = len(np.unique(topics)) > 1
         rows[name] = {
             "PC1 variance": h.pc1_variance, "PC2 variance": h.pc2_variance,

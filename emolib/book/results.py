@@ -105,6 +105,7 @@ class LensResults(TypedDict):
     self_named: int
     emotions: int
     self_named_by_layer: dict[str, float]
+    self_named_chance: dict[str, float]
 
 
 class ValidationResults(TypedDict):

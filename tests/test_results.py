@@ -176,3 +176,15 @@ def test_results_load_typed(tmp_path):
     (tmp_path / "m" / "results" / "notes.json").write_text("{}")
     loaded = RS.load(tmp_path)
     assert loaded["m"].geometry["valence"]["r"] == 0.5 and loaded["m"].steering is None and "notes" in loaded["m"].other
+
+
+def test_the_prompt_study_says_when_the_guard_alone_chose():
+    """Issue 23.8: benchmarks/results/prompts.json has one wording inside the leak guard ('label', 13 % leaks;
+    'feels' 23 %, 'strong' 28 %), so chapter 1 must not present the choice as a fidelity result confirmed on the
+    other half."""
+    from emolib.analysis import fidelity
+
+    summary = fidelity.prompt_study_summary()
+    assert summary["eligible"] == ["label"] and summary["compared"] == ["label", "feels", "strong"]
+    assert fidelity.describe_prompt_study().startswith("Only one of the 3 wordings passed the leak guard ('label';")
+    assert set(fidelity.prompt_study()["passes the leak guard"]) == {"yes", "no", "(follow-up)"}

@@ -16,6 +16,7 @@ def _geometry(r_val: float, p_val: float, r_aro: float = 0.1, p_aro: float = 0.3
         "layer": 12, "n_layers": 18, "pc1_variance": 0.12, "pc2_variance": 0.07,
         "valence": {"r": r_val, "ci": f"{r_val - 0.1:.2f} to {r_val + 0.1:.2f}", "p": p_val, "words": 126},
         "arousal": {"r": r_aro, "ci": "0.00 to 0.20", "p": p_aro, "words": 126},
+        "like_for_like": None,
         "best_valence_r": r_val + 0.05, "best_valence_layer": 15, "max_layer_p": max_p,
         "probe_top1": 0.03, "probe_chance": 1 / 171, "valence_auroc": 0.66,
         "split_half": {"12": {"half": 0.4, "spearman_brown": 0.57}},
@@ -94,12 +95,20 @@ def test_a_negative_significant_r_is_not_called_a_replication():
 
 
 def test_tables_put_models_beside_the_published_numbers():
-    results = {"a": {"04_geometry": _geometry(0.55, 0.001), "07_steering": _steering(0.1),
+    geometry = _geometry(0.55, 0.001)
+    geometry["like_for_like"] = {"valence": {"r": 0.62, "ci": "0.52 to 0.72", "p": 0.002, "words": 45},
+                                 "arousal": {"r": 0.2, "ci": "0.00 to 0.40", "p": 0.1, "words": 45}}
+    results = {"a": {"04_geometry": geometry, "07_steering": _steering(0.1),
                      "01_stories": {"scale": "full", "kept_per_emotion": {"min": 24, "median": 24.0},
                                     "fidelity": {"chosen": {"valence_r": 0.3}}}}}
     table = compare.comparison_table(results, ["a"], TITLES)
-    assert table.loc["PC1 vs human valence, r", "Model A"].startswith("0.55 (0.45 to 0.65; p=0.001; 126 words)")
-    assert table.loc["PC1 vs human valence, r", RS.ANTHROPIC] == "0.81 (45 words)"
+    like = "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)"
+    assert table.index[table.index.str.startswith("PC1 vs human valence")].tolist()[0] == like  # like for like first
+    assert table.loc[like, "Model A"].startswith("0.62 (0.52 to 0.72; p=0.002; 45 words)")
+    assert table.loc[like, RS.ANTHROPIC] == "0.81 (45 words)"
+    extension = "PC1 vs human valence, r (Warriner's words: the extension)"
+    assert table.loc[extension, "Model A"].startswith("0.55 (0.45 to 0.65; p=0.001; 126 words)")
+    assert table.loc[extension, RS.ANTHROPIC] == "-"
     assert table.loc["scale (stories per emotion, min)", "Model A"] == "full (24)"
     assert table.loc["split-half reliability (Spearman-Brown)", "Model A"] == "0.57"
     assert table.loc["stories per emotion for valence r = 0.8 (extrapolated)", "Model A"] == "120 [80, 200] (r∞ 0.90)"
@@ -160,7 +169,7 @@ def test_published_numbers_are_typed_once():
     table = compare.comparison_table(results, ["a"], TITLES)
     assert table.loc["PC1 share of variance", RS.RAIN1955] == RS.PUBLISHED["pc1_variance"][RS.RAIN1955].text
     chapter4 = compare.geometry_beside_published(results["a"]["04_geometry"], "this run")
-    assert chapter4.loc["PC1 vs human valence, r", RS.ANTHROPIC] == "0.81 (45 words)"
+    assert chapter4.loc["PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)", RS.ANTHROPIC] == "0.81 (45 words)"
     assert chapter4.loc["PC1 share of variance", "this run"] == "12.0%"
     rate = pd.DataFrame({"rate": [0.5], "low": [0.1], "high": [0.9], "k": [1], "n": [2]}, index=["baseline"])
     beside = compare.rates_beside_published(rate, RS.BLACKMAIL, "ours", (RS.ANTHROPIC, RS.GEMOTIONS))
@@ -188,3 +197,21 @@ def test_the_prompt_study_says_when_the_guard_alone_chose():
     assert summary["eligible"] == ["label"] and summary["compared"] == ["label", "feels", "strong"]
     assert fidelity.describe_prompt_study().startswith("Only one of the 3 wordings passed the leak guard ('label';")
     assert set(fidelity.prompt_study()["passes the leak guard"]) == {"yes", "no", "(follow-up)"}
+
+
+def test_verdicts_lead_with_the_like_for_like_words_and_flag_a_self_reading_model():
+    """Issue 23.8/26.1: the valence verdict is over the 45 Russell-Mehrabian words where chapter 4 saved them (the
+    126 Warriner words follow as the extension), and a model reading its own stories is flagged."""
+    geometry = _geometry(0.30, 0.2)
+    geometry["like_for_like"] = {"valence": {"r": 0.55, "ci": "0.3 to 0.8", "p": 0.001, "words": 45},
+                                 "arousal": {"r": -0.05, "ci": "-0.3 to 0.2", "p": 0.6, "words": 45}}
+    results = {"a": {"04_geometry": geometry, "01_stories": {"writer": "a"}},
+               "b": {"04_geometry": _geometry(0.30, 0.2), "01_stories": {"writer": "a"}}}
+    lines = compare.verdicts(results, ["a", "b"], TITLES)
+    text = "\n".join(lines)
+    assert ("- Valence (45 Russell-Mehrabian words, like Anthropic's): PC1 does track human valence (r = 0.55, "
+            "p = 0.001)") in text
+    assert "- On 126 Warriner words (the extension): r(PC1, valence) = 0.30 (p = 0.2)" in text
+    assert sum("Caveat: Model A reads the stories it wrote itself" in line for line in lines) == 1
+    assert not any("Caveat: Model B" in line for line in lines)
+    assert "found in Model A but not in Model B" in text

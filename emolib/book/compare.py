@@ -44,9 +44,18 @@ def _fmt(value: Any, fmt: str = "{:.2f}") -> str:
     return value if isinstance(value, str) else fmt.format(value)
 
 
-def _r(geo: dict | None, test: str) -> str:
-    data = (geo or {}).get(test)
+def _r(geo: dict | None, test: str, like_for_like: bool = False) -> str:
+    data = ((geo or {}).get("like_for_like") or {}).get(test) if like_for_like else (geo or {}).get(test)
     return "-" if not data else f"{data['r']:.2f} ({data['ci']}; p={data['p']:.3g}; {data['words']} words)"
+
+
+def _like_for_like(geo: dict) -> tuple[dict, dict, str]:
+    """The valence and arousal tests the verdicts lead with: over the 45 Russell-Mehrabian words (Anthropic's)
+    where chapter 4 saved them, else over the primary ratings."""
+    like = geo.get("like_for_like")
+    if like:
+        return like["valence"], like["arousal"], f"{like['valence']['words']} Russell-Mehrabian words, like Anthropic's"
+    return geo["valence"], geo["arousal"], f"{geo['valence']['words']} words"
 
 
 def _valence_fit(geo: dict | None) -> dict | None:
@@ -125,8 +134,11 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
     "analysis layer (pre-registered)": (_layer, "analysis_layer"),
     "PC1 share of variance": (_geo("pc1_variance", "{:.1%}"), "pc1_variance"),
     "PC2 share of variance": (_geo("pc2_variance", "{:.1%}"), "pc2_variance"),
-    "PC1 vs human valence, r": (lambda r: _r(r.geometry, "valence"), "valence_r"),
-    "PC2 vs human arousal, r": (lambda r: _r(r.geometry, "arousal"), "arousal_r"),
+    "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)": (lambda r: _r(r.geometry, "valence", True),
+                                                                            "valence_r"),
+    "PC2 vs human arousal, r (Russell-Mehrabian words)": (lambda r: _r(r.geometry, "arousal", True), "arousal_r"),
+    "PC1 vs human valence, r (Warriner's words: the extension)": (lambda r: _r(r.geometry, "valence"), None),
+    "PC2 vs human arousal, r (Warriner's words)": (lambda r: _r(r.geometry, "arousal"), None),
     "same, topic-centred (valence / arousal)": (_centred_r, None),
     "best layer's valence r (max-over-layers p)": (_best_layer, "across_layers"),
     "split-half reliability (Spearman-Brown)": (_split_half, None),
@@ -148,7 +160,10 @@ def comparison_table(results: Models, models: list[str], titles: dict[str, str])
     return table
 
 
-GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance", "PC1 vs human valence, r", "PC2 vs human arousal, r",
+GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance",
+                 "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)",
+                 "PC2 vs human arousal, r (Russell-Mehrabian words)",
+                 "PC1 vs human valence, r (Warriner's words: the extension)", "PC2 vs human arousal, r (Warriner's words)",
                  "same, topic-centred (valence / arousal)", "best layer's valence r (max-over-layers p)",
                  "largest k-means cluster (k=10)", "held-out top-1, topic-centred (chance)", "held-out valence AUROC")
 
@@ -170,7 +185,8 @@ def headline_figure(results: Models, models: list[str], titles: dict[str, str]):
         published = PUBLISHED[f"{test}_r"][ANTHROPIC]
         names, values, low, high = [], [], [], []
         for m in models:
-            data = (results[m].geometry or {}).get(test)
+            geo = results[m].geometry or {}
+            data = (geo.get("like_for_like") or {}).get(test) or geo.get(test)  # like for like where saved
             if not data:
                 continue
             lo, hi = _interval(data["ci"])
@@ -179,7 +195,8 @@ def headline_figure(results: Models, models: list[str], titles: dict[str, str]):
         names.append(ANTHROPIC), values.append(published.value), low.append(0), high.append(0)
         fig.add_trace(go.Bar(name=f"r with human {test}", x=names, y=values,
                              error_y=dict(type="data", symmetric=False, array=high, arrayminus=low)))
-    fig.update_layout(title="Correlation of PC1 / PC2 with human valence / arousal (95% CI) beside Anthropic's",
+    fig.update_layout(title="Correlation of PC1 / PC2 with human valence / arousal (95% CI; Russell-Mehrabian's 45 words "
+                            "where saved, as Anthropic's) beside Anthropic's",
                       barmode="group", yaxis_title="Pearson r", yaxis_range=[-0.5, 1], height=440)
     return fig
 
@@ -249,18 +266,24 @@ def _valence_sign(emotion: str) -> int | None:
 
 
 def _geometry_lines(geo: dict[str, Any]) -> list[str]:
-    val, aro = geo["valence"], geo["arousal"]
+    val, aro, words = _like_for_like(geo)
     a_val, a_aro = PUBLISHED["valence_r"][ANTHROPIC].value, PUBLISHED["arousal_r"][ANTHROPIC].value
     found, aro_found = val["p"] < 0.05 and val["r"] > 0, aro["p"] < 0.05 and aro["r"] > 0
     variance = PUBLISHED["pc1_variance"]
-    lines = [f"- Valence: PC1 {'does' if found else 'does not'} track human valence (r = {val['r']:.2f}, p = {val['p']:.2g}) — "
+    lines = [f"- Valence ({words}): PC1 {'does' if found else 'does not'} track human valence (r = {val['r']:.2f}, "
+             f"p = {val['p']:.2g}) — "
              + (f"same direction as Anthropic's {a_val}, weaker." if found and val["r"] < a_val else
                 f"as strong as Anthropic's {a_val}." if found else f"unlike Anthropic's {a_val}."),
-             f"- Arousal: PC2 {'does' if aro_found else 'does not'} track human arousal "
-             f"(r = {aro['r']:.2f}, p = {aro['p']:.2g}); Anthropic: {a_aro}.",
-             f"- Variance: PC1 holds {geo['pc1_variance']:.0%} (Anthropic {variance[ANTHROPIC].text}, rain1955 "
-             f"{variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}); "
-             + ("a flatter spectrum than the larger models'." if geo["pc1_variance"] < 0.2 else "comparable concentration.")]
+             f"- Arousal ({words}): PC2 {'does' if aro_found else 'does not'} track human arousal "
+             f"(r = {aro['r']:.2f}, p = {aro['p']:.2g}); Anthropic: {a_aro}."]
+    if geo.get("like_for_like"):
+        ext_val, ext_aro = geo["valence"], geo["arousal"]
+        lines.append(f"- On {ext_val['words']} Warriner words (the extension): r(PC1, valence) = {ext_val['r']:.2f} "
+                     f"(p = {ext_val['p']:.2g}), r(PC2, arousal) = {ext_aro['r']:.2f} (p = {ext_aro['p']:.2g}).")
+    lines.append(f"- Variance: PC1 holds {geo['pc1_variance']:.0%} (Anthropic {variance[ANTHROPIC].text}, rain1955 "
+                 f"{variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}); "
+                 + ("a flatter spectrum than the larger models'." if geo["pc1_variance"] < 0.2 else "comparable concentration."))
+    lines += _circumplex_lines(geo)
     if geo.get("max_layer_p") is not None:
         lines.append(f"- Best layer: r = {geo['best_valence_r']:.2f} at layer {geo['best_valence_layer']}, "
                      + ("significant" if geo["max_layer_p"] < 0.05 else "not significant")
@@ -287,6 +310,19 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
     ratio = geo["probe_top1"] / geo["probe_chance"] if geo.get("probe_chance") else float("nan")
     lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} vs chance {geo['probe_chance']:.1%} ({ratio:.1f}x); "
                  f"valence AUROC {geo['valence_auroc']:.2f}.")
+    return lines
+
+
+def _circumplex_lines(geo: dict[str, Any]) -> list[str]:
+    """Issue 26's rotation-aware reading of the valence-arousal plane, per word set (where chapter 4 saved it)."""
+    lines = []
+    for name, c in (geo.get("circumplex") or {}).items():
+        a = c["alignment"]
+        lines.append(f"- Circumplex ({name}, {c['words']} words; rotation-aware, secondary): aligned r = "
+                     f"{a['r_valence']:.2f} for valence (p = {a['p_valence']:.2g}) and {a['r_arousal']:.2f} for arousal "
+                     f"(p = {a['p_arousal']:.2g}), rotation {a['angle']:+.0f}°; a linear read-out finds valence r = "
+                     f"{c['ridge']['valence']['r']:.2f} (p = {c['ridge']['valence']['p']:.2g}), arousal r = "
+                     f"{c['ridge']['arousal']['r']:.2f} (p = {c['ridge']['arousal']['p']:.2g}): {c['verdict']}.")
     return lines
 
 
@@ -324,6 +360,16 @@ def _alpha_range(row: Mapping[str, Any]) -> str:
     return f"; α from {span[0]:g} to {span[1]:g}" if span else ""
 
 
+def _self_read(model: str, r: ModelResults, title: str) -> list[str]:
+    """A model that analyses stories it wrote itself (the writer's profile is the analysed model's) is flagged
+    wherever its numbers are compared."""
+    if (r.stories or {}).get("writer") != model:
+        return []
+    return [f"- Caveat: {title} reads the stories it wrote itself (the writer is the analysed model): the "
+            "self-consistency limitation chapter 1 names for rain1955's replication, so its numbers may come easier "
+            "than a model reading another's stories."]
+
+
 def text_slopes_corrected(results: Models, models: list[str]) -> dict[str, list[dict]]:
     """Every model's text-reader slopes with Holm's correction over the whole family (emotions x readers x
     models), as `Holm p (all models)`: the comparison states one corrected verdict per emotion and model."""
@@ -344,10 +390,11 @@ def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list
     text_rows = text_slopes_corrected(results, with_geometry)
     for m in with_geometry:
         geo = results[m].geometry
-        lines += [f"**{titles[m]}** (layer {geo['layer']}, fixed in advance):", *_geometry_lines(geo),
+        lines += [f"**{titles[m]}** (layer {geo['layer']}, fixed in advance):", *_self_read(m, results[m], titles[m]),
+                  *_geometry_lines(geo),
                   *_steering_lines(results[m], text_rows[m]), ""]
     if len(with_geometry) > 1:
-        found = {m: results[m].geometry["valence"]["r"] > 0 and results[m].geometry["valence"]["p"] < 0.05
+        found = {m: _like_for_like(results[m].geometry)[0]["r"] > 0 and _like_for_like(results[m].geometry)[0]["p"] < 0.05
                  for m in with_geometry}
         lines.append("**Across families:** the valence axis is " + (
             "found (positive r, p < 0.05) in every model." if all(found.values()) else
@@ -383,9 +430,10 @@ def _fidelity(r: ModelResults) -> Estimate | None:
     return None if chosen.get("valence_r") is None else (chosen["valence_r"], *_interval(chosen.get("valence_ci")))
 
 
-def _geometry_r(test: str) -> Callable[[ModelResults], Estimate | None]:
+def _geometry_r(test: str, like_for_like: bool = False) -> Callable[[ModelResults], Estimate | None]:
     def read(r: ModelResults) -> Estimate | None:
-        data = (r.geometry or {}).get(test)
+        geo = r.geometry or {}
+        data = (geo.get("like_for_like") or {}).get(test) if like_for_like else geo.get(test)
         return None if not data else (data["r"], *_interval(data.get("ci")))
     return read
 
@@ -428,6 +476,8 @@ def headlines(results: Models) -> list[Headline]:
     steered = sorted({row["emotion"] for r in results.values() for row in (r.steering or {}).get("slopes", [])})
     rows = [Headline("leak rate (stories that name their emotion)", _leak_rate, True),
             Headline("story fidelity: r(story valence, emotion valence)", _fidelity, False),  # per-emotion means
+            Headline("r(PC1, human valence), Russell-Mehrabian words", _geometry_r("valence", True), False),
+            Headline("r(PC2, human arousal), Russell-Mehrabian words", _geometry_r("arousal", True), False),
             Headline("r(PC1, human valence)", _geometry_r("valence"), False),
             Headline("r(PC2, human arousal)", _geometry_r("arousal"), False),
             Headline("best layer's r(PC1, valence)", _plain("best_valence_r", "geometry"), False),

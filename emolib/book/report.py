@@ -80,9 +80,20 @@ class GeometryReport:
     def probe_table(self) -> pd.DataFrame:
         return pd.DataFrame([p.row() for p in self.probes]).set_index("probe")
 
-    def _test(self, test: str) -> dict:
-        row = self.correlations.loc[(self.correlations.index.get_level_values(0)[0], test)]
+    def _test(self, test: str, source: str | None = None) -> dict:
+        """One correlation as saved: of the primary ratings, or of `source` ("russell-mehrabian", ...)."""
+        label = (self.correlations.index.get_level_values(0)[0] if source is None
+                 else self.ratings[source].attrs["source"].split(",")[0])
+        row = self.correlations.loc[(label, test)]
         return {"r": float(row["r"]), "ci": row["95% CI"], "p": float(row["permutation p"]), "words": int(row["words"])}
+
+    @property
+    def like_for_like(self) -> dict[str, dict] | None:
+        """PC1/PC2 against the 45 Russell-Mehrabian words, the words Anthropic's r is over (None without them)."""
+        if "russell-mehrabian" not in self.ratings:
+            return None
+        return {"valence": self._test("PC1 vs valence", "russell-mehrabian"),
+                "arousal": self._test("PC2 vs arousal", "russell-mehrabian")}
 
     def beside_published(self, model: str) -> pd.DataFrame:
         """This run's headline numbers (what chapter 4 saves) beside Anthropic's, rain1955's and gemotions'."""
@@ -97,6 +108,7 @@ class GeometryReport:
             "norms": self.primary.attrs["source"], "pc1_variance": float(self.result.explained[0]),
             "pc2_variance": float(self.result.explained[1]),
             "valence": self._test("PC1 vs valence"), "arousal": self._test("PC2 vs arousal"),
+            "like_for_like": self.like_for_like,
             "probe_top1": float(self.probes[0].top1), "probe_chance": float(self.probes[0].chance1),
             "logistic_top1": float(self.probes[2].top1), "valence_auroc": float(self.valence["probe"]["auroc"]),
             "largest_kmeans_cluster": f"{km['cluster'].iloc[0]} ({int(km['size'].iloc[0])})",

@@ -81,8 +81,9 @@ class GeometryResults(TypedDict):
     norms: str
     pc1_variance: float
     pc2_variance: float
-    valence: Correlation
+    valence: Correlation  # over the primary ratings (Warriner's words where installed)
     arousal: Correlation
+    like_for_like: dict[str, Correlation] | None  # over the 45 Russell-Mehrabian words, as Anthropic's r
     probe_top1: float
     probe_chance: float
     logistic_top1: float

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--publish", action="store_true",
                              help="write into the published book, book/<model>/ (book: also its comparison, "
                                   "appendix and _toc.yml)")
+    command = sub.add_parser("vectors", help="write a model's vectors with a data card (safetensors, llama.cpp "
+                                             "control vectors, SHA-256s): book/data/vectors/<model>/ for the published corpus")
+    command.add_argument("--model", action="append", required=True)
+    command.add_argument("--corpus", default="published", help="the corpus chapter 3 read (default: the published one)")
+    command.add_argument("--out", default="", help="the folder (default: book/data/vectors/<model>/, published corpus only)")
     command = sub.add_parser("extract", help="extract a corpus's activations (run under torchrun/accelerate to split it)")
     command.add_argument("--model", default="270m")
     command.add_argument("--corpus", default="smollm2", help="folder under runs/corpus/")
@@ -97,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "extract":
             return _extract(args)
+        if args.command == "vectors":
+            if len(args.model) > 1 and args.out:
+                raise EmolibError("--out takes one --model")
+            if args.corpus != "published" and not args.out:
+                raise EmolibError(f"book/data/vectors/ holds the published corpus's vectors; give --out for {args.corpus!r}'s")
+            for name in args.model:
+                card = book.publish_model_vectors(name, args.corpus, folder=Path(args.out).resolve() if args.out else None)
+                print(f"[emolib] {name}: vectors and data card in {card.parent}")
+            return 0
         if args.command == "plan":
             return _plan(args)
         if args.command == "corpus":

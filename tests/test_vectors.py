@@ -181,3 +181,22 @@ def test_steering_vectors_come_back_in_bit_for_bit():
     torch.testing.assert_close(normed.direction("sad", 2), a.direction("sad", 2))
     with pytest.raises(EmolibError, match="decoder-block"):
         V.EmotionVectors.from_steering_vector(SteeringVector({1: torch.ones(4)}, "mlp"), emotion="happy")
+
+
+def test_published_vectors_carry_a_card_that_verifies(tmp_path, monkeypatch):
+    """Issue 24.6: a build published with its data card loads back bit for bit, its control vectors read back,
+    and the card's SHA-256s match until a file changes."""
+    from emolib.extraction.publish import publish_vectors
+    from emolib.stories.corpus import verify_data_card
+
+    test_a_build_saves_and_loads_whole(tmp_path, monkeypatch)
+    built = V.VectorBuild.load(tmp_path / "v", model="tiny")
+    card = publish_vectors(built, tmp_path / "pub", model="tiny", made_by="pytest", emotions=("happy", "calm", "absent"))
+    assert "| `control_vectors/happy.gguf` |" in card.read_text() and "absent" not in card.read_text()
+    again = V.EmotionVectors.load(tmp_path / "pub" / "vectors", model="tiny")
+    assert torch.equal(again.vectors, built.denoised.vectors) and again.emotions == built.denoised.emotions
+    assert sorted(V.read_control_vector(tmp_path / "pub" / "control_vectors" / "calm.gguf")) == [1, 3]
+    checked = verify_data_card(tmp_path / "pub")
+    assert len(checked) == 4 and checked["matches"].all()
+    (tmp_path / "pub" / "control_vectors" / "calm.gguf").write_bytes(b"changed")
+    assert verify_data_card(tmp_path / "pub")["matches"].sum() == 3

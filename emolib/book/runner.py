@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EmolibError
+from ..extraction import stages
+from ..extraction.publish import publish_vectors, published_vectors_dir
 from ..io import atomic_write_bytes, atomic_write_json, file_sha256, project_root  # noqa: F401 (file_sha256: for chapters)
 from ..models.profiles import DTYPES, get_profile
 from ..stories.corpus import default_corpus
@@ -107,6 +109,29 @@ def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTE
         parameters["corpus"] = default_corpus(run_scale(parameters), str(parameters.get("writer") or "smollm2"))
     for model in models:
         run_chapters(model, chapters, parameters, root=root, out_dir=out_dir, log=log, check=False, publish=publish)
+        if publish and parameters.get("corpus") == "published" and "03_extract" in chapters:
+            card = publish_model_vectors(model, root=root)
+            log(f"[emolib] {model}: vectors published -> {card.parent}")
+
+
+def publish_model_vectors(model: str, corpus: str = "published", root: Path | None = None, folder: Path | None = None,
+                          made_by: str = "") -> Path:
+    """Chapter 3's vectors of `model` over the published corpus into book/data/vectors/<model>/ with their data
+    card (or into `folder`); what `python -m emolib run --publish` does after chapter 3 on the published corpus."""
+    root = root or project_root()
+    ready = stages.setup(model, corpus, load=False)
+    target = folder or published_vectors_dir(root, ready.profile.name)
+    return publish_vectors(ready.built, target, model=ready.profile.name,
+                           made_by=made_by or f"python -m emolib run --publish --model {model} --chapters 03_extract "
+                                              f"-p corpus {corpus} (commit {_commit(root)})")
+
+
+def _commit(root: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], parameters: dict[str, Any]) -> None:

@@ -215,3 +215,24 @@ def test_verdicts_lead_with_the_like_for_like_words_and_flag_a_self_reading_mode
     assert sum("Caveat: Model A reads the stories it wrote itself" in line for line in lines) == 1
     assert not any("Caveat: Model B" in line for line in lines)
     assert "found in Model A but not in Model B" in text
+
+
+def test_the_circumplex_rows_and_verdict_come_from_the_saved_alignment():
+    geometry = _geometry(0.41, 0.001)
+    alignment = {"r_valence": 0.74, "p_valence": 0.0005, "r_arousal": 0.42, "p_arousal": 0.004, "angle": -46.0,
+                 "reflected": False, "ci_valence": [0.6, 0.88], "ci_arousal": [0.2, 0.64], "ci_angle": [-60.0, -30.0]}
+    geometry["circumplex"] = {"russell-mehrabian": {
+        "words": 45, "axes": {"valence": 0.54, "arousal": -0.06}, "alignment": alignment,
+        "ridge": {"valence": {"r": 0.81, "p": 0.0005}, "arousal": {"r": 0.3, "p": 0.03}}, "verdict": "present but rotated"}}
+    geometry["cv_pca"] = {"components": [{"component": "PC1", "plain share": 0.11, "cross-validated share": 0.07},
+                                         {"component": "PC2", "plain share": 0.08, "cross-validated share": 0.05}],
+                          "signal_share": 0.4, "splits": 10}
+    table = compare.comparison_table({"a": {"04_geometry": geometry}}, ["a"], TITLES)
+    assert table.loc["circumplex, Russell-Mehrabian words: aligned valence r [CI] (p)", "Model A"] == "0.74 [0.60, 0.88] (p=0.0005)"
+    assert table.loc["circumplex, Russell-Mehrabian words: valence's angle from PC1", "Model A"] == "-46°"
+    assert table.loc["circumplex, Russell-Mehrabian words: verdict (pre-registered)", "Model A"] == "present but rotated"
+    assert table.loc["circumplex, Warriner's words: angle; verdict", "Model A"] == "-; -"
+    assert table.loc["cross-validated spectrum: signal share (cvPCA)", "Model A"].startswith("40% of the variance")
+    lines = "\n".join(compare.verdicts({"a": {"04_geometry": geometry}}, ["a"], TITLES))
+    assert "valence lies at -46° from PC1" in lines and "Verdict (pre-registered): present but rotated." in lines
+    assert "PC1 r = 0.54 with valence" in lines

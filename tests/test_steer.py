@@ -435,3 +435,24 @@ def test_steering_vectors_library_steers_our_vectors_identically(name):
         plain = loaded.model(input_ids=ids).logits
     assert (ours - plain).abs().max() > 1e-2  # the steering changed the logits
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_dose_response_steers_extra_directions_like_emotions(tiny_llama):
+    """A named direction (chapter 4's aligned axes use this path) equal to an emotion's own direction gives that
+    emotion's texts and projections exactly: same seeds, same terms, same read-out."""
+    from emolib.extraction.vectors import Direction
+
+    build = _build(tiny_llama)
+    prompts = experiments.neutral_prompts(2)
+    layers = (1, 2)
+    same = Direction(layers, torch.stack([build.denoised.direction("happy", layer) for layer in layers]), "copy")
+    frame = experiments.dose_response(tiny_llama, build, ["happy"], [-2.0, 2.0], 1, 2, prompts, max_new_tokens=10,
+                                      progress=False, directions={"copy of happy": same})
+    happy = frame[frame.emotion == "happy"].reset_index(drop=True)
+    copy = frame[frame.emotion == "copy of happy"].reset_index(drop=True)
+    assert len(copy) == len(happy) == 4
+    assert copy["text"].tolist() == happy["text"].tolist()
+    assert np.allclose(copy["projection"], happy["projection"], atol=1e-5)
+    with pytest.raises(EmolibError, match="share a name"):
+        experiments.dose_response(tiny_llama, build, ["happy"], [1.0], 1, 2, prompts, max_new_tokens=4, progress=False,
+                                  directions={"happy": same})

@@ -122,6 +122,35 @@ def _lens(r: ModelResults) -> str:
     return f"{_fmt(lens.get('self_named'), '{}')} of {_fmt(lens.get('emotions'), '{}')}"
 
 
+def _circumplex(words: str, read: str) -> Callable[[ModelResults], str]:
+    """One cell of issue 26's circumplex rows: `read` is "valence"/"arousal" (aligned r [CI], p), "angle",
+    "ceiling" (ridge valence / arousal r) or "verdict"."""
+    def cell(r: ModelResults) -> str:
+        c = ((r.geometry or {}).get("circumplex") or {}).get(words)
+        if not c:
+            return "-"
+        a = c["alignment"]
+        if read in ("valence", "arousal"):
+            ci = a.get(f"ci_{read}")
+            return f"{a[f'r_{read}']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" (p={a[f'p_{read}']:.2g})"
+        if read == "angle":
+            return f"{a['angle']:+.0f}°" + (" (reflected)" if a.get("reflected") else "")
+        if read == "ceiling":
+            v, ar = c["ridge"]["valence"], c["ridge"]["arousal"]
+            return f"{v['r']:.2f} (p={v['p']:.2g}) / {ar['r']:.2f} (p={ar['p']:.2g})"
+        return c["verdict"]
+    return cell
+
+
+def _signal_share(r: ModelResults) -> str:
+    cv = (r.geometry or {}).get("cv_pca")
+    if not cv:
+        return "-"
+    first = cv["components"][:2]
+    return (f"{cv['signal_share']:.0%} of the variance; PC1 {first[0]['cross-validated share']:.1%}, "
+            f"PC2 {first[1]['cross-validated share']:.1%}")
+
+
 def _geo(key: str, fmt: str = "{:.2f}") -> Callable[[ModelResults], str]:
     return lambda r: _fmt((r.geometry or {}).get(key), fmt)
 
@@ -140,6 +169,17 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
     "PC1 vs human valence, r (Warriner's words: the extension)": (lambda r: _r(r.geometry, "valence"), None),
     "PC2 vs human arousal, r (Warriner's words)": (lambda r: _r(r.geometry, "arousal"), None),
     "same, topic-centred (valence / arousal)": (_centred_r, None),
+    "circumplex, Russell-Mehrabian words: aligned valence r [CI] (p)": (_circumplex("russell-mehrabian", "valence"), None),
+    "circumplex, Russell-Mehrabian words: aligned arousal r [CI] (p)": (_circumplex("russell-mehrabian", "arousal"), None),
+    "circumplex, Russell-Mehrabian words: valence's angle from PC1": (_circumplex("russell-mehrabian", "angle"), None),
+    "circumplex, Russell-Mehrabian words: verdict (pre-registered)": (_circumplex("russell-mehrabian", "verdict"), None),
+    "circumplex, Warriner's words: aligned valence / arousal r": (
+        lambda r: " / ".join(_circumplex("warriner", k)(r) for k in ("valence", "arousal")), None),
+    "circumplex, Warriner's words: angle; verdict": (
+        lambda r: "; ".join(_circumplex("warriner", k)(r) for k in ("angle", "verdict")), None),
+    "linear read-out ceiling, valence / arousal r (Russell-Mehrabian words)": (_circumplex("russell-mehrabian", "ceiling"), None),
+    "linear read-out ceiling, valence / arousal r (Warriner's words)": (_circumplex("warriner", "ceiling"), None),
+    "cross-validated spectrum: signal share (cvPCA)": (_signal_share, None),
     "best layer's valence r (max-over-layers p)": (_best_layer, "across_layers"),
     "split-half reliability (Spearman-Brown)": (_split_half, None),
     "stories per emotion for valence r = 0.8 (extrapolated)": (_needed, None),
@@ -164,7 +204,13 @@ GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance",
                  "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)",
                  "PC2 vs human arousal, r (Russell-Mehrabian words)",
                  "PC1 vs human valence, r (Warriner's words: the extension)", "PC2 vs human arousal, r (Warriner's words)",
-                 "same, topic-centred (valence / arousal)", "best layer's valence r (max-over-layers p)",
+                 "same, topic-centred (valence / arousal)",
+                 "circumplex, Russell-Mehrabian words: aligned valence r [CI] (p)",
+                 "circumplex, Russell-Mehrabian words: aligned arousal r [CI] (p)",
+                 "circumplex, Russell-Mehrabian words: valence's angle from PC1",
+                 "circumplex, Russell-Mehrabian words: verdict (pre-registered)",
+                 "linear read-out ceiling, valence / arousal r (Russell-Mehrabian words)",
+                 "cross-validated spectrum: signal share (cvPCA)", "best layer's valence r (max-over-layers p)",
                  "largest k-means cluster (k=10)", "held-out top-1, topic-centred (chance)", "held-out valence AUROC")
 
 
@@ -256,7 +302,10 @@ def rates_beside_published(rate: pd.DataFrame, published: dict[str, dict[str, Pu
 
 
 def _valence_sign(emotion: str) -> int | None:
-    """+1 for an emotion rated pleasant by people, -1 for unpleasant (Warriner, else Russell-Mehrabian)."""
+    """+1 for an emotion rated pleasant by people, -1 for unpleasant (Warriner, else Russell-Mehrabian); chapter
+    4's aligned valence axis points to the pleasant side by construction."""
+    if emotion == "aligned valence":
+        return 1
     for source in available_norms():
         norms = human_norms(source)
         if emotion in norms.index:
@@ -283,7 +332,7 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
     lines.append(f"- Variance: PC1 holds {geo['pc1_variance']:.0%} (Anthropic {variance[ANTHROPIC].text}, rain1955 "
                  f"{variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}); "
                  + ("a flatter spectrum than the larger models'." if geo["pc1_variance"] < 0.2 else "comparable concentration."))
-    lines += _circumplex_lines(geo)
+    lines += circumplex_lines(geo)
     if geo.get("max_layer_p") is not None:
         lines.append(f"- Best layer: r = {geo['best_valence_r']:.2f} at layer {geo['best_valence_layer']}, "
                      + ("significant" if geo["max_layer_p"] < 0.05 else "not significant")
@@ -313,16 +362,21 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _circumplex_lines(geo: dict[str, Any]) -> list[str]:
+def circumplex_lines(geo: dict[str, Any]) -> list[str]:
     """Issue 26's rotation-aware reading of the valence-arousal plane, per word set (where chapter 4 saved it)."""
     lines = []
     for name, c in (geo.get("circumplex") or {}).items():
-        a = c["alignment"]
-        lines.append(f"- Circumplex ({name}, {c['words']} words; rotation-aware, secondary): aligned r = "
-                     f"{a['r_valence']:.2f} for valence (p = {a['p_valence']:.2g}) and {a['r_arousal']:.2f} for arousal "
-                     f"(p = {a['p_arousal']:.2g}), rotation {a['angle']:+.0f}°; a linear read-out finds valence r = "
-                     f"{c['ridge']['valence']['r']:.2f} (p = {c['ridge']['valence']['p']:.2g}), arousal r = "
-                     f"{c['ridge']['arousal']['r']:.2f} (p = {c['ridge']['arousal']['p']:.2g}): {c['verdict']}.")
+        a, axes = c["alignment"], c.get("axes") or {}
+        ci = {k: (f" [{a[f'ci_{k}'][0]:.2f}, {a[f'ci_{k}'][1]:.2f}]" if a.get(f"ci_{k}") else "") for k in ("valence", "arousal")}
+        plain = (f"the axes alone give PC1 r = {axes['valence']:.2f} with valence and PC2 r = {axes['arousal']:.2f} with "
+                 "arousal; " if axes else "")
+        lines.append(f"- Circumplex ({name}, {c['words']} words; rotation-aware, secondary): {plain}after the best rotation"
+                     f"{' (a reflection)' if a.get('reflected') else ''} valence lies at {a['angle']:+.0f}° from PC1, aligned "
+                     f"r = {a['r_valence']:.2f}{ci['valence']} for valence (p = {a['p_valence']:.2g}) and "
+                     f"{a['r_arousal']:.2f}{ci['arousal']} for arousal (p = {a['p_arousal']:.2g}); a linear read-out of the "
+                     f"full vectors finds valence r = {c['ridge']['valence']['r']:.2f} (p = {c['ridge']['valence']['p']:.2g}), "
+                     f"arousal r = {c['ridge']['arousal']['r']:.2f} (p = {c['ridge']['arousal']['p']:.2g}). "
+                     f"Verdict (pre-registered): {c['verdict']}.")
     return lines
 
 

@@ -211,6 +211,29 @@ def rating_scatter(scores, ratings, title: str, *, x_title: str, y_title: str) -
     return fig
 
 
+def circumplex(aligned: pd.DataFrame, title: str, height: int = 640) -> go.Figure:
+    """The model's plane after the Procrustes rotation (points, coloured by human valence) with an arrow from
+    each word to where the human ratings put it (both standardised): short arrows are agreement."""
+    frame = aligned.reset_index()
+    fig = go.Figure(go.Scatter(
+        x=frame["aligned valence"], y=frame["aligned arousal"], mode="markers+text", text=frame["emotion"],
+        textposition="top center", textfont=dict(size=9),
+        marker=dict(size=8, color=frame["human valence"], colorscale=VALENCE_SCALE, cmid=0,
+                    colorbar=dict(title="human valence (z)"), line=dict(width=0.5, color="#444")),
+        customdata=frame[["human valence", "human arousal"]].values,
+        hovertemplate="<b>%{text}</b><br>model: (%{x:.2f}, %{y:.2f})<br>human: (%{customdata[0]:.2f}, "
+                      "%{customdata[1]:.2f})<extra></extra>", name="model (aligned)"))
+    for _, row in frame.iterrows():
+        fig.add_annotation(x=row["human valence"], y=row["human arousal"], ax=row["aligned valence"],
+                           ay=row["aligned arousal"], xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=2, arrowsize=0.8, arrowwidth=0.8, arrowcolor="rgba(90,90,90,0.45)", text="")
+    fig.update_layout(title=title, height=height, xaxis_title="aligned valence (standardised)",
+                      yaxis_title="aligned arousal (standardised)", showlegend=False,
+                      margin=dict(t=60, l=60, r=20, b=60))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
 def dendrogram(vectors, labels: list[str], title: str, n_groups: int | None = None, height: int = 520) -> go.Figure:
     """Hierarchical clustering (average linkage, cosine distance) as a dendrogram, with the chosen cut."""
     import numpy as np

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis import circumplex as C
 from ..analysis import geometry as G
 from ..analysis import reliability as R
 from ..extraction.stages import Ready
@@ -45,6 +46,11 @@ class GeometryReport:
     valence: dict[str, dict]
     robustness: pd.DataFrame
     options: dict[str, Any] = field(default_factory=dict)
+    circumplex: dict[str, dict] = field(default_factory=dict)  # per word set: what `results()` saves
+    aligned: dict[str, pd.DataFrame] = field(default_factory=dict)  # per word set: the aligned plane, per word
+    circumplex_by_layer: pd.DataFrame | None = None  # aligned r's and ridge read-outs per layer (primary words)
+    circumplex_best: dict[str, Any] = field(default_factory=dict)
+    cv_spectrum: pd.DataFrame | None = None
 
     @property
     def layer(self) -> int:
@@ -95,6 +101,23 @@ class GeometryReport:
         return {"valence": self._test("PC1 vs valence", "russell-mehrabian"),
                 "arousal": self._test("PC2 vs arousal", "russell-mehrabian")}
 
+    @property
+    def circumplex_table(self) -> pd.DataFrame:
+        """Per word set: the axes' r beside the rotation-aware alignment, the read-out ceiling and the verdict."""
+        rows = {}
+        for name, c in self.circumplex.items():
+            a, ridge = c["alignment"], c["ridge"]
+            rows[f"{name} ({c['words']} words)"] = {
+                "PC1 vs valence, r": c["axes"]["valence"], "PC2 vs arousal, r": c["axes"]["arousal"],
+                "aligned valence, r": a["r_valence"], "95% CI (valence)": _pair_text(a["ci_valence"]),
+                "p (valence)": a["p_valence"], "aligned arousal, r": a["r_arousal"],
+                "95% CI (arousal)": _pair_text(a["ci_arousal"]), "p (arousal)": a["p_arousal"],
+                "valence's angle from PC1 (°)": a["angle"], "95% CI (angle)": _pair_text(a["ci_angle"], "{:+.0f}"),
+                "reflected": a["reflected"], "read-out ceiling, valence r": ridge["valence"]["r"],
+                "p (ceiling, valence)": ridge["valence"]["p"], "read-out ceiling, arousal r": ridge["arousal"]["r"],
+                "p (ceiling, arousal)": ridge["arousal"]["p"], "verdict (pre-registered)": c["verdict"]}
+        return pd.DataFrame(rows)
+
     def beside_published(self, model: str) -> pd.DataFrame:
         """This run's headline numbers (what chapter 4 saves) beside Anthropic's, rain1955's and gemotions'."""
         return geometry_beside_published(self.results(), f"this run ({model}, layer {self.layer})")
@@ -123,7 +146,53 @@ class GeometryReport:
             "valence_two_way": {"accuracy": self.valence["probe"]["two_way_accuracy"],
                                 "majority": self.valence["probe"]["majority"]},
             "stories_per_emotion": int(np.median([len(v) for v in built.stories.values()])),
+            "circumplex": self.circumplex,
+            "circumplex_best_layer": self.circumplex_best,
+            "cv_pca": ({"components": self.cv_spectrum.to_dict("records"),
+                        "signal_share": self.cv_spectrum.attrs["signal share of total variance"],
+                        "splits": self.cv_spectrum.attrs["splits"]} if self.cv_spectrum is not None else None),
         }
+
+
+def _pair_text(pair, form: str = "{:.2f}") -> str:
+    return "-" if not pair else f"{form.format(pair[0])} to {form.format(pair[1])}"
+
+
+def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFrame], primary: str, n_boot: int,
+                n_perm: int, n_splits: int, seed: int) -> dict[str, Any]:
+    """Issue 26: per word set, the rotation-aware alignment at the pre-registered layer (p from a row-
+    permutation null, interval from the story bootstrap with components matched), the leave-one-emotion-out
+    ridge ceiling and the pre-registered verdict; per layer for the primary words; the cvPCA spectrum."""
+    vectors, layer = ready.vectors, ready.layer
+    emotions, basis = vectors.emotions, ready.built.neutral_basis(layer)
+    at_layer = vectors.at(layer).numpy()
+    saved, aligned = {}, {}
+    for name, rated in ratings.items():
+        model_xy, human_xy, _ = C.plane(at_layer, emotions, rated)
+        test = C.alignment_test(model_xy, human_xy, n_perm=n_perm, seed=seed, words=list(rated.index))
+        boot = C.alignment_bootstrap(acts, labels, emotions, basis, G.orient_by_anchors(G.pca(at_layer, emotions, n=3)),
+                                     rated, n_boot=n_boot, seed=seed)
+        test["ci_valence"] = list(G.Bootstrap.normal_interval(test["r_valence"], boot["r_valence"]))
+        test["ci_arousal"] = list(G.Bootstrap.normal_interval(test["r_arousal"], boot["r_arousal"]))
+        test["ci_angle"] = list(C.angle_interval(boot["angle"], test["angle"]))
+        ridge = {target: C.ridge_ceiling(at_layer, emotions, rated[target], n_perm=n_perm, seed=seed)
+                 for target in ("valence", "arousal")}
+        saved[name] = {"words": len(rated), "axes": {"valence": G.pearson(model_xy[:, 0], human_xy[:, 0]),
+                                                     "arousal": G.pearson(model_xy[:, 1], human_xy[:, 1])},
+                       "alignment": test, "ridge": ridge, "verdict": C.circumplex_verdict(test)}
+        aligned[name] = C.procrustes_alignment(model_xy, human_xy, list(rated.index)).frame()
+    rated = ratings[primary]
+    coordinates = {each: C.plane(vectors.at(each).numpy(), emotions, rated)[0] for each in vectors.layers}
+    human_xy = rated[["valence", "arousal"]].to_numpy(float)
+    by_layer, best = C.alignment_over_layers(coordinates, human_xy, n_perm=n_perm, seed=seed)
+    for target in ("valence", "arousal"):
+        ceiling = [C.ridge_ceiling(vectors.at(each).numpy(), emotions, rated[target], n_perm=n_perm, seed=seed)
+                   for each in vectors.layers]
+        by_layer[f"ceiling r ({target})"] = [c["r"] for c in ceiling]
+        by_layer[f"ceiling p ({target})"] = [c["p"] for c in ceiling]
+    spectrum = C.cv_pca(acts, labels, topics, emotions, basis, rated, n_splits=n_splits, seed=seed)
+    return {"saved": saved, "aligned": aligned, "by_layer": by_layer, "best": {**best, "words": primary},
+            "spectrum": spectrum}
 
 
 def _interval_text(pair) -> str:
@@ -195,6 +264,7 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
     shuffled = G.valence_probe(acts, np.random.default_rng(seed).permutation(labels), topics, emotions,
                                primary["valence"], basis, centre_topics=True)
     curve, fits = R.scaling(built, layer, primary["valence"], primary["arousal"], draws=scaling_draws, seed=seed)
+    plane = _circumplex(ready, acts, labels, topics, ratings, sources[0], n_boot, n_perm, n_splits, seed)
     return GeometryReport(
         ready=ready, ratings=ratings, primary=primary, result=result, scores=scores,
         settings={"analysed model": f"{ready.profile.model_id} ({ready.profile.name})",
@@ -222,4 +292,6 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
         probes=_probes(ready, acts, labels, topics, seed), valence={"probe": probe, "shuffled": shuffled},
         robustness=R.robustness_table(built, layer, primary["valence"], primary["arousal"], seed=seed),
         options={"kmeans_k": kmeans_k, "groups": groups, "scaling_draws": scaling_draws},
+        circumplex=plane["saved"], aligned=plane["aligned"], circumplex_by_layer=plane["by_layer"],
+        circumplex_best=plane["best"], cv_spectrum=plane["spectrum"],
     )

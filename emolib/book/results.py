@@ -99,6 +99,9 @@ class GeometryResults(TypedDict):
     probes: dict[str, dict[str, float]]
     valence_two_way: dict[str, float]
     stories_per_emotion: int
+    circumplex: dict[str, Any]  # per word set: axes r, Procrustes alignment (r, p, CI, angle), ridge ceiling, verdict
+    circumplex_best_layer: dict[str, Any]  # the largest aligned valence r over layers, with its max-over-layers p
+    cv_pca: dict[str, Any] | None  # the cross-validated spectrum (Stringer et al. 2019)
 
 
 class LensResults(TypedDict):

@@ -21,7 +21,7 @@ from ..analysis.fidelity import word_scores
 from ..analysis.geometry import wilson
 from ..analysis.validate import vader
 from ..errors import EmolibError
-from ..extraction.vectors import VectorBuild
+from ..extraction.vectors import Direction, VectorBuild
 from ..models.hooks import decoder_layers, forward_hooks
 from ..models.loading import LoadedModel
 from ..stats import cluster_sums, holm, resample_clusters, slope_of
@@ -40,7 +40,7 @@ from .blackmail import (  # noqa: F401
     grade_rule,
 )
 from .rewardhack import TASKS
-from .steer import steering, terms
+from .steer import SteerTerm, steering, terms
 
 # --- dose-response ---------------------------------------------------------------------------------
 
@@ -96,8 +96,12 @@ def continuation_stats(loaded: LoadedModel, prompts: Sequence[str], continuation
 def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[str], alphas: Sequence[float], layer: int,
                   read_layer: int, prompts: Sequence[str], samples: int = 1, max_new_tokens: int = 48,
                   temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, positions: str | int = "generated",
-                  batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+                  batch_size: int = 32, progress: bool = True,
+                  directions: dict[str, Direction] | None = None) -> pd.DataFrame:
     """Steer each emotion at each α and sample continuations of the neutral prompts; one row per text.
+
+    `directions` adds named conditions beside the emotions ({"aligned valence": Direction}, e.g. chapter 4's
+    rotated axes from `circumplex.steering_directions`), steered and read (at `layer`, `read_layer`) the same way.
 
     The same seeds are used at every α (common random numbers), so differences between α come from the
     steering, not from sampling. Columns: emotion, alpha, prompt, sample, text, tokens, projection (on
@@ -108,12 +112,24 @@ def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[st
         raise EmolibError(f"read layer {read_layer} has no vectors (extracted: {list(build.denoised.layers)})")
     writer = LocalWriter(loaded, batch_size=batch_size, require_chat=False, token_budget=batch_size * 256)
     jobs = [(p, s) for p in range(len(prompts)) for s in range(samples)]
-    conditions = [(e, a) for e in emotions for a in alphas]
+    directions = dict(directions or {})
+    clash = set(directions) & set(emotions)
+    if clash:
+        raise EmolibError(f"extra steering directions {sorted(clash)} share a name with an emotion; rename them")
+    names = list(emotions) + list(directions)
+    conditions = [(e, a) for e in names for a in alphas]
     # every condition in one batched call: rows carry their own steering vector (the LM head's weights
     # are read once per step for all of them, which is what a CPU decode step costs)
     rows = [(c, p, s) for c in range(len(conditions)) for p, s in jobs]
-    steer_terms = [term for c, (emotion, alpha) in enumerate(conditions)
-                   for term in terms(build, {emotion: alpha}, layer, rows=range(c * len(jobs), (c + 1) * len(jobs)))]
+    scale = build.residual_norm[layer]
+    steer_terms = []
+    for c, (name, alpha) in enumerate(conditions):
+        block = range(c * len(jobs), (c + 1) * len(jobs))
+        if name in directions:
+            steer_terms.append(SteerTerm(directions[name].at(layer), layer, float(alpha), scale, f"add {alpha:+g} {name}",
+                                         tuple(block)))
+        else:
+            steer_terms += terms(build, {name: alpha}, layer, rows=block)
     seeds = [seed * 1_000_003 + p * 1009 + s for _, p, s in rows]
     documents = [with_bos(loaded.tokenizer, prompt) for prompt in prompts]
     rendered = [documents[p] for _, p, _ in rows]
@@ -122,10 +138,10 @@ def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[st
                               progress="dose-response" if progress else None)
     frame = pd.DataFrame([{"emotion": conditions[c][0], "alpha": conditions[c][1], "prompt": p, "sample": s,
                            "text": g.text} for (c, p, s), g in zip(rows, out)])
-    directions = torch.stack([build.denoised.direction(e, read_layer) for e in emotions])
-    stats = continuation_stats(loaded, [prompts[p] for p in frame["prompt"]], frame["text"].tolist(), read_layer,
-                               directions)
-    slot = {e: i for i, e in enumerate(emotions)}
+    read = torch.stack([build.denoised.direction(e, read_layer) for e in emotions]
+                       + [directions[name].at(read_layer).to(torch.float32) for name in directions])
+    stats = continuation_stats(loaded, [prompts[p] for p in frame["prompt"]], frame["text"].tolist(), read_layer, read)
+    slot = {e: i for i, e in enumerate(names)}
     frame["tokens"] = stats["tokens"].values
     frame["projection"] = [row[slot[e]] for row, e in zip(stats["projection"], frame["emotion"])]
     frame["perplexity"] = stats["perplexity"].values

@@ -13,7 +13,8 @@ a model whose variance-ranked axes fall between valence and arousal holds the pl
 - `alignment_bootstrap`: stories resampled within emotion (and rated words resampled), vectors rebuilt
   and denoised, components matched to the full-data PCs, then aligned again.
 - `ridge_ceiling`: how much valence/arousal a linear reader finds in the full vectors at all
-  (leave-one-emotion-out kernel ridge, penalty by GCV, the choice repeated in every permutation).
+  (leave-one-emotion-out kernel ridge, penalty by GCV, scored by predictive R², the choice repeated in every
+  permutation).
 - `cv_pca`: cross-validated PCA (Stringer et al. 2019): the variance each component holds that
   reproduces across disjoint halves of the stories, against its plain share.
 - `circumplex_verdict`: the pre-registered reading ("present on the axes", "present but rotated",
@@ -220,9 +221,12 @@ def _loo_predictions(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.nd
 
 def ridge_ceiling(vectors: np.ndarray, emotions: Sequence[str], ratings: pd.Series, n_perm: int = N_PERMUTATIONS,
                   seed: int = 0) -> dict:
-    """r between held-out emotions' ratings and a kernel-ridge read-out of their full vectors, trained on the
-    other rated emotions (leave one emotion out; penalty by GCV); p from shuffled ratings, with the penalty
-    chosen again for each shuffle."""
+    """How well a linear read-out of the full vectors predicts held-out emotions' ratings: kernel ridge trained on
+    the other rated emotions (leave one emotion out; penalty by GCV). Scored by the predictive R², q² = 1 −
+    Σ(y − ŷ₋ᵢ)² / Σ(y − ȳ)², and reported as r = √q² (0 where q² ≤ 0), a correlation-scale number to set beside
+    the PC r's. (The plain correlation of held-out predictions is a poor score here: with nothing to read, the
+    predictions are the other words' mean, which anti-correlates perfectly with the held-out word.) p from
+    shuffled ratings, with the penalty chosen again for each shuffle."""
     rows = [list(emotions).index(e) for e in ratings.index]
     x = np.asarray(vectors, np.float64)[rows]
     x = x - x.mean(axis=0, keepdims=True)  # the features' centre uses no ratings
@@ -232,9 +236,9 @@ def ridge_ceiling(vectors: np.ndarray, emotions: Sequence[str], ratings: pd.Seri
     rng = np.random.default_rng(seed)
     columns = np.column_stack([y] + [rng.permutation(y) for _ in range(n_perm)])
     predictions = _loo_predictions(eigenvalues, eigenvectors, columns)
-    pc, yc = predictions - predictions.mean(0), columns - columns.mean(0)
-    r = (pc * yc).sum(0) / np.sqrt((pc ** 2).sum(0) * (yc ** 2).sum(0)).clip(1e-300)
-    return {"r": float(r[0]), "p": _p(r[1:], float(r[0])), "words": len(y), "n_perm": n_perm}
+    q2 = 1 - ((columns - predictions) ** 2).sum(0) / ((columns - columns.mean(0)) ** 2).sum(0).clip(1e-300)
+    return {"r": float(np.sqrt(max(q2[0], 0.0))), "q2": float(q2[0]), "p": _p(q2[1:], float(q2[0])), "words": len(y),
+            "n_perm": n_perm}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,11 +276,12 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
     k = min(n_components, n_emotions - 1)
     signal, total, z = np.zeros(k), 0.0, np.zeros((k, 2))
     rows = [list(emotions).index(e) for e in rated.index] if rated is not None else []
-    runs = 0
+    runs = splits = 0
     for _ in range(n_splits):
         first = _halves(labels, topics, rng)
         if any(not (first & (labels == i)).any() or not (~first & (labels == i)).any() for i in range(n_emotions)):
             continue
+        splits += 1
         halves = (_half_vectors(acts, labels, first, n_emotions, neutral_basis),
                   _half_vectors(acts, labels, ~first, n_emotions, neutral_basis))
         for find, test in ((0, 1), (1, 0)):
@@ -301,7 +306,7 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
         table["held-out r (arousal)"] = np.tanh(z[:, 1] / runs)
     # how much of the full vectors' variance repeats across halves (the rest is story-sampling noise)
     table.attrs["signal share of total variance"] = float(total / runs / max(variance, 1e-300))
-    table.attrs["splits"] = runs
+    table.attrs["splits"] = splits
     return table
 
 

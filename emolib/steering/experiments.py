@@ -35,9 +35,12 @@ from .blackmail import (  # noqa: F401
     SYSTEM,
     blackmail_trials,
     describe_blackmail,
+    describe_grader,
     grade_blackmail,
     grade_judge,
     grade_rule,
+    grader_accuracy,
+    labelled_set,
 )
 from .rewardhack import TASKS
 from .steer import SteerTerm, steering, terms

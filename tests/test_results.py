@@ -159,7 +159,7 @@ def test_every_chapter_saves_what_its_schema_names():
     for chapter in RS.SCHEMAS:
         saved = json.loads((folder / f"{chapter}.json").read_text())
         RS.check(chapter, saved)
-    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named; emolib.book.results.LensResults"):
+    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named, self_named_chance; emolib.book.results.LensResults"):
         RS.check("05_logit_lens", {"layer": 1, "emotions": 3, "self_named_by_layer": {}})
 
 

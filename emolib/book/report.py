@@ -172,8 +172,9 @@ def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFr
         test = C.alignment_test(model_xy, human_xy, n_perm=n_perm, seed=seed, words=list(rated.index))
         boot = C.alignment_bootstrap(acts, labels, emotions, basis, G.orient_by_anchors(G.pca(at_layer, emotions, n=3)),
                                      rated, n_boot=n_boot, seed=seed)
-        test["ci_valence"] = list(G.Bootstrap.normal_interval(test["r_valence"], boot["r_valence"]))
-        test["ci_arousal"] = list(G.Bootstrap.normal_interval(test["r_arousal"], boot["r_arousal"]))
+        for target in ("valence", "arousal"):  # r ± 1.96 bootstrap SE, kept inside [-1, 1]
+            low, high = G.Bootstrap.normal_interval(test[f"r_{target}"], boot[f"r_{target}"])
+            test[f"ci_{target}"] = [max(low, -1.0), min(high, 1.0)]
         test["ci_angle"] = list(C.angle_interval(boot["angle"], test["angle"]))
         ridge = {target: C.ridge_ceiling(at_layer, emotions, rated[target], n_perm=n_perm, seed=seed)
                  for target in ("valence", "arousal")}

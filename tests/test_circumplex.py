@@ -171,3 +171,26 @@ def test_bootstrap_interval_holds_the_rotation_and_matches_swapped_components() 
 def test_angle_interval_unwraps_across_180_degrees() -> None:
     low, high = C.angle_interval(np.array([179.0, -179.0, 178.0, -178.0]), 180.0)
     assert 170 < low < high < 190
+
+
+def test_steering_directions_keep_one_sign_across_layers() -> None:
+    """A later layer whose configuration is the first one reflected (arousal flipped: the ratings cannot tell an
+    absent axis's sign) still gets directions whose emotion scores agree with the first layer's."""
+    import torch
+
+    from emolib.extraction.vectors import EmotionVectors
+
+    acts, labels, topics, emotions, rated, axes = _stories(signal=3.0)
+    base = np.stack([acts[labels == i].mean(0) for i in range(len(emotions))])
+    base -= base.mean(0)
+    rng = np.random.default_rng(9)
+    other = base + 0.05 * rng.normal(size=base.shape)  # the same plane, a little noise
+    flipped = rated.assign(arousal=rng.normal(size=len(rated)))  # arousal unrelated: its aligned sign is arbitrary
+    vectors = EmotionVectors(emotions, (3, 6), torch.tensor(np.stack([base, other], axis=1)))
+    found = C.steering_directions(vectors, [3, 6], flipped)
+    for name in ("aligned valence", "aligned arousal"):
+        direction = found[name]
+        first, later = base @ direction.at(3).numpy(), other @ direction.at(6).numpy()
+        assert np.corrcoef(first, later)[0, 1] > 0.9
+        assert np.linalg.norm(direction.at(6).numpy()) == pytest.approx(1.0, abs=1e-5)
+    del topics, axes

@@ -352,5 +352,14 @@ def steering_directions(vectors, layers: Sequence[int], rated: pd.DataFrame) -> 
 
     layers = tuple(dict.fromkeys(int(layer) for layer in layers))
     per_layer = [aligned_directions(vectors.at(layer).numpy(), vectors.emotions, rated) for layer in layers]
+    # one axis across layers: each later layer's direction is signed so that the emotions' scores on it correlate
+    # positively with their scores at the first layer (an axis the ratings do not pin down, arousal where it is
+    # absent, could otherwise come out flipped at the read layer and read the push backwards)
+    first = {name: vectors.at(layers[0]).numpy() @ per_layer[0][name] for name in ("valence", "arousal")}
+    for slot in range(1, len(layers)):
+        for name in ("valence", "arousal"):
+            scores = vectors.at(layers[slot]).numpy() @ per_layer[slot][name]
+            if pearson(scores, first[name]) < 0:
+                per_layer[slot][name] = -per_layer[slot][name]
     return {f"aligned {name}": Direction(layers, torch.tensor(np.stack([d[name] for d in per_layer]), dtype=torch.float32),
                                          f"aligned {name}") for name in ("valence", "arousal")}

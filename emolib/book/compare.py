@@ -384,7 +384,7 @@ def _steering_lines(r: ModelResults, text_rows: list[dict]) -> list[str]:
     """`text_rows`: this model's text-reader slopes with `Holm p (all models)` (see `verdicts`)."""
     slopes = (r.steering or {}).get("slopes", [])
     lines = [f"- Steering +{row['emotion']}: the downstream projection "
-             f"{'rises' if row['low'] > 0 else 'does not rise reliably'} with α (slope {row['slope per unit α']:.3g}, "
+             f"{'rises' if row['low'] > 0 else 'falls' if row['high'] < 0 else 'does not move reliably'} with α (slope {row['slope per unit α']:.3g}, "
              f"95% CI {row['low']:.3g} to {row['high']:.3g}{_alpha_range(row)})." for row in slopes if row["metric"] == "projection"]
     if text_rows:
         moves = []

@@ -194,3 +194,30 @@ def test_steering_directions_keep_one_sign_across_layers() -> None:
         assert np.corrcoef(first, later)[0, 1] > 0.9
         assert np.linalg.norm(direction.at(6).numpy()) == pytest.approx(1.0, abs=1e-5)
     del topics, axes
+
+
+def test_a_push_along_one_aligned_axis_leaves_the_other_unchanged() -> None:
+    """With PC1 spreading twice as wide as PC2 and valence at 45° in the standardised plane, the push direction
+    moves aligned valence and not aligned arousal (the reading direction Cᵀ R / σ would move both)."""
+    rng = np.random.default_rng(12)
+    n, d = 40, 30
+    human = rng.normal(size=(n, 2))
+    model_xy = _turned(human, 45, noise=0.2) * np.array([2.0, 1.0])
+    axes = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    vectors = model_xy @ axes + 0.01 * rng.normal(size=(n, d))
+    emotions = [f"e{i}" for i in range(n)]
+    rated = pd.DataFrame({"valence": human[:, 0], "arousal": human[:, 1]}, index=emotions)
+    push = C.aligned_directions(vectors, emotions, rated)
+
+    def aligned(x: np.ndarray) -> np.ndarray:
+        xy, _, _ = C.plane(x, emotions, rated)
+        found = C.procrustes_alignment(xy, human)
+        return found, xy
+
+    found, xy = aligned(vectors)
+    spread, centre = xy.std(0), xy.mean(0)
+    result = C.plane(vectors, emotions, rated)[2]
+    for j, name in enumerate(("valence", "arousal")):
+        moved = (result.components[:2] @ push[name]) / spread @ found.rotation  # change of the aligned coordinates
+        assert abs(moved[1 - j]) < 0.02 * abs(moved[j])
+    del centre

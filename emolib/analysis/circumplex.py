@@ -257,7 +257,8 @@ def _half_vectors(acts: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_emot
 def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],
            neutral_basis: np.ndarray | None, rated: pd.DataFrame | None = None, n_components: int = 10,
            n_splits: int = 10, seed: int = 0) -> pd.DataFrame:
-    """Stringer et al. (2019)'s cross-validated spectrum: components found on one half of each emotion's
+    """Stringer et al. (2019)'s cross-validated spectrum (the total signal share is unbiased; a top component's
+    own share is still biased upwards, since the half that found it shares its noise with its own scores): components found on one half of each emotion's
     stories (split within topic cells), their variance measured as the covariance between the two halves'
     projections, so noise that does not repeat across halves averages out. Both halves take each role.
 
@@ -301,9 +302,11 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
     variance = float((full ** 2).sum()) / n_emotions  # the full vectors' total variance, the plain shares' base
     table = pd.DataFrame({"component": [f"PC{c + 1}" for c in range(k)], "plain share": plain.explained[:k],
                           "cross-validated share": signal / runs / max(variance, 1e-300)})
-    if rows:
-        table["held-out r (valence)"] = np.tanh(z[:, 0] / runs)
-        table["held-out r (arousal)"] = np.tanh(z[:, 1] / runs)
+    if rows:  # only PC1 and PC2 are oriented (by the anchors); later components' signs are arbitrary per split
+        for j, target in ((0, "valence"), (1, "arousal")):
+            column = np.tanh(z[:, j] / runs)
+            column[2:] = np.nan
+            table[f"held-out r ({target})"] = column
     # how much of the full vectors' variance repeats across halves (the rest is story-sampling noise)
     table.attrs["signal share of total variance"] = float(total / runs / max(variance, 1e-300))
     table.attrs["splits"] = splits
@@ -329,15 +332,16 @@ def circumplex_verdict(alignment: dict, level: float = SIGNIFICANCE, on_axes: fl
 
 
 def aligned_directions(vectors: np.ndarray, emotions: Sequence[str], rated: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The residual-stream directions of aligned valence and aligned arousal (unit, (d,)): the model's
-    standardised (PC1, PC2) plane turned by the Procrustes rotation, mapped back through the components
-    (`Cᵀ · R[:, j] / σ`), so steering along them moves a text along the axes the alignment found."""
+    """The residual-stream directions to push along aligned valence and aligned arousal (unit, (d,)). The aligned
+    coordinates are a = ((s − μ) / σ) · R with s the PC scores, so a push u changes them by (C u / σ) · R; the push
+    that moves aligned axis j alone is u = Cᵀ (σ ⊙ R[:, j]) (C's rows are orthonormal). (Cᵀ R[:, j] / σ, the
+    direction that *reads* axis j, would move the other axis too whenever PC1 and PC2 spread unequally.)"""
     model_xy, human_xy, result = plane(vectors, emotions, rated)
     found = procrustes_alignment(model_xy, human_xy)
     spread = model_xy.std(axis=0)
     out = {}
     for j, name in enumerate(("valence", "arousal")):
-        direction = result.components[:2].T @ (found.rotation[:, j] / spread)
+        direction = result.components[:2].T @ (found.rotation[:, j] * spread)
         out[name] = direction / np.linalg.norm(direction)
     return out
 

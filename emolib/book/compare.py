@@ -177,8 +177,8 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
         lambda r: " / ".join(_circumplex("warriner", k)(r) for k in ("valence", "arousal")), None),
     "circumplex, Warriner's words: angle; verdict": (
         lambda r: "; ".join(_circumplex("warriner", k)(r) for k in ("angle", "verdict")), None),
-    "linear read-out ceiling, valence / arousal r (Russell-Mehrabian words)": (_circumplex("russell-mehrabian", "ceiling"), None),
-    "linear read-out ceiling, valence / arousal r (Warriner's words)": (_circumplex("warriner", "ceiling"), None),
+    "held-out linear read-out (out of sample), valence / arousal r (Russell-Mehrabian words)": (_circumplex("russell-mehrabian", "ceiling"), None),
+    "held-out linear read-out (out of sample), valence / arousal r (Warriner's words)": (_circumplex("warriner", "ceiling"), None),
     "cross-validated spectrum: signal share (cvPCA)": (_signal_share, None),
     "best layer's valence r (max-over-layers p)": (_best_layer, "across_layers"),
     "split-half reliability (Spearman-Brown)": (_split_half, None),
@@ -209,7 +209,7 @@ GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance",
                  "circumplex, Russell-Mehrabian words: aligned arousal r [CI] (p)",
                  "circumplex, Russell-Mehrabian words: valence's angle from PC1",
                  "circumplex, Russell-Mehrabian words: verdict (pre-registered)",
-                 "linear read-out ceiling, valence / arousal r (Russell-Mehrabian words)",
+                 "held-out linear read-out (out of sample), valence / arousal r (Russell-Mehrabian words)",
                  "cross-validated spectrum: signal share (cvPCA)", "best layer's valence r (max-over-layers p)",
                  "largest k-means cluster (k=10)", "held-out top-1, topic-centred (chance)", "held-out valence AUROC")
 
@@ -373,7 +373,7 @@ def circumplex_lines(geo: dict[str, Any]) -> list[str]:
         lines.append(f"- Circumplex ({name}, {c['words']} words; rotation-aware, secondary): {plain}after the best rotation"
                      f"{' (a reflection)' if a.get('reflected') else ''} valence lies at {a['angle']:+.0f}° from PC1, aligned "
                      f"r = {a['r_valence']:.2f}{ci['valence']} for valence (p = {a['p_valence']:.2g}) and "
-                     f"{a['r_arousal']:.2f}{ci['arousal']} for arousal (p = {a['p_arousal']:.2g}); a linear read-out of the "
+                     f"{a['r_arousal']:.2f}{ci['arousal']} for arousal (p = {a['p_arousal']:.2g}); a held-out linear read-out of the "
                      f"full vectors finds valence r = {c['ridge']['valence']['r']:.2f} (p = {c['ridge']['valence']['p']:.2g}), "
                      f"arousal r = {c['ridge']['arousal']['r']:.2f} (p = {c['ridge']['arousal']['p']:.2g}). "
                      f"Verdict (pre-registered): {c['verdict']}.")

@@ -113,9 +113,9 @@ class GeometryReport:
                 "p (valence)": a["p_valence"], "aligned arousal, r": a["r_arousal"],
                 "95% CI (arousal)": _pair_text(a["ci_arousal"]), "p (arousal)": a["p_arousal"],
                 "valence's angle from PC1 (°)": a["angle"], "95% CI (angle)": _pair_text(a["ci_angle"], "{:+.0f}"),
-                "reflected": a["reflected"], "read-out ceiling, valence r": ridge["valence"]["r"],
-                "p (ceiling, valence)": ridge["valence"]["p"], "read-out ceiling, arousal r": ridge["arousal"]["r"],
-                "p (ceiling, arousal)": ridge["arousal"]["p"], "verdict (pre-registered)": c["verdict"]}
+                "reflected": a["reflected"], "held-out read-out, valence r": ridge["valence"]["r"],
+                "p (read-out, valence)": ridge["valence"]["p"], "held-out read-out, arousal r": ridge["arousal"]["r"],
+                "p (read-out, arousal)": ridge["arousal"]["p"], "verdict (pre-registered)": c["verdict"]}
         return pd.DataFrame(rows)
 
     def beside_published(self, model: str) -> pd.DataFrame:
@@ -189,8 +189,8 @@ def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFr
     for target in ("valence", "arousal"):
         ceiling = [C.ridge_ceiling(vectors.at(each).numpy(), emotions, rated[target], n_perm=n_perm, seed=seed)
                    for each in vectors.layers]
-        by_layer[f"ceiling r ({target})"] = [c["r"] for c in ceiling]
-        by_layer[f"ceiling p ({target})"] = [c["p"] for c in ceiling]
+        by_layer[f"held-out read-out r ({target})"] = [c["r"] for c in ceiling]
+        by_layer[f"held-out read-out p ({target})"] = [c["p"] for c in ceiling]
     spectrum = C.cv_pca(acts, labels, topics, emotions, basis, rated, n_splits=n_splits, seed=seed)
     return {"saved": saved, "aligned": aligned, "by_layer": by_layer, "best": {**best, "words": primary},
             "spectrum": spectrum}

@@ -28,9 +28,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import EmolibError
+from ..extraction.vectors import Direction
 from .geometry import Bootstrap, PCAResult, match_components, orient_by_anchors, pca, pearson
+from .reliability import _halves
 
 # Pre-registered (issue 26), before any model's aligned numbers were computed.
 SIGNIFICANCE = 0.05  # an aligned r counts as present when its permutation p is below this
@@ -265,8 +268,6 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
     Per component: the plain share of variance (full vectors) and the cross-validated share (its variance that
     repeats across halves, over the same total), and — with `rated` — r of the other half's scores with valence and arousal (anchor-oriented
     on the finding half, averaged through Fisher z)."""
-    from .reliability import _halves
-
     acts = np.asarray(story_acts, np.float64)
     labels, topics = np.asarray(labels), np.asarray(topics)
     n_emotions = len(emotions)
@@ -346,14 +347,10 @@ def aligned_directions(vectors: np.ndarray, emotions: Sequence[str], rated: pd.D
     return out
 
 
-def steering_directions(vectors, layers: Sequence[int], rated: pd.DataFrame) -> dict:
+def steering_directions(vectors, layers: Sequence[int], rated: pd.DataFrame) -> dict[str, Direction]:
     """{"aligned valence": Direction, "aligned arousal": Direction} at `layers` of an `EmotionVectors`: chapter 4's
     rotated axes as steering directions (unit at each layer, each layer aligned on its own PCs), so chapter 7's
     causal test follows the geometry."""
-    import torch
-
-    from ..extraction.vectors import Direction
-
     layers = tuple(dict.fromkeys(int(layer) for layer in layers))
     per_layer = [aligned_directions(vectors.at(layer).numpy(), vectors.emotions, rated) for layer in layers]
     # one axis across layers: each later layer's direction is signed so that the emotions' scores on it correlate

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import EmolibError
 from ..extraction.vectors import Direction
-from .geometry import Bootstrap, PCAResult, match_components, orient_by_anchors, pca, pearson
+from .geometry import Bootstrap, PCAResult, orient_by_anchors, pca, pearson, resampled_pca
 from .reliability import _halves
 
 # Pre-registered (issue 26), before any model's aligned numbers were computed.
@@ -175,12 +175,7 @@ def alignment_bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Se
     basis = np.asarray(neutral_basis, np.float64).reshape(-1, acts.shape[1])
     out = {"r_valence": np.empty(n_boot), "r_arousal": np.empty(n_boot), "angle": np.empty(n_boot)}
     for b in range(n_boot):
-        means = np.stack([acts[rng.choice(g, size=len(g), replace=True)].mean(axis=0) for g in groups])
-        vectors = means - means.mean(axis=0, keepdims=True)
-        if len(basis):
-            vectors = vectors - (vectors @ basis.T) @ basis
-        result = pca(vectors, emotions, n=max(2, candidates))
-        order, signs = match_components(reference.components[:2], result.components)
+        result, order, signs = resampled_pca(acts, groups, basis, emotions, reference, candidates, rng)
         pick = rng.integers(0, len(rows), len(rows)) if resample_words else np.arange(len(rows))
         try:
             found = procrustes_alignment((result.scores[:, order] * signs)[rows[pick]], human[pick])

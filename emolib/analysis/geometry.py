@@ -197,6 +197,20 @@ def match_components(reference: np.ndarray, loadings: np.ndarray) -> tuple[np.nd
     return order, np.where(signs == 0, 1.0, signs)
 
 
+def resampled_pca(acts: np.ndarray, groups: list[np.ndarray], basis: np.ndarray, emotions: Sequence[str],
+                  reference: PCAResult, candidates: int, rng: np.random.Generator) -> tuple[PCAResult, np.ndarray, np.ndarray]:
+    """One story-bootstrap replicate: each emotion's stories (`groups`, row indices) resampled with replacement,
+    vectors rebuilt and denoised as chapter 3 builds them, PCA, and the replicate's components matched to
+    `reference`'s PC1/PC2 (`match_components`: order, sign)."""
+    means = np.stack([acts[rng.choice(g, size=len(g), replace=True)].mean(axis=0) for g in groups])
+    vectors = means - means.mean(axis=0, keepdims=True)
+    if len(basis):
+        vectors = vectors - (vectors @ basis.T) @ basis
+    result = pca(vectors, emotions, n=max(2, candidates))
+    order, signs = match_components(reference.components[:2], result.components)
+    return result, order, signs
+
+
 def bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Sequence[str], neutral_basis: np.ndarray,
               reference: PCAResult, valence: pd.Series, arousal: pd.Series, n_boot: int = 1000,
               seed: int = 0, resample_emotions: bool = True, candidates: int = 3) -> Bootstrap:
@@ -219,12 +233,7 @@ def bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Sequence[str
     basis = np.asarray(neutral_basis, np.float64).reshape(-1, acts.shape[1])
     var, r_val, r_aro = np.empty((n_boot, 2)), np.empty(n_boot), np.empty(n_boot)
     for b in range(n_boot):
-        means = np.stack([acts[rng.choice(g, size=len(g), replace=True)].mean(axis=0) for g in groups])
-        vectors = means - means.mean(axis=0, keepdims=True)
-        if len(basis):
-            vectors = vectors - (vectors @ basis.T) @ basis
-        result = pca(vectors, emotions, n=max(2, candidates))
-        order, signs = match_components(reference.components[:2], result.components)
+        result, order, signs = resampled_pca(acts, groups, basis, emotions, reference, candidates, rng)
         scores = result.scores[:, order] * signs
         var[b] = result.explained[order]
         pick_v = rng.integers(0, len(v_rows), len(v_rows)) if resample_emotions else np.arange(len(v_rows))

@@ -85,7 +85,29 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def values_agree(reference: Any, test: Any) -> bool:
+def _interval_width(record: dict) -> float:
+    """|high − low| of a record that carries an interval (a slope with its bootstrap bounds), else 0."""
+    low, high = record.get("low"), record.get("high")
+    if isinstance(low, float) and isinstance(high, float) and math.isfinite(low) and math.isfinite(high):
+        return abs(high - low)
+    return 0.0
+
+
+def values_agree(reference: Any, test: Any, width: float = 0.0) -> bool:
+    """Saved values agree: texts and numbers as `texts_agree` reads them. Within a record that carries an
+    interval (`low`, `high`), a float may also move by `REL_TOL` of the interval's width: an estimate near zero
+    (a slope of 4e-4 fitted to projections of order 1) carries the inputs' absolute rounding, which a relative
+    tolerance on the estimate itself would call a change, while its uncertainty is a thousand times larger."""
+    if isinstance(reference, dict) and isinstance(test, dict) and _interval_width(reference) > 0:
+        width = max(width, _interval_width(reference))
+        return set(reference) == set(test) and all(values_agree(reference[k], test[k], width) for k in reference)
+    if isinstance(reference, float) and isinstance(test, float) and width > 0:
+        if abs(reference - test) <= REL_TOL * width:
+            return True
+    if isinstance(reference, list) and isinstance(test, list) and any(isinstance(v, dict) for v in reference):
+        return len(reference) == len(test) and all(values_agree(a, b, width) for a, b in zip(reference, test))
+    if isinstance(reference, dict) and isinstance(test, dict) and any(isinstance(v, (dict, list)) for v in reference.values()):
+        return set(reference) == set(test) and all(values_agree(reference[k], test[k], width) for k in reference)
     if isinstance(reference, str) and isinstance(test, str):
         return texts_agree(reference, test)
     if isinstance(reference, (dict, list)) and isinstance(test, (dict, list)):

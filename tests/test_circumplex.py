@@ -57,6 +57,21 @@ def test_a_reflected_plane_is_reported_reflected() -> None:
     assert C.circumplex_verdict(found) == "present but rotated"
 
 
+def test_collinear_points_have_no_alignment() -> None:
+    """A bootstrap resample of two distinct words is a line: rotation and reflection fit it equally well,
+    and which one an SVD returns depends on the CPU's rounding (a chapter's angle interval moved by a degree
+    under another kernel). Such a configuration is refused, and the bootstrap counts it as missing."""
+    human = _human(5)
+    model = _turned(human, 30, noise=0.1)
+    pick = np.array([0, 1, 0, 1, 1])
+    with pytest.raises(C.EmolibError, match="collinear"):
+        C.procrustes_alignment(model[pick], human[pick])
+    line = np.c_[np.arange(6.0), 2 * np.arange(6.0) + 1]  # three or more points, still on one line
+    with pytest.raises(C.EmolibError, match="collinear"):
+        C.procrustes_alignment(line, _human(6))
+    assert C.procrustes_alignment(model, human).r_valence > 0.9  # five points in general position are fine
+
+
 def test_valence_alone_is_valence_only() -> None:
     human = _human()
     rng = np.random.default_rng(5)

@@ -70,3 +70,10 @@ def test_the_tolerance_accepts_last_bits_and_rejects_real_changes() -> None:
     assert nbval_tolerance.values_agree({"y": [0.340032, 1]}, {"y": [0.340031, 1]})
     assert not nbval_tolerance.values_agree({"y": [0.340032, 1]}, {"y": [0.350032, 1]})
     assert not nbval_tolerance.values_agree({"y": [0.340032, 1]}, {"y": [0.340032, 2]})
+    # an estimate near zero in a record with an interval may move by 1e-3 of the interval's width, no more
+    slope = {"emotion": "calm", "slope": 0.000365147739648819, "low": -1.12, "high": 1.04, "n": 8}
+    assert nbval_tolerance.values_agree([slope], [{**slope, "slope": 0.00036577731370925905}])
+    assert not nbval_tolerance.values_agree([slope], [{**slope, "slope": 0.004}])
+    assert not nbval_tolerance.values_agree([slope], [{**slope, "n": 9}])
+    assert not nbval_tolerance.values_agree([slope], [{**slope, "emotion": "happy"}])
+    assert not nbval_tolerance.values_agree({"slope": 0.000365147739648819}, {"slope": 0.00036577731370925905})

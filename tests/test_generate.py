@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from emolib.stories import corpus as C
-from emolib.writers import generate
 from emolib import models
 from emolib.errors import EmolibError, WriterError
+from emolib.stories import corpus as C
+from emolib.writers import generate
 
 
 def _prompts(n: int = 6) -> tuple[list[list[dict]], list[int]]:
@@ -399,3 +399,35 @@ def test_continuous_batching_is_on_by_default_only_on_a_gpu(tiny_llama):
     consecutive batches by default there; a GPU writer refills its slots."""
     assert generate.LocalWriter(tiny_llama, quantize=None).continuous is (tiny_llama.device.type == "cuda")
     assert generate.LocalWriter(tiny_llama, quantize=None, continuous=True).call_size == 4 * 64
+
+
+def test_a_steering_stage_bar_counts_tokens_within_the_call(tmp_path, monkeypatch, tiny_llama):
+    """Steering stages (dose-response, blackmail, reward hacking) show `generate`'s own bar. It counts the
+    token budget as rows decode, so it moves inside a batch and its ETA is not a batch-long stall read as
+    days ("1/1120 [01:28<27:29:52]"); it ends exactly at rows x max_new_tokens, with the texts beside it."""
+    import re
+
+    from emolib.models import decoder_layers
+
+    side = tmp_path / "progress.txt"
+    monkeypatch.setenv("EMOLIB_PROGRESS", str(side))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    seen = []
+
+    def slow(module, args, output):  # past tqdm's 2 s refresh within one batch
+        time.sleep(0.05)
+        if len(seen) < 200:
+            seen.append(side.read_text() if side.exists() else "")
+
+    messages, seeds = _prompts(6)
+    writer = generate.LocalWriter(tiny_llama, batch_size=4, quantize=None)
+    handle = decoder_layers(tiny_llama.model)[0].register_forward_hook(slow)
+    try:
+        out = writer.generate(messages, seeds, max_new_tokens=24, progress="dose-response")
+    finally:
+        handle.remove()
+    assert len(out) == 6 and len(seen) >= 40
+    counts = [int(float(n)) for text in seen for n in re.findall(r"\| *(\d+(?:\.\d+)?)/144 ", text)]
+    assert counts and max(counts) > 6, seen[-1][-300:]  # more than one unit per text before the call returns
+    final = side.read_text()
+    assert "144/144" in final and "6/6 texts" in final

@@ -33,12 +33,13 @@ import torch
 from ..errors import EmolibError
 from ..extraction.vectors import Direction
 from .geometry import Bootstrap, PCAResult, orient_by_anchors, pca, pearson, resampled_pca
-from .reliability import _halves
+from .reliability import _halves, vectors_from_stories
 
 # Pre-registered (issue 26), before any model's aligned numbers were computed.
 SIGNIFICANCE = 0.05  # an aligned r counts as present when its permutation p is below this
 ON_AXES_DEGREES = 22.5  # valence within this angle of PC1 (and no reflection): the plane sits on the axes
 N_PERMUTATIONS = 2000
+COLLINEAR = 1e-8  # second singular value of the cross-product below this share of the first: no unique rotation
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -99,6 +100,12 @@ def procrustes_alignment(model_xy: np.ndarray, human_xy: np.ndarray, words: Sequ
     model, human = _standardise(model_xy), _standardise(human_xy)
     if model.shape != human.shape or model.shape[1] != 2:
         raise EmolibError(f"alignment needs two (n, 2) configurations, got {model.shape} and {human.shape}")
+    singular = np.linalg.svd(model.T @ human, compute_uv=False)
+    if singular[1] <= COLLINEAR * singular[0]:
+        # collinear points (e.g. a resample holding two distinct words): rotation and reflection fit equally
+        # well, so which one the SVD returns depends on the CPU's rounding, not on the data
+        raise EmolibError("the configuration is collinear (fewer than three distinct points?); no rotation is "
+                          "determined")
     return Alignment(model, human, _rotations(model.T @ human), list(words))
 
 
@@ -179,7 +186,7 @@ def alignment_bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Se
         pick = rng.integers(0, len(rows), len(rows)) if resample_words else np.arange(len(rows))
         try:
             found = procrustes_alignment((result.scores[:, order] * signs)[rows[pick]], human[pick])
-        except EmolibError:  # a resample of identical words: no configuration
+        except EmolibError:  # a resample of identical or collinear words: no unique alignment
             out["r_valence"][b] = out["r_arousal"][b] = out["angle"][b] = np.nan
             continue
         out["r_valence"][b], out["r_arousal"][b], out["angle"][b] = found.r_valence, found.r_arousal, found.angle
@@ -245,11 +252,8 @@ def ridge_ceiling(vectors: np.ndarray, emotions: Sequence[str], ratings: pd.Seri
 
 def _half_vectors(acts: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_emotions: int,
                   basis: np.ndarray | None) -> np.ndarray:
-    means = np.stack([acts[mask & (labels == i)].mean(axis=0) for i in range(n_emotions)])
-    vectors = means - means.mean(axis=0, keepdims=True)
-    if basis is not None and len(basis):
-        vectors = vectors - (vectors @ basis.T) @ basis
-    return vectors
+    """Chapter 3's vectors from the stories in `mask` only."""
+    return vectors_from_stories(acts[mask], labels[mask], n_emotions, basis)
 
 
 def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], emotions: Sequence[str],

@@ -112,7 +112,7 @@ class GeometryReport:
                 "aligned valence, r": a["r_valence"], "95% CI (valence)": _pair_text(a["ci_valence"]),
                 "p (valence)": a["p_valence"], "aligned arousal, r": a["r_arousal"],
                 "95% CI (arousal)": _pair_text(a["ci_arousal"]), "p (arousal)": a["p_arousal"],
-                "valence's angle from PC1 (°)": a["angle"], "95% CI (angle)": _pair_text(a["ci_angle"], "{:+.0f}"),
+                "valence's angle from PC1 (°)": a["angle"], "95% CI (angle)": _pair_text(a["ci_angle"], "{:+.1f}"),
                 "reflected": a["reflected"], "held-out read-out, valence r": ridge["valence"]["r"],
                 "p (read-out, valence)": ridge["valence"]["p"], "held-out read-out, arousal r": ridge["arousal"]["r"],
                 "p (read-out, arousal)": ridge["arousal"]["p"], "verdict (pre-registered)": c["verdict"]}

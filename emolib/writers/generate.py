@@ -145,7 +145,7 @@ class LocalWriter:
                  progress: str | None = None, on_progress: Callable[[int], None] | None = None) -> list[Generation]:
         """Sample a continuation per chat. `forcing` (one per row, fast path only) is an object whose
         `after(token) -> list[int]` names tokens to insert next (e.g. the next speaker's label).
-        `progress` names a tqdm bar over the rows (None: no bar). `on_progress(n)` is told, as decoding goes,
+        `progress` names a tqdm bar over the token budget, finished texts beside it (None: no bar). `on_progress(n)` is told, as decoding goes,
         how much of the call's token budget (rows x `max_new_tokens`) is used up: the rows' tokens at every
         step, and a finished row's unused budget when it ends, so a caller's bar moves within the call and
         reaches its total exactly when the call returns."""
@@ -156,13 +156,22 @@ class LocalWriter:
         sampling = Sampling(max_new_tokens, temperature, top_p, repetition_penalty, min_new_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
-        bar = progress_bar(total=len(prompts), desc=progress, unit="text", **quiet)
+        # the bar counts the call's token budget as it is used up, not finished texts: rows of one batch end
+        # together, so a count of texts stood still for a batch and then promised "1/1120 [01:28<27:29:52]"
+        bar = progress_bar(total=len(prompts) * max_new_tokens, desc=progress, unit="tok", unit_scale=True, **quiet)
+        finished = 0
+
+        def used(n: int) -> None:
+            bar.update(n)
+            if on_progress is not None:
+                on_progress(n)
 
         def done(index: int, new: list[int]) -> None:
+            nonlocal finished
             results[index] = self._generation(messages_list[index], new)
-            bar.update(1)
-            if on_progress is not None:
-                on_progress(max(0, max_new_tokens - len(new)) if self.fast else max_new_tokens)
+            used(max(0, max_new_tokens - len(new)) if self.fast else max_new_tokens)
+            finished += 1
+            bar.set_postfix_str(f"{finished}/{len(prompts)} texts", refresh=False)
 
         if self.refills:  # one batch of slots, refilled as rows end
             batches = [sorted(range(len(prompts)), key=lambda i: len(prompts[i]))]
@@ -174,7 +183,7 @@ class LocalWriter:
                 args = ([prompts[i] for i in chunk], [seeds[i] for i in chunk], sampling)
                 if self.fast:
                     self._run(*args, slots or len(chunk), forcing=[forcing[i] for i in chunk] if forcing else None,
-                              inputs=chunk, on_done=done, on_tokens=on_progress)
+                              inputs=chunk, on_done=done, on_tokens=used)
                 else:
                     self.live_rows = torch.tensor(chunk)
                     for i, new in zip(chunk, self._hf_generate(*args)):

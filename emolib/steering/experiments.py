@@ -39,6 +39,7 @@ from .blackmail import (  # noqa: F401
     grade_blackmail,
     grade_judge,
     grade_rule,
+    grader_accuracies,
     grader_accuracy,
     labelled_set,
 )

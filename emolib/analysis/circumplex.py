@@ -32,7 +32,7 @@ import torch
 
 from ..errors import EmolibError
 from ..extraction.vectors import Direction
-from .geometry import Bootstrap, PCAResult, orient_by_anchors, pca, pearson, resampled_pca
+from .geometry import Bootstrap, PCAResult, orient_by_anchors, pca, pearson, resampled_pca, story_groups
 from .reliability import _halves, vectors_from_stories
 
 # Pre-registered (issue 26), before any model's aligned numbers were computed.
@@ -173,10 +173,7 @@ def alignment_bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Se
     denoised, the replicate's top `candidates` components matched to `reference`'s PC1/PC2 (order and
     sign, `geometry.match_components`), rated words resampled, and the alignment fitted again."""
     rng = np.random.default_rng(seed)
-    acts = np.asarray(story_acts, np.float64)
-    groups = [np.flatnonzero(labels == i) for i in range(len(emotions))]
-    if any(len(g) == 0 for g in groups):
-        raise EmolibError("every emotion needs at least one story for the bootstrap")
+    acts, groups = story_groups(story_acts, labels, len(emotions))
     rows = np.array([list(emotions).index(e) for e in rated.index])
     human = rated[["valence", "arousal"]].to_numpy(float)
     basis = np.asarray(neutral_basis, np.float64).reshape(-1, acts.shape[1])

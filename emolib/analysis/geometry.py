@@ -197,6 +197,15 @@ def match_components(reference: np.ndarray, loadings: np.ndarray) -> tuple[np.nd
     return order, np.where(signs == 0, 1.0, signs)
 
 
+def story_groups(story_acts: np.ndarray, labels: np.ndarray, n_emotions: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-story activations in float64 and each emotion's story rows: the units a story bootstrap resamples
+    within (an emotion without a story has nothing to resample, so it stops here in one line)."""
+    groups = [np.flatnonzero(labels == i) for i in range(n_emotions)]
+    if any(len(g) == 0 for g in groups):
+        raise EmolibError("every emotion needs at least one story for the bootstrap")
+    return np.asarray(story_acts, np.float64), groups
+
+
 def resampled_pca(acts: np.ndarray, groups: list[np.ndarray], basis: np.ndarray, emotions: Sequence[str],
                   reference: PCAResult, candidates: int, rng: np.random.Generator) -> tuple[PCAResult, np.ndarray, np.ndarray]:
     """One story-bootstrap replicate: each emotion's stories (`groups`, row indices) resampled with replacement,
@@ -223,10 +232,7 @@ def bootstrap(story_acts: np.ndarray, labels: np.ndarray, emotions: Sequence[str
     within each replicate), so the interval is not conditional on which words happen to be rated.
     """
     rng = np.random.default_rng(seed)
-    acts = np.asarray(story_acts, np.float64)
-    groups = [np.flatnonzero(labels == i) for i in range(len(emotions))]
-    if any(len(g) == 0 for g in groups):
-        raise EmolibError("every emotion needs at least one story for the bootstrap")
+    acts, groups = story_groups(story_acts, labels, len(emotions))
     v_rows = np.array([list(emotions).index(e) for e in valence.index])
     a_rows = np.array([list(emotions).index(e) for e in arousal.index])
     v_values, a_values = valence.to_numpy(float), arousal.to_numpy(float)

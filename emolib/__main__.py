@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--writer", default="smollm2", help="a local model profile with a chat template")
     command.add_argument("--emotions", default="all")
     command.add_argument("--out", required=True, help="the corpus folder (created; a killed run resumes in it)")
+    command.add_argument("--extends", default="", help="deepen this stored corpus (e.g. published) instead: its "
+                                                      "stories stay first in every cell, the new ones go to --out")
+    command.add_argument("--per-cell", type=int, default=0, help="with --extends: kept stories per cell to reach (e.g. 8)")
     command.add_argument("--batch-size", type=int, default=128)
     command.add_argument("--dtype", default="auto", help='"auto" (fp32 on CPU, the profile\'s on GPU), "fp32", "bf16"')
     command.add_argument("--token-budget", type=int, default=16384,
@@ -160,8 +163,15 @@ def _run(args: argparse.Namespace) -> None:
 def _corpus(args: argparse.Namespace) -> int:
     import json
 
+    if bool(args.extends) != bool(args.per_cell):
+        raise EmolibError("--extends and --per-cell go together (e.g. --extends published --per-cell 8 --emotions deep)")
     writer = generate.LocalWriter(models.load(args.writer, dtype=args.dtype), batch_size=args.batch_size,
                                   token_budget=args.token_budget)
+    if args.extends:
+        made = design.deepen_corpus(Path(args.out), args.extends, args.emotions, args.per_cell, writer,
+                                    batch_size=args.batch_size)
+        print(json.dumps({k: v for k, v in made.items() if k != "design"}, default=str))
+        return 0
     made = design.write_corpus(Path(args.out), args.scale, writer, emotions=args.emotions, batch_size=args.batch_size)
     print(json.dumps({"stories": {k: v for k, v in made["stories"].items() if k != "rounds"},
                       "rounds": made["stories"]["rounds"], "dialogues": made["dialogues"]}, default=str))

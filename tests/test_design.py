@@ -230,3 +230,72 @@ def test_a_finished_design_reruns_without_writing(tmp_path, tiny_gemma3):
                              batch_size=4, progress=False)  # a writer that dies if asked for anything
     assert "tokens_per_second" not in again and again["generated_tokens"] == 0
     assert [r["written_now"] for r in again["rounds"]] == [0] * len(again["rounds"])
+
+
+# --- the deep extension (issue 37) --------------------------------------------------------------------------
+
+def _base_corpus(runs: Path) -> tuple[C.Corpus, D.Design]:
+    """A stored base corpus under runs/corpus/base, written as a published one is (settings, design, records)."""
+    design = _design(per_cell=1)
+    store = C.Corpus(runs / "corpus" / "base", _settings())
+    D.write_balanced(store, design, LeakyWriter(), batch_size=4, progress=False)
+    return store, design
+
+
+def _leaky(name: str = "leaky", **kwargs) -> LeakyWriter:
+    writer = LeakyWriter(**kwargs)
+    writer.name = name
+    return writer
+
+
+def test_a_deep_extension_keeps_the_base_first_and_rewrites_nothing(runs):
+    base, design = _base_corpus(runs)
+    before = (base.folder / "stories.jsonl").read_bytes()
+    base_selection, _ = D.balanced_selection(C.records_frame(C.Corpus(base.folder)), design)
+    deep = runs / "corpus" / "deep-tiny"
+    stats = D.deepen_corpus(deep, "base", ["happy", "sad"], 3, _leaky(), batch_size=4, progress=False)
+    assert stats["generated_tokens"] > 0 and len(stats["rounds"]) > 1  # a third of the seeds leak: retries ran
+    assert (base.folder / "stories.jsonl").read_bytes() == before  # nothing rewritten
+    own = {r["job"] for r in C.Corpus(deep).stories.records}
+    assert own and not own & {r["job"] for r in base.stories.records}  # no job id shared with the base
+    deep_design = D.Design.load(deep)
+    assert deep_design.base == design and deep_design.round_offset == design.max_attempts - 1
+    frame = C.records_frame(C.Corpus(deep))
+    chosen, short = D.balanced_selection(frame, deep_design)
+    assert short == []
+    counts = chosen.groupby(["emotion", "topic_index"]).size()
+    assert all(counts[("happy", t)] == 3 and counts[("calm", t)] == 1 for t in design.topics)
+    assert set(base_selection["id"]) <= set(chosen["id"])  # the base's stories stay in every cell
+    # the base's own selection, read through the base, is unchanged (the 171-emotion selection of the book)
+    again, _ = D.balanced_selection(C.records_frame(C.Corpus(base.folder)), design)
+    assert again["id"].tolist() == base_selection["id"].tolist()
+    weights = D.cell_weights(chosen, deep_design)
+    assert set(weights.values()) == {1.0}  # every cell at its own quota: 3 for the deep emotions, 1 for calm
+    assert D.fill_report(frame, deep_design)["kept_per_emotion"] == {"min": 9, "median": 9.0}
+    # a rerun reads the stored set and writes nothing
+    again_stats = D.deepen_corpus(deep, "base", ["happy", "sad"], 3, _leaky(die_after=0), batch_size=4, progress=False)
+    assert again_stats["generated_tokens"] == 0
+
+
+def test_a_killed_deep_extension_resumes_to_the_same_stories(runs):
+    _base_corpus(runs)
+    reference = runs / "corpus" / "deep-ref"
+    D.deepen_corpus(reference, "base", ["happy", "sad"], 3, _leaky(), batch_size=4, progress=False)
+    for die_after in (1, 3):
+        killed = runs / "corpus" / f"deep-killed-{die_after}"
+        with pytest.raises(KeyboardInterrupt):
+            D.deepen_corpus(killed, "base", ["happy", "sad"], 3, _leaky(die_after=die_after), batch_size=4, progress=False)
+        D.deepen_corpus(killed, "base", ["happy", "sad"], 3, _leaky(), batch_size=4, progress=False)
+        got = sorted((r["id"], r["text"]) for r in C.Corpus(killed).stories.records)
+        assert got == sorted((r["id"], r["text"]) for r in C.Corpus(reference).stories.records)
+
+
+def test_deepening_refuses_what_would_change_the_base(runs):
+    _base_corpus(runs)
+    with pytest.raises(EmolibError, match="was written by 'leaky'; deepen it with the same writer"):
+        D.deepen_corpus(runs / "corpus" / "d", "base", ["happy"], 3, _leaky("other"), progress=False)
+    with pytest.raises(EmolibError, match="per_cell must exceed the base's 1"):
+        D.deepen_corpus(runs / "corpus" / "d", "base", ["happy"], 1, _leaky(), progress=False)
+    with pytest.raises(EmolibError, match="the base design has no stories for 'angry'"):
+        D.deepen_corpus(runs / "corpus" / "d", "base", ["angry"], 3, _leaky(), progress=False)
+    assert D.select_emotions("deep")[:2] == ["alert", "angry"] and len(D.select_emotions("deep")) == 50

@@ -110,13 +110,16 @@ def neutral_jobs(settings: CorpusSettings, topics: list[tuple[int, str]], sample
 # The store
 
 
-# The published book's corpus (full scale), in the repository beside the chapters it was analysed in.
+# The published book's corpus (full scale), in the repository beside the chapters it was analysed in, and its
+# deep extension (issue 37: more stories for the headline and steered emotions, the published ones first).
 PUBLISHED = "published"
+DEEP = "deep"
 DATA_CARD = "README.md"
+_BOOK_CORPORA = {PUBLISHED: "corpus", DEEP: "corpus-deep"}
 
 
-def published_corpus_dir() -> Path:
-    return project_root() / "book" / "data" / "corpus"
+def published_corpus_dir(name: str = PUBLISHED) -> Path:
+    return project_root() / "book" / "data" / _BOOK_CORPORA[name]
 
 
 def default_corpus(scale: str, writer: str) -> str:
@@ -130,8 +133,8 @@ def default_corpus(scale: str, writer: str) -> str:
 
 
 def corpus_dir(name: str) -> Path:
-    """`published`: the book's own corpus (read-only); any other name: `runs/corpus/<name>`."""
-    return published_corpus_dir() if name == PUBLISHED else runs_dir() / "corpus" / name
+    """`published` / `deep`: the book's own corpora (read-only); any other name: `runs/corpus/<name>`."""
+    return published_corpus_dir(name) if name in _BOOK_CORPORA else runs_dir() / "corpus" / name
 
 
 class Corpus:
@@ -148,7 +151,7 @@ class Corpus:
         explicit act of whoever publishes it) writes into the book's folder before its card exists."""
         self.folder = Path(folder)
         self.settings = settings
-        published_here = self.folder.resolve() == published_corpus_dir().resolve()
+        published_here = self.folder.resolve() in {published_corpus_dir(name).resolve() for name in _BOOK_CORPORA}
         self.read_only = (self.folder / DATA_CARD).exists() or (published_here and not publishing)
         self.stories = JobStore(self.folder / "stories.jsonl")
         self.neutral = JobStore(self.folder / "neutral.jsonl")
@@ -156,6 +159,20 @@ class Corpus:
         # that a kill cut short with exactly the same rows, so its texts are bit-identical
         self.batches = JobStore(self.folder / "batches.jsonl")
         self._checked: set[str] = set()
+
+    @property
+    def base(self) -> "Corpus | None":
+        """The stored corpus this one deepens (its design.json's `extends`), opened read-only; None otherwise.
+        Its records come first in `records_frame`, so a deep corpus holds only what it wrote itself."""
+        path = self.folder / "design.json"
+        name = (json.loads(path.read_text()).get("extends") or {}).get("corpus") if path.exists() else None
+        return Corpus(corpus_dir(name)) if name else None
+
+    def all_records(self) -> list[dict]:
+        """Every stored record, the base corpus's first (stories, then dialogues, of each)."""
+        base = self.base
+        own = [r for store in (self.stories, self.neutral) for r in store.records]
+        return (base.all_records() if base is not None else []) + own
 
     def _check_settings(self, kind: str) -> None:
         if kind in self._checked:
@@ -432,7 +449,7 @@ def records_frame(corpus: Corpus, jobs: list[Job] | None = None, tokenizer: Any 
     import pandas as pd
 
     wanted = None if jobs is None else {job.id for job in jobs}
-    rows = [r for store in (corpus.stories, corpus.neutral) for r in store.records if wanted is None or r["job"] in wanted]
+    rows = [r for r in corpus.all_records() if wanted is None or r["job"] in wanted]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

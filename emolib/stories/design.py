@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import EmolibError
 from ..io import atomic_write_json, file_sha256
-from .corpus import Corpus, Job, neutral_jobs, records_frame, story_jobs, write_dialogues, write_jobs, writing
+from .corpus import Corpus, Job, corpus_dir, neutral_jobs, records_frame, story_jobs, write_dialogues, write_jobs, writing
 from .prompts import (
     MAX_EMOTION_WORDS,
     MIN_WORDS,
@@ -88,6 +90,10 @@ class Design:
     max_attempts: int = 6
     seed: int = 0
     scale: str = "custom"
+    # A deep extension of a stored corpus (issue 37): the base design's fields and its corpus name. The base's
+    # selection stays the first stories of each cell; this design's jobs never share an id with the base's
+    # (first-attempt samples past the base's, retry rounds numbered after the base's last), so nothing is rewritten.
+    extends: dict | None = None
 
     @classmethod
     def from_scale(cls, scale: str, emotions: str | list[str] = "all", n_topics: int = 0, per_cell: int = 0,
@@ -104,6 +110,51 @@ class Design:
     @property
     def stories_per_emotion(self) -> int:
         return len(self.topics) * self.per_cell
+
+    @property
+    def base(self) -> "Design | None":
+        """The design this one deepens (None for a plain design)."""
+        if not self.extends:
+            return None
+        return Design(**{k: v for k, v in self.extends.items() if k != "corpus"})
+
+    @property
+    def base_corpus(self) -> str | None:
+        return (self.extends or {}).get("corpus")
+
+    def quota(self, emotion: str) -> int:
+        """Kept stories per cell for `emotion`: this design's quota for its emotions, the base's for the others."""
+        base = self.base
+        return self.per_cell if base is None or emotion in self.emotions else base.per_cell
+
+    @property
+    def round_offset(self) -> int:
+        """Retry round r<k> of this design is stored as r<k + offset>: after every round the base could use."""
+        base = self.base
+        return 0 if base is None else base.round_offset + base.max_attempts - 1
+
+    def round_of(self, job_id: str) -> int | None:
+        """The round of this design a story job belongs to (0: the first attempt), None for the base's jobs."""
+        base = self.base
+        if base is None:
+            return attempt_of(job_id)
+        last = job_id.split("/")[3]
+        if last.startswith("r"):
+            stored = attempt_of(job_id)
+            return stored - self.round_offset if stored > self.round_offset else None
+        return 0 if int(last) >= base.per_cell else None
+
+    def deepen(self, emotions: str | list[str], per_cell: int, corpus: str) -> "Design":
+        """This design deepened for `emotions` to `per_cell` kept stories per cell (same topics and seed); the
+        result's selection begins with this one's, for the emotions it had."""
+        chosen = select_emotions(emotions)
+        missing = [e for e in chosen if e not in self.emotions]
+        if missing:
+            raise EmolibError(f"the base design has no stories for {missing[0]!r}; deepen only its emotions")
+        if per_cell <= self.per_cell:
+            raise EmolibError(f"per_cell must exceed the base's {self.per_cell} to deepen it, got {per_cell}")
+        return Design(chosen, list(self.topics), per_cell, self.max_attempts, self.seed, f"{self.scale} (deep)",
+                      {"corpus": corpus, **asdict(self)})
 
     def topic_pairs(self) -> list[tuple[int, str]]:
 
@@ -135,16 +186,21 @@ def retry_jobs(settings: CorpusSettings, design: Design, attempt: int, need: dic
     jobs = []
     for (emotion, topic_index), missing in sorted(need.items()):
         for j in range(math.ceil(missing / settings.stories_per_prompt)):
-            job_id = f"story/{emotion}/{topic_index:03d}/r{attempt}.{j}"
+            stored = attempt + design.round_offset
+            job_id = f"story/{emotion}/{topic_index:03d}/r{stored}.{j}"
             jobs.append(Job(job_id, "story", topic_index, texts[topic_index], j, _stable_int(f"{design.seed}/{job_id}"),
-                            settings.story_messages(emotion, texts[topic_index]), emotion=emotion, attempt=attempt))
+                            settings.story_messages(emotion, texts[topic_index]), emotion=emotion, attempt=stored))
     return jobs
 
 
 def first_jobs(settings: CorpusSettings, design: Design) -> list[Job]:
     """Attempt 0: one prompt per story slot of every cell (several stories per prompt share one)."""
     prompts = math.ceil(design.per_cell / settings.stories_per_prompt)
-    return story_jobs(settings, design.emotions, design.topic_pairs(), prompts, design.seed)
+    jobs = story_jobs(settings, design.emotions, design.topic_pairs(), prompts, design.seed)
+    if design.base is None:
+        return jobs
+    stored = math.ceil(design.base.per_cell / settings.stories_per_prompt)  # the base's samples are written
+    return [job for job in jobs if job.sample >= stored]
 
 
 def attempt_of(job_id: str) -> int:
@@ -154,15 +210,29 @@ def attempt_of(job_id: str) -> int:
 
 
 def kept_per_cell(frame: Any, design: Design, before_attempt: int | None = None) -> dict[tuple[str, int], int]:
-    """Kept stories per cell of the design (only those of rounds < `before_attempt` when given)."""
+    """Kept stories per cell of the design (only those of its rounds < `before_attempt` when given); a deep
+    design counts its base's selection first (all of it: the base was written before any of its rounds)."""
     counts = {(e, t): 0 for e in design.emotions for t in design.topics}
     if frame is None or frame.empty:
         return counts
+    if design.base is not None:
+        chosen, _ = balanced_selection(_base_records(frame, design), design.base)
+        for cell, n in chosen.groupby(["emotion", "topic_index"]).size().items():
+            if cell in counts:
+                counts[cell] += int(n)
     stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
     for emotion, topic, job in zip(stories["emotion"], stories["topic_index"], stories["job"]):
-        if (emotion, topic) in counts and (before_attempt is None or attempt_of(job) < before_attempt):
+        round_ = design.round_of(job) if (emotion, topic) in counts else None
+        if round_ is not None and (before_attempt is None or round_ < before_attempt):
             counts[(emotion, topic)] += 1
     return counts
+
+
+def _base_records(frame: Any, design: Design) -> Any:
+    """The records a deep design's base wrote (every record not of this design's own story jobs)."""
+    own = [kind == "story" and emotion in design.emotions and design.round_of(job) is not None
+           for kind, emotion, job in zip(frame["kind"], frame["emotion"], frame["job"])]
+    return frame[~np.asarray(own, bool)]
 
 
 def write_balanced(corpus: Corpus, design: Design, writer: Any, *, batch_size: int = 32,
@@ -214,7 +284,12 @@ def _write_rounds(corpus: Corpus, design: Design, writer: Any, batch_size: int, 
 
 def balanced_selection(frame: Any, design: Design):
     """The kept stories the analysis uses: the first `per_cell` of each cell of the design, in attempt
-    order (the first attempt, then round 1, ...), and the cells that stayed short, by name."""
+    order (the first attempt, then round 1, ...), and the cells that stayed short, by name.
+
+    A deep design (`Design.deepen`) selects its base's selection first, for every emotion of the base, then
+    fills its own emotions' cells from its own rounds in order; short cells are named at each cell's quota."""
+    if design.base is not None:
+        return _deep_selection(frame, design)
     stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept")]
     stories = stories[stories["emotion"].isin(design.emotions) & stories["topic_index"].isin(design.topics)].copy()
     stories["attempt"] = [attempt_of(job) for job in stories["job"]]
@@ -224,6 +299,26 @@ def balanced_selection(frame: Any, design: Design):
     short = sorted((e, t, int(counts.get((e, t), 0))) for e in design.emotions for t in design.topics
                    if counts.get((e, t), 0) < design.per_cell)
     return chosen.drop(columns="attempt").sort_values("id"), short
+
+
+def _deep_selection(frame: Any, design: Design):
+    import pandas as pd
+
+    base_chosen, base_short = balanced_selection(_base_records(frame, design), design.base)
+    stories = frame[(frame["kind"] == "story") & (frame["status"] == "kept") & frame["emotion"].isin(design.emotions)
+                    & frame["topic_index"].isin(design.topics)].copy()
+    stories["round"] = [design.round_of(job) for job in stories["job"]]
+    stories = stories[stories["round"].notna()].sort_values(["emotion", "topic_index", "round", "id"])
+    have = base_chosen.groupby(["emotion", "topic_index"]).size()
+    room = [design.per_cell - int(have.get((e, t), 0)) for e, t in zip(stories["emotion"], stories["topic_index"])]
+    rank = stories.groupby(["emotion", "topic_index"], sort=False).cumcount().to_numpy()
+    added = stories[rank < np.asarray(room, int)].drop(columns="round")
+    chosen = pd.concat([base_chosen, added])
+    counts = chosen.groupby(["emotion", "topic_index"]).size()
+    short = sorted([(e, t, int(counts.get((e, t), 0))) for e in design.emotions for t in design.topics
+                    if counts.get((e, t), 0) < design.per_cell]
+                   + [cell for cell in base_short if cell[0] not in design.emotions])
+    return chosen.sort_values("id"), short
 
 
 @dataclass
@@ -284,7 +379,7 @@ def cell_weights(stories: Any, design: Design) -> dict[str, float]:
     """Per story id, quota / kept stories in its cell: 1.0 in a full cell, more in a short one, so that an
     emotion's mean weighs its topics equally (passed to emolib.extraction.vectors.build)."""
     counts = stories.groupby(["emotion", "topic_index"])["id"].transform("size")
-    return {text_id: design.per_cell / n for text_id, n in zip(stories["id"], counts)}
+    return {text_id: design.quota(emotion) / n for text_id, emotion, n in zip(stories["id"], stories["emotion"], counts)}
 
 
 # --- what chapter 1 shows and saves ------------------------------------------------------------------------
@@ -371,3 +466,26 @@ def write_corpus(folder: str | Path, scale: str, writer: Any, *, emotions: str =
     dialogues = write_dialogues(store, neutral_jobs(settings, topics, d["dialogues_per_topic"], d["seed"]), writer,
                                 batch_size=batch_size, progress=progress)
     return {"stories": stories, "dialogues": dialogues, "design": asdict(design)}
+
+
+def deepen_corpus(folder: str | Path, base: str, emotions: str | list[str], per_cell: int, writer: Any, *,
+                  batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
+    """Write the deep extension of the stored corpus `base` (`python -m emolib corpus --extends`): `emotions` to
+    `per_cell` kept stories per cell, with the base's writer, prompt, sampling, keep rule and topics. `folder`
+    holds only the new stories (the base's are read from the base, first in every cell, never rewritten);
+    a killed run resumes, and a finished one writes nothing."""
+    base_corpus = Corpus(corpus_dir(base))
+    base_design = Design.load(base_corpus.folder)
+    settings_file = base_corpus.folder / "settings.json"
+    if base_design is None or not settings_file.exists():
+        raise EmolibError(f"{base_corpus.folder} holds no balanced design (design.json, settings.json) to deepen")
+    stored = json.loads(settings_file.read_text())["story"]
+    if stored["writer"] != writer.name:
+        raise EmolibError(f"{base!r} was written by {stored['writer']!r}; deepen it with the same writer, not {writer.name!r}")
+    design = base_design.deepen(emotions, per_cell, base)
+    store = Corpus(folder, CorpusSettings(**stored), publishing=True)
+    if store.read_only:
+        found = Design.load(store.folder)
+        if found != design:
+            raise EmolibError(f"{store.folder} is published with another deep design; pass another --out")
+    return {**write_balanced(store, design, writer, batch_size=batch_size, progress=progress), "design": asdict(design)}

@@ -51,13 +51,26 @@ def load_topics() -> list[str]:
     return list(json.loads(_data_text("topics_100.json")))
 
 
+# Steered or reported by the function chapters beyond the 45 Russell-Mehrabian words (blackmail, sycophancy,
+# the paper's preference headline): with those words, the emotions the deep story set deepens (issue 37).
+STEERED_EMOTIONS = ("desperate", "calm", "afraid", "loving", "blissful")
+
+
+def deep_emotions() -> list[str]:
+    """The deep set: Anthropic's like-for-like 45 Russell-Mehrabian words, then the steered emotions not among them."""
+    rated = [line.split(",")[0] for line in _data_text("human_norms_russell_mehrabian_1977.csv").splitlines()[1:] if line]
+    return list(dict.fromkeys(rated + list(STEERED_EMOTIONS)))
+
+
 def select_emotions(spec: str | Iterable[str]) -> list[str]:
-    """'all' (171), 'quick' (rain1955's 9), or a list of words from the 171."""
+    """'all' (171), 'quick' (rain1955's 9), 'deep' (the deep set's 50), or a list of words from the 171."""
     known = load_emotions()
     if spec == "all":
         return known
     if spec == "quick":
         return list(QUICK_EMOTIONS)
+    if spec == "deep":
+        return deep_emotions()
     if isinstance(spec, str):
         spec = [word.strip() for word in spec.split(",")]
     chosen = list(dict.fromkeys(spec))
@@ -67,7 +80,7 @@ def select_emotions(spec: str | Iterable[str]) -> list[str]:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise EmolibError(f"emotion {word!r} is not one of the 171 emotion words (emolib/data/emotions_171.json){hint}")
     if not chosen:
-        raise EmolibError("no emotions selected; use 'all', 'quick' or a list of emotion words")
+        raise EmolibError("no emotions selected; use 'all', 'quick', 'deep' or a list of emotion words")
     return chosen
 
 

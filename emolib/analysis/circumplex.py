@@ -266,10 +266,17 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
     on the finding half, averaged through Fisher z)."""
     acts = np.asarray(story_acts, np.float64)
     labels, topics = np.asarray(labels), np.asarray(topics)
+    # an emotion with one story has no two halves: it is left out (and counted), as split-half reliability does
+    usable = np.flatnonzero(np.bincount(labels, minlength=len(emotions)) >= 2)
+    if len(usable) < 3:
+        raise EmolibError(f"cvPCA needs at least 3 emotions with two or more stories; {len(usable)} have them")
+    left_out = [emotions[i] for i in range(len(emotions)) if i not in set(usable.tolist())]
+    keep = np.isin(labels, usable)
+    acts, topics, labels = acts[keep], topics[keep], np.searchsorted(usable, labels[keep])
+    emotions = [emotions[i] for i in usable]
+    if rated is not None:
+        rated = rated[rated.index.isin(emotions)]
     n_emotions = len(emotions)
-    for i in range(n_emotions):
-        if (labels == i).sum() < 2:
-            raise EmolibError(f"cvPCA needs two stories of every emotion; {emotions[i]!r} has fewer")
     rng = np.random.default_rng(seed)
     k = min(n_components, n_emotions - 1)
     signal, total, z = np.zeros(k), 0.0, np.zeros((k, 2))
@@ -307,6 +314,8 @@ def cv_pca(story_acts: np.ndarray, labels: np.ndarray, topics: Sequence[int], em
     # how much of the full vectors' variance repeats across halves (the rest is story-sampling noise)
     table.attrs["signal share of total variance"] = float(total / runs / max(variance, 1e-300))
     table.attrs["splits"] = splits
+    table.attrs["emotions"] = n_emotions
+    table.attrs["left out"] = left_out  # emotions with fewer than two stories
     return table
 
 

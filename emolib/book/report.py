@@ -16,6 +16,7 @@ import pandas as pd
 from ..analysis import circumplex as C
 from ..analysis import geometry as G
 from ..analysis import reliability as R
+from ..errors import EmolibError
 from ..extraction.stages import Ready
 from .compare import geometry_beside_published
 
@@ -81,6 +82,17 @@ class GeometryReport:
                                     "stories per emotion for r = 0.8": R.supported_extrapolation(fit, "0.8"),
                                     "95% interval (r = 0.8)": _interval_text((fit.get("stories_needed_ci") or {}).get("0.8")),
                                     "largest n measured": fit["largest_n_measured"]} for name, fit in self.fits.items()})
+
+    @property
+    def cv_line(self) -> str:
+        """What the cross-validated spectrum used (splits, emotions, those left out), or why it was not computed."""
+        attrs = self.cv_spectrum.attrs if self.cv_spectrum is not None else {"not computed": "no spectrum"}
+        if "not computed" in attrs:
+            return f"cross-validated spectrum: not computed at this scale ({attrs['not computed']})"
+        left = attrs.get("left out") or []
+        return (f"share of the vectors' variance that repeats across halves of the stories: "
+                f"{attrs['signal share of total variance']:.1%} ({attrs['splits']} splits x 2 roles, {attrs['emotions']} "
+                f"emotions" + (f"; left out, fewer than two stories: {', '.join(left)}" if left else "") + ")")
 
     @property
     def probe_table(self) -> pd.DataFrame:
@@ -150,7 +162,8 @@ class GeometryReport:
             "circumplex_best_layer": self.circumplex_best,
             "cv_pca": ({"components": self.cv_spectrum.to_dict("records"),
                         "signal_share": self.cv_spectrum.attrs["signal share of total variance"],
-                        "splits": self.cv_spectrum.attrs["splits"]} if self.cv_spectrum is not None else None),
+                        "splits": self.cv_spectrum.attrs["splits"], "emotions": self.cv_spectrum.attrs["emotions"]}
+                       if self.cv_spectrum is not None and "splits" in self.cv_spectrum.attrs else None),
         }
 
 
@@ -191,7 +204,11 @@ def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFr
                    for each in vectors.layers]
         by_layer[f"held-out read-out r ({target})"] = [c["r"] for c in ceiling]
         by_layer[f"held-out read-out p ({target})"] = [c["p"] for c in ceiling]
-    spectrum = C.cv_pca(acts, labels, topics, emotions, basis, rated, n_splits=n_splits, seed=seed)
+    try:
+        spectrum = C.cv_pca(acts, labels, topics, emotions, basis, rated, n_splits=n_splits, seed=seed)
+    except EmolibError as error:  # a scale too small for it: the chapter says so in one line and goes on
+        spectrum = pd.DataFrame()
+        spectrum.attrs["not computed"] = str(error)
     return {"saved": saved, "aligned": aligned, "by_layer": by_layer, "best": {**best, "words": primary},
             "spectrum": spectrum}
 

@@ -203,44 +203,89 @@ def angle_interval(angles: np.ndarray, centre: float, level: float = 0.95) -> tu
 GRID = np.logspace(-4, 3, 15)  # ridge penalties, relative to the mean eigenvalue of the centred kernel
 
 
-def _loo_predictions(eigenvalues: np.ndarray, eigenvectors: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Leave-one-out predictions of kernel ridge with an unpenalised intercept for every penalty in `GRID` at
-    once, and GCV's choice among them (the same choice made for every column of `y`, (n, P)). Exact: ridge
-    is a linear smoother, so the held-out residual is the fitted residual over 1 − the hat matrix's diagonal."""
-    n = len(y)
-    scale = max(eigenvalues.mean(), 1e-300)
-    centre = np.full((n, n), 1.0 / n)
-    best_score, best = np.full(y.shape[1], np.inf), np.zeros_like(y)
-    for penalty in GRID * scale:
-        hat = centre + (eigenvectors * (eigenvalues / (eigenvalues + penalty))) @ eigenvectors.T
-        fitted = hat @ y
-        gcv = n * ((y - fitted) ** 2).sum(axis=0) / (n - np.trace(hat)) ** 2
-        loo = y - (y - fitted) / (1 - np.diag(hat))[:, None]
-        better = gcv < best_score
-        best_score[better], best[:, better] = gcv[better], loo[:, better]
-    return best
+def nested_loo_predictions(kernel: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Leave-one-out predictions of kernel ridge with an unpenalised intercept, the penalty chosen *inside each
+    fold* by GCV on the other n − 1 words (from `GRID`, relative to the fold's mean eigenvalue), for every column
+    of `columns` (n, P) at once. `kernel` (n, n) is the words' Gram matrix (any centring: each fold re-centres
+    it on its own training words, so the held-out word never shapes the features' centre or the penalty)."""
+    kernel = np.asarray(kernel, np.float64)
+    columns = np.asarray(columns, np.float64)
+    n = len(kernel)
+    out = np.empty_like(columns)
+    for i in range(n):
+        train = np.delete(np.arange(n), i)
+        k_tt, k_ti = kernel[np.ix_(train, train)], kernel[train, i]
+        row_mean = k_tt.mean(axis=1)
+        centred = k_tt - row_mean[:, None] - row_mean[None, :] + row_mean.mean()
+        cross = k_ti - row_mean - k_ti.mean() + row_mean.mean()  # (x_j − μ)·(x_i − μ) for the training words j
+        eigenvalues, eigenvectors = np.linalg.eigh(centred)
+        eigenvalues = np.clip(eigenvalues, 0, None)
+        y = columns[train]
+        mean = y.mean(axis=0)
+        z = eigenvectors.T @ (y - mean)  # (m, P)
+        reach = cross @ eigenvectors  # (m,)
+        m, scale = len(train), max(eigenvalues.mean(), 1e-300)
+        best_score, best = np.full(columns.shape[1], np.inf), np.zeros(columns.shape[1])
+        for penalty in GRID * scale:
+            shrink = penalty / (eigenvalues + penalty)
+            gcv = m * ((shrink[:, None] * z) ** 2).sum(axis=0) / (m - 1 - (eigenvalues / (eigenvalues + penalty)).sum()) ** 2
+            prediction = mean + (reach / (eigenvalues + penalty)) @ z
+            better = gcv < best_score
+            best_score[better], best[better] = gcv[better], prediction[better]
+        out[i] = best
+    return out
+
+
+def _q2(columns: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    return 1 - ((columns - predictions) ** 2).sum(0) / ((columns - columns.mean(0)) ** 2).sum(0).clip(1e-300)
+
+
+def word_kernel(vectors: np.ndarray, emotions: Sequence[str], words: Sequence[str]) -> np.ndarray:
+    """The rated words' Gram matrix, scaled to a mean diagonal of 1 (so kernels of different sources can be summed
+    with equal weight)."""
+    rows = [list(emotions).index(e) for e in words]
+    x = np.asarray(vectors, np.float64)[rows]
+    x = x - x.mean(axis=0, keepdims=True)
+    kernel = x @ x.T
+    return kernel / max(float(np.mean(np.diag(kernel))), 1e-300)
 
 
 def ridge_ceiling(vectors: np.ndarray, emotions: Sequence[str], ratings: pd.Series, n_perm: int = N_PERMUTATIONS,
                   seed: int = 0) -> dict:
     """How well a linear read-out of the full vectors predicts held-out emotions' ratings: kernel ridge trained on
-    the other rated emotions (leave one emotion out; penalty by GCV). Scored by the predictive R², q² = 1 −
-    Σ(y − ŷ₋ᵢ)² / Σ(y − ȳ)², and reported as r = √q² (0 where q² ≤ 0), a correlation-scale number to set beside
-    the PC r's. (The plain correlation of held-out predictions is a poor score here: with nothing to read, the
-    predictions are the other words' mean, which anti-correlates perfectly with the held-out word.) p from
-    shuffled ratings, with the penalty chosen again for each shuffle."""
-    rows = [list(emotions).index(e) for e in ratings.index]
-    x = np.asarray(vectors, np.float64)[rows]
-    x = x - x.mean(axis=0, keepdims=True)  # the features' centre uses no ratings
-    eigenvalues, eigenvectors = np.linalg.eigh(x @ x.T)
-    eigenvalues = np.clip(eigenvalues, 0, None)
+    the other rated emotions (leave one emotion out; the penalty chosen by GCV inside each fold, on the training
+    words alone). Scored by the predictive R², q² = 1 − Σ(y − ŷ₋ᵢ)² / Σ(y − ȳ)², and reported as r = √q² (0 where
+    q² ≤ 0), a correlation-scale number to set beside the PC r's. (The plain correlation of held-out predictions is
+    a poor score here: with nothing to read, the predictions are the other words' mean, which anti-correlates
+    perfectly with the held-out word.) p from shuffled ratings, with the penalties chosen again for each shuffle."""
+    kernel = word_kernel(vectors, emotions, list(ratings.index))
     y = ratings.to_numpy(float)
     rng = np.random.default_rng(seed)
     columns = np.column_stack([y] + [rng.permutation(y) for _ in range(n_perm)])
-    predictions = _loo_predictions(eigenvalues, eigenvectors, columns)
-    q2 = 1 - ((columns - predictions) ** 2).sum(0) / ((columns - columns.mean(0)) ** 2).sum(0).clip(1e-300)
+    q2 = _q2(columns, nested_loo_predictions(kernel, columns))
     return {"r": float(np.sqrt(max(q2[0], 0.0))), "q2": float(q2[0]), "p": _p(q2[1:], float(q2[0])), "words": len(y),
-            "n_perm": n_perm}
+            "n_perm": n_perm, "penalty": "chosen inside each fold"}
+
+
+def readout_gain(model_kernel: np.ndarray, base_kernel: np.ndarray, ratings: np.ndarray, n_perm: int = N_PERMUTATIONS,
+                 seed: int = 0) -> dict:
+    """What a read-out of the model adds to one of a baseline's: held-out q² of the baseline alone, of the model
+    alone and of both (their kernels summed), and the partial r = √(max(q²_both − q²_base, 0) / (1 − q²_base)) — the
+    share of what the baseline leaves unexplained that the model explains out of sample. p: Freedman-Lane (the
+    ratings' residual on the baseline's own fit shuffled and added back, everything refitted with the penalties
+    chosen again)."""
+    y = np.asarray(ratings, np.float64)
+    both = model_kernel + base_kernel
+    base_fit = nested_loo_predictions(base_kernel, y[:, None])[:, 0]  # the baseline's (held-out) fit of the ratings
+    rng = np.random.default_rng(seed)
+    residual = y - base_fit
+    columns = np.column_stack([y] + [base_fit + residual[rng.permutation(len(y))] for _ in range(n_perm)])  # n_perm 0: y
+    q_base, q_both = _q2(columns, nested_loo_predictions(base_kernel, columns)), _q2(columns, nested_loo_predictions(both, columns))
+    partial = np.sqrt(np.clip(q_both - q_base, 0, None) / np.clip(1 - q_base, 1e-12, None))
+    q_model = float(_q2(y[:, None], nested_loo_predictions(model_kernel, y[:, None]))[0])
+    root = lambda q: float(np.sqrt(max(q, 0.0)))  # noqa: E731
+    return {"r model": root(q_model), "r baseline": root(float(q_base[0])), "r both": root(float(q_both[0])),
+            "partial r": float(partial[0]), "p": _p(partial[1:], float(partial[0])) if n_perm else float("nan")}
 
 
 # ---------------------------------------------------------------------------------------------------

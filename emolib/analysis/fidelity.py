@@ -7,7 +7,8 @@ Two independent readers:
   stories within each emotion.
 - **VADER** (Hutto & Gilbert 2014): the share of stories whose compound sentiment falls on the same
   side as the emotion word's valence (Warriner > 5: pleasant; < 5: unpleasant).
-This is the writer's ceiling: no analysed model can find an emotion that the text does not carry.
+This is the floor an analysed model must beat, not its ceiling: what the stories' words carry without any
+model (chapter 4 sets every headline beside a bag of words of the same stories).
 """
 
 from __future__ import annotations
@@ -193,3 +194,14 @@ def prompt_study() -> pd.DataFrame | None:
                          "leak rate": f"{m['leak_rate']:.1%}", "kept per prompt": round(m["kept_per_prompt"], 2),
                          "median tokens": m["median_tokens"], "cut by the cap": f"{m['cut_by_cap']:.1%}"})
     return pd.DataFrame(rows).set_index(["wording", "emotions"])
+
+
+def describe_vader(fid: Fidelity) -> str:
+    """One line on VADER's agreement: at chance where its interval holds 50 % (VADER reads sentiment words, the
+    emotion words among them, and these stories never name their emotion), above or below chance otherwise."""
+    low, high = fid.vader_ci
+    where = ("at chance (its interval holds 50 %): VADER, which leans on sentiment words and the emotion words among "
+             "them, does not see on these stories, which never name their emotion, the valence the lexicon finds"
+             if low <= 0.5 <= high else "above chance" if low > 0.5 else "below chance (VADER reads them backwards)")
+    return (f"VADER agreement {fid.vader_agreement:.1%} [{low:.1%}, {high:.1%}] of {fid.stories:,} stories, "
+            f"{fid.vader_neutral:.1%} scored neutral: {where}.")

@@ -177,6 +177,15 @@ class Bootstrap:
         return estimate - z * spread, estimate + z * spread
 
     @staticmethod
+    def fisher_interval(estimate: float, values: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+        """tanh(atanh(r) ± z · SE) with the bootstrap SE taken on Fisher's z scale: an interval for a correlation
+        that stays inside [-1, 1] and is asymmetric near its ends (r ± 1.96 SE ran past 1 and was clipped)."""
+        draws = np.arctanh(np.clip(np.asarray(values, float), -0.999999, 0.999999))
+        spread = float(np.nanstd(draws, ddof=1))
+        centre = float(np.arctanh(np.clip(estimate, -0.999999, 0.999999)))
+        return float(np.tanh(centre - z * spread)), float(np.tanh(centre + z * spread))
+
+    @staticmethod
     def bias(estimate: float, values: np.ndarray) -> float:
         return float(np.nanmean(values) - estimate)
 

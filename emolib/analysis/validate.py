@@ -262,11 +262,13 @@ def by_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str]) ->
 
 
 def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Sequence[str], n_perm: int = 1000,
-                           seed: int = 0) -> pd.DataFrame | None:
+                           seed: int = 0, acts: np.ndarray | None = None, n_random: int = 200) -> pd.DataFrame | None:
     """For each label, the emotion whose projection best separates it from the rest (one-vs-rest AUROC), with
-    two guards against reading a maximum over many emotions as a finding: the maximum's permutation p (the
-    labels shuffled over passages, the maximum over all emotions recomputed each time) and a held-out AUROC
-    (the best emotion chosen on a random half of the passages, its AUROC read on the other half)."""
+    three guards against reading a maximum over many emotions as a finding: the maximum's permutation p (the
+    labels shuffled over passages, the maximum over all emotions recomputed each time); the best of as many
+    **random directions** (with `acts`, the centred activations: `n_random` draws of len(emotions) random unit
+    directions, each draw's best AUROC; its 95th percentile and the share of draws reaching the emotions' best);
+    and a held-out AUROC (the best emotion chosen on a random half of the passages, read on the other half)."""
     if not kept["label"].notna().all():
         return None
     from scipy.stats import rankdata
@@ -284,6 +286,12 @@ def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Seq
         n0 = positive.shape[-1] - n1
         return (positive.astype(float) @ rank_matrix - n1 * (n1 + 1) / 2) / (n1 * n0)
 
+    random_best = None
+    if acts is not None:  # n_random draws of as many random unit directions as there are emotions, ranked per passage
+        centred = np.asarray(acts, np.float64) - np.asarray(acts, np.float64).mean(axis=0)
+        directions = rng.normal(size=(n_random, centred.shape[1], x.shape[1]))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        random_best = rankdata(np.einsum("nd,rde->rne", centred, directions), axis=1)  # (R, N, E)
     best = []
     for label in sorted(pd.unique(labels)):
         truth = labels == label
@@ -291,19 +299,32 @@ def best_emotion_per_label(scores: np.ndarray, kept: pd.DataFrame, emotions: Seq
         j = int(np.nanargmax(observed))
         null_max = np.nanmax(aurocs_of(truth[perms], ranks), axis=1)
         chosen = int(np.nanargmax([auroc(x[half, k], truth[half]) for k in range(x.shape[1])]))
-        best.append({"label": label, "passages": int(truth.sum()), "best emotion": emotions[j],
-                     "AUROC": round(float(observed[j]), 3),
-                     "p (max over emotions)": float((1 + (null_max >= observed[j] - 1e-12).sum()) / (n_perm + 1)),
-                     "null 95th percentile": round(float(np.quantile(null_max, 0.95)), 3),
-                     "chosen on half": emotions[chosen],
-                     "held-out AUROC": round(auroc(x[~half, chosen], truth[~half]), 3)})
+        row = {"label": label, "passages": int(truth.sum()), "best emotion": emotions[j],
+               "AUROC": round(float(observed[j]), 3),
+               "p (max over emotions)": float((1 + (null_max >= observed[j] - 1e-12).sum()) / (n_perm + 1)),
+               "null 95th percentile": round(float(np.quantile(null_max, 0.95)), 3),
+               "chosen on half": emotions[chosen],
+               "held-out AUROC": round(auroc(x[~half, chosen], truth[~half]), 3)}
+        if random_best is not None:
+            draws = np.nanmax(aurocs_of(truth, random_best), axis=-1)  # (n_random,) each draw's best direction
+            row.update({"random directions: best AUROC, 95th percentile": round(float(np.quantile(draws, 0.95)), 3),
+                        "share of random draws as good": float((draws >= observed[j] - 1e-12).mean())})
+        best.append(row)
     return pd.DataFrame(best).set_index("label")
 
 
+def bow_valence_scores(bag, bag_vectors: np.ndarray, emotions: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """The bag of words' valence axis (PC1 of its story vectors, oriented by the fixed anchors, as the model's axis
+    is) read on passages: each passage's TF-IDF row, minus the passages' mean, on that axis."""
+    axis = G.orient_by_anchors(G.pca(bag_vectors, emotions, n=1)).components[0]
+    rows = bag.transform(texts).astype(np.float64)
+    return (rows - rows.mean(axis=0)) @ axis
+
+
 def validation_results(layer: int, texts: str, kept: pd.DataFrame, agreement: ValenceAgreement, top: pd.Series,
-                       per_label: pd.DataFrame | None) -> dict:
+                       per_label: pd.DataFrame | None, words: dict | None = None) -> dict:
     """Chapter 6's key numbers (`emolib.book.results.ValidationResults`)."""
-    return {"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
+    return {"bag_of_words": words,"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
             "ci": [agreement.low, agreement.high], "ci_resampling": agreement.interval,
             "r_within_labels": agreement.r_within_labels, "random_direction_95": agreement.random_95,
             "random_direction_p": agreement.random_p, "positive_share": agreement.positive_share, "top_emotions": top.head(5).to_dict(),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..analysis.geometry import available_norms, human_norms
 from ..analysis.reliability import at_bound, supported_extrapolation
-from ..stats import holm, wilson
+from ..stats import wilson
 from ..steering.experiments import TEXT_READERS, text_verdicts
 from . import plots  # noqa: F401 (registers the renderer the figures here are displayed with, text/html included)
 from .results import (
@@ -46,7 +46,11 @@ def _fmt(value: Any, fmt: str = "{:.2f}") -> str:
 
 def _r(geo: dict | None, test: str, like_for_like: bool = False) -> str:
     data = ((geo or {}).get("like_for_like") or {}).get(test) if like_for_like else (geo or {}).get(test)
-    return "-" if not data else f"{data['r']:.2f} ({data['ci']}; p={data['p']:.3g}; {data['words']} words)"
+    if not data:
+        return "-"
+    floor = data.get("p_floor")
+    return (f"{data['r']:.2f} ({data['ci']}; p {_p_text(data['p'], round(1 / floor) - 1 if floor else None)}; "
+            f"{data['words']} words)")
 
 
 def _like_for_like(geo: dict) -> tuple[dict, dict, str]:
@@ -91,9 +95,33 @@ def _split_half(r: ModelResults) -> str:
     return _fmt(geo.get("split_half", {}).get(str(geo.get("layer")), {}).get("spearman_brown"))
 
 
+def _shuffled_control(geo: dict) -> dict | None:
+    """The shuffled-label control of the nearest-vector, topic-centred probe (what its accuracy is judged against)."""
+    return next((v for k, v in (geo.get("probes") or {}).items()
+                 if k.startswith("nearest emotion vector") and "shuffled" in k and "Russell" not in k), None)
+
+
 def _probe(r: ModelResults) -> str:
     geo = r.geometry or {}
-    return "-" if geo.get("probe_top1") is None else f"{geo['probe_top1']:.1%} ({geo['probe_chance']:.1%})"
+    if geo.get("probe_top1") is None:
+        return "-"
+    control = _shuffled_control(geo)
+    return (f"{geo['probe_top1']:.1%} (shuffled-label control {control['top1']:.1%}; chance {geo['probe_chance']:.1%})"
+            if control else f"{geo['probe_top1']:.1%} (chance {geo['probe_chance']:.1%})")
+
+
+def _variance(component: int) -> Callable[[ModelResults], str]:
+    """A PC's share of variance: the raw share beside the cross-validated (signal) share, which is what compares
+    across models whose vectors hold different amounts of story noise."""
+    def cell(r: ModelResults) -> str:
+        geo = r.geometry or {}
+        raw = geo.get(f"pc{component}_variance")
+        if raw is None:
+            return "-"
+        cv = ((geo.get("cv_pca") or {}).get("components") or [])
+        share = cv[component - 1]["cross-validated share"] if len(cv) >= component else None
+        return f"{raw:.1%}" + (f" (cross-validated {share:.1%})" if share is not None else "")
+    return cell
 
 
 def _centred_r(r: ModelResults) -> str:
@@ -119,7 +147,9 @@ def _best_layer(r: ModelResults) -> str:
 
 def _lens(r: ModelResults) -> str:
     lens = r.lens or {}
-    return f"{_fmt(lens.get('self_named'), '{}')} of {_fmt(lens.get('emotions'), '{}')}"
+    null = lens.get("self_named_label_null")
+    return (f"{_fmt(lens.get('self_named'), '{}')} of {_fmt(lens.get('emotions'), '{}')}"
+            + (f" (label-permutation null mean {null['mean']:.1f}, p {_p_text(null['p'], null['permutations'])})" if null else ""))
 
 
 def _circumplex(words: str, read: str) -> Callable[[ModelResults], str]:
@@ -151,6 +181,91 @@ def _signal_share(r: ModelResults) -> str:
             f"PC2 {first[1]['cross-validated share']:.1%}")
 
 
+def _p_text(p: float, n_perm: int | None) -> str:
+    """A permutation p, "≤ floor" where no permutation reached the observed value."""
+    if n_perm:
+        floor = 1 / (n_perm + 1)
+        if p <= floor + 1e-12:
+            return f"≤ {floor:.2g}"
+    return f"{p:.2g}"
+
+
+def _beyond_words(words: str, headline: str) -> Callable[[ModelResults], str]:
+    """Issue 36's row: model r, bag-of-words r, layer-0 r, the partial r over the bag of words [95% CI] and p."""
+    def cell(r: ModelResults) -> str:
+        rows = [row for row in ((r.geometry or {}).get("baselines") or {}).get(words, []) if row["headline"] == headline]
+        bow = next((row for row in rows if row["baseline"] == "bag of words"), None)
+        if bow is None:
+            return "-"
+        first = next((row for row in rows if row["baseline"] != "bag of words"), None)
+        low, high = bow["95% CI"]
+        return (f"model {bow['r (model)']:.2f}; bag of words {bow['r (baseline)']:.2f}"
+                + (f"; {first['baseline']} {first['r (baseline)']:.2f}" if first else "")
+                + f"; partial r {bow['partial r (model | baseline)']:.2f} [{low:.2f}, {high:.2f}] "
+                  f"(p {_p_text(bow['p'], bow.get('n_perm'))})"
+                + (f"; over {first['baseline']}: {first['partial r (model | baseline)']:.2f} (p {_p_text(first['p'], first.get('n_perm'))})"
+                   if first else ""))
+    return cell
+
+
+def _in_context(read: str) -> Callable[[ModelResults], str]:
+    """Chapter 8's rows: "numbers", "scenarios" or a contrast's index ("negation", "binding", "speaker")."""
+    def cell(r: ModelResults) -> str:
+        found = r.in_context
+        if not found:
+            return "-"
+        model = next(iter(found["signs"]))
+        if read == "numbers":
+            s, w = found["signs"][model], found["signs"].get("bag of words")
+            return (f"{s['hits']}/{s['pairs']} pairs with the predicted sign (sign test p {s['p']:.2g})"
+                    + (f"; bag of words {w['hits']}/{w['pairs']}" if w else ""))
+        if read == "scenarios":
+            a, w = found["scenarios"][model], found["scenarios"].get("bag of words")
+            return (f"top-1 {a['top1']:.0%}, top-3 {a['top3']:.0%} (chance {a['chance_top1']:.0%} / {a['chance_top3']:.0%}; "
+                    f"p {a['p_top1']:.2g} / {a['p_top3']:.2g})" + (f"; bag of words {w['top1']:.0%} / {w['top3']:.0%}" if w else ""))
+        index = {"negation": 0, "binding": 1, "speaker": 2, "caring": 3}[read]
+        c = found["contrasts"][model][index]
+        return (f"{c['items in the predicted direction']}/{c['items']} items as predicted, p {c['p (sign-flip, one-sided)']:.2g} "
+                f"({'as predicted' if c['p (sign-flip, one-sided)'] < 0.05 else 'not detected'})")
+    return cell
+
+
+def _real_text(r: ModelResults) -> str:
+    valid = r.validation or {}
+    if valid.get("r_valence_vader") is None:
+        return "-"
+    words = valid.get("bag_of_words")
+    return (f"{valid['r_valence_vader']:.2f} (random {valid.get('random_direction_95', float('nan')):.2f})"
+            + (f"; bag of words {words['r baseline']:.2f}, partial r {words['partial r']:.2f} (p {words['p']:.2g})" if words else ""))
+
+
+def _preferences(read: str) -> Callable[[ModelResults], str]:
+    """Chapter 9's rows: "ranking", "pattern", "steering" or "sycophancy"."""
+    def cell(r: ModelResults) -> str:
+        found = r.preferences
+        if not found:
+            return "-"
+        if read == "ranking":
+            rel, dec = found["reliability"], found["decisiveness"]
+            return (f"split-half ρ {rel['split-half ρ']:.2f}; mean |preference| {dec['mean |preference|']:.2f} vs position bias "
+                    f"{dec['mean |position bias|']:.2f}" + (" (noise)" if found["ranking_is_noise"] else ""))
+        if read == "pattern":
+            v = found["valence_pattern"]
+            return f"r(preference r, valence) {v['r']:.2f} (p {v['p']:.2g}; Anthropic: blissful 0.71, hostile −0.74)"
+        if read == "steering":
+            a = found["steering"]["across"]
+            return (f"r(preference r, ΔElo) {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] over {a['emotions']} emotions "
+                    f"(Anthropic 0.85); random band {a['random_band'][0]:+.0f} to {a['random_band'][1]:+.0f} Elo")
+        rates = {row["condition"]: row for row in found["sycophancy"]["rates"]}
+        base = rates.get("baseline")
+        moved = [row for row in found["sycophancy"]["changes"] if row["Holm p"] < 0.05
+                 and not row["condition"].startswith("random direction")]
+        return ((f"baseline switch rate {base['switch rate']:.0%} ({base['switched']}/{base['questions']}); " if base else "")
+                + ("Holm-significant: " + ", ".join(f"{row['condition']} {row['switch rate change']:+.0%}" for row in moved)
+                   if moved else "no condition moves it (Holm)"))
+    return cell
+
+
 def _geo(key: str, fmt: str = "{:.2f}") -> Callable[[ModelResults], str]:
     return lambda r: _fmt((r.geometry or {}).get(key), fmt)
 
@@ -161,8 +276,8 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
     "story fidelity: lexicon valence r": (lambda r: _fmt(((r.stories or {}).get("fidelity") or {}).get("chosen", {})
                                                          .get("valence_r")), None),
     "analysis layer (pre-registered)": (_layer, "analysis_layer"),
-    "PC1 share of variance": (_geo("pc1_variance", "{:.1%}"), "pc1_variance"),
-    "PC2 share of variance": (_geo("pc2_variance", "{:.1%}"), "pc2_variance"),
+    "PC1 share of variance (cross-validated)": (_variance(1), "pc1_variance"),
+    "PC2 share of variance (cross-validated)": (_variance(2), "pc2_variance"),
     "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)": (lambda r: _r(r.geometry, "valence", True),
                                                                             "valence_r"),
     "PC2 vs human arousal, r (Russell-Mehrabian words)": (lambda r: _r(r.geometry, "arousal", True), "arousal_r"),
@@ -179,15 +294,31 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
         lambda r: "; ".join(_circumplex("warriner", k)(r) for k in ("angle", "verdict")), None),
     "held-out linear read-out (out of sample), valence / arousal r (Russell-Mehrabian words)": (_circumplex("russell-mehrabian", "ceiling"), None),
     "held-out linear read-out (out of sample), valence / arousal r (Warriner's words)": (_circumplex("warriner", "ceiling"), None),
+    "beyond the words, PC1 vs valence (Russell-Mehrabian words): model / bag of words / layer 0 r, partial r over the "
+    "words [95% CI] (p)": (_beyond_words("russell-mehrabian", "PC1"), None),
+    "beyond the words, aligned plane (Russell-Mehrabian words)": (_beyond_words("russell-mehrabian", "aligned plane"), None),
+    "beyond the words, held-out read-out (Russell-Mehrabian words)": (_beyond_words("russell-mehrabian", "held-out read-out"), None),
+    "beyond the words, PC1 vs valence (Warriner's words)": (_beyond_words("warriner", "PC1"), None),
+    "in context: a number in the prompt (chapter 8)": (_in_context("numbers"), None),
+    "in context: implied situations, 16 scenarios": (_in_context("scenarios"), None),
+    "in context: negation ('I am X' vs 'I am not X')": (_in_context("negation"), None),
+    "in context: person binding": (_in_context("binding"), None),
+    "in context: the user's emotion follows the speaker": (_in_context("speaker"), None),
+    "in context: caring rises where the assistant speaks": (_in_context("caring"), None),
+    "preferences: the A-vs-B ranking (chapter 9)": (_preferences("ranking"), None),
+    "preferences: emotions track them by valence": (_preferences("pattern"), None),
+    "preferences: steering an activity's tokens": (_preferences("steering"), None),
+    "sycophancy: switching to the user's wrong answer": (_preferences("sycophancy"), None),
     "cross-validated spectrum: signal share (cvPCA)": (_signal_share, None),
     "best layer's valence r (max-over-layers p)": (_best_layer, "across_layers"),
     "split-half reliability (Spearman-Brown)": (_split_half, None),
     "stories per emotion for valence r = 0.8 (extrapolated)": (_needed, None),
-    "held-out top-1, topic-centred (chance)": (_probe, None),
+    "held-out top-1, topic-centred (shuffled-label control; chance)": (_probe, None),
     "held-out valence AUROC": (_geo("valence_auroc"), None),
     "largest k-means cluster (k=10)": (_geo("largest_kmeans_cluster", "{}"), "clusters"),
     "logit lens: emotions naming themselves": (_lens, "logit_lens"),
-    "real text: r(valence axis, VADER)": (lambda r: _fmt((r.validation or {}).get("r_valence_vader")), "real_text"),
+    "real text: r(valence axis, VADER) (random directions' 95th percentile |r|; bag of words r, partial r over it)": (
+        lambda r: _real_text(r), "real_text"),
 }
 
 
@@ -200,7 +331,7 @@ def comparison_table(results: Models, models: list[str], titles: dict[str, str])
     return table
 
 
-GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance",
+GEOMETRY_ROWS = ("PC1 share of variance (cross-validated)", "PC2 share of variance (cross-validated)",
                  "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)",
                  "PC2 vs human arousal, r (Russell-Mehrabian words)",
                  "PC1 vs human valence, r (Warriner's words: the extension)", "PC2 vs human arousal, r (Warriner's words)",
@@ -211,7 +342,9 @@ GEOMETRY_ROWS = ("PC1 share of variance", "PC2 share of variance",
                  "circumplex, Russell-Mehrabian words: verdict (pre-registered)",
                  "held-out linear read-out (out of sample), valence / arousal r (Russell-Mehrabian words)",
                  "cross-validated spectrum: signal share (cvPCA)", "best layer's valence r (max-over-layers p)",
-                 "largest k-means cluster (k=10)", "held-out top-1, topic-centred (chance)", "held-out valence AUROC")
+                 "largest k-means cluster (k=10)", "held-out top-1, topic-centred (shuffled-label control; chance)",
+                 "held-out valence AUROC", "beyond the words, PC1 vs valence (Russell-Mehrabian words): model / bag of words / "
+                 "layer 0 r, partial r over the words [95% CI] (p)")
 
 
 def geometry_beside_published(geometry: dict[str, Any], label: str) -> pd.DataFrame:
@@ -319,19 +452,21 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
     a_val, a_aro = PUBLISHED["valence_r"][ANTHROPIC].value, PUBLISHED["arousal_r"][ANTHROPIC].value
     found, aro_found = val["p"] < 0.05 and val["r"] > 0, aro["p"] < 0.05 and aro["r"] > 0
     variance = PUBLISHED["pc1_variance"]
-    lines = [f"- Valence ({words}): PC1 {'does' if found else 'does not'} track human valence (r = {val['r']:.2f}, "
-             f"p = {val['p']:.2g}) — "
-             + (f"same direction as Anthropic's {a_val}, weaker." if found and val["r"] < a_val else
-                f"as strong as Anthropic's {a_val}." if found else f"unlike Anthropic's {a_val}."),
+    lines = [f"- Valence ({words}): PC1 {'does' if found else 'does not'} track human valence (r = {val['r']:.2f} "
+             f"[{val['ci'].replace(' to ', ', ')}], p {_p_text(val['p'], _n_perm(val))}) — " + _against(val, a_val, found),
              f"- Arousal ({words}): PC2 {'does' if aro_found else 'does not'} track human arousal "
-             f"(r = {aro['r']:.2f}, p = {aro['p']:.2g}); Anthropic: {a_aro}."]
+             f"(r = {aro['r']:.2f} [{aro['ci'].replace(' to ', ', ')}], p {_p_text(aro['p'], _n_perm(aro))}) — "
+             + _against(aro, a_aro, aro_found)]
     if geo.get("like_for_like"):
         ext_val, ext_aro = geo["valence"], geo["arousal"]
         lines.append(f"- On {ext_val['words']} Warriner words (the extension): r(PC1, valence) = {ext_val['r']:.2f} "
                      f"(p = {ext_val['p']:.2g}), r(PC2, arousal) = {ext_aro['r']:.2f} (p = {ext_aro['p']:.2g}).")
-    lines.append(f"- Variance: PC1 holds {geo['pc1_variance']:.0%} (Anthropic {variance[ANTHROPIC].text}, rain1955 "
-                 f"{variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}); "
-                 + ("a flatter spectrum than the larger models'." if geo["pc1_variance"] < 0.2 else "comparable concentration."))
+    cv = (geo.get("cv_pca") or {}).get("components") or []
+    signal = f", of which {cv[0]['cross-validated share']:.1%} repeats across halves of the stories (cross-validated)" if cv else ""
+    lines.append(f"- Variance: PC1 holds {geo['pc1_variance']:.0%} of the vectors' variance{signal} (Anthropic "
+                 f"{variance[ANTHROPIC].text}, rain1955 {variance[RAIN1955].text}, gemotions {variance[GEMOTIONS].text}, all raw "
+                 "shares from far more stories per emotion: a raw share from 24 noisy stories is not comparable to theirs, "
+                 "the cross-validated one is the signal).")
     lines += circumplex_lines(geo)
     if geo.get("max_layer_p") is not None:
         lines.append(f"- Best layer: r = {geo['best_valence_r']:.2f} at layer {geo['best_valence_layer']}, "
@@ -356,9 +491,51 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
         else:
             tail = "the curve does not determine how many stories r = 0.8 would need."
         lines.append(f"- More stories: {level}{seen}; {tail}")
-    ratio = geo["probe_top1"] / geo["probe_chance"] if geo.get("probe_chance") else float("nan")
-    lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} vs chance {geo['probe_chance']:.1%} ({ratio:.1f}x); "
+    control = _shuffled_control(geo)
+    judged = (f"its shuffled-label control {control['top1']:.1%}" if control else f"chance {geo['probe_chance']:.1%}")
+    lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} against {judged} (chance {geo['probe_chance']:.1%}); "
                  f"valence AUROC {geo['valence_auroc']:.2f}.")
+    lines += _beyond_lines(geo)
+    return lines
+
+
+def _n_perm(data: dict) -> int | None:
+    floor = data.get("p_floor")
+    return round(1 / floor) - 1 if floor else None
+
+
+def _against(data: dict, published: float, found: bool) -> str:
+    """How one r stands against Anthropic's: weaker or stronger only where the interval excludes theirs."""
+    low, high = _interval(data.get("ci"))
+    if not found:
+        return f"unlike Anthropic's {published}."
+    if low is None:
+        return f"Anthropic: {published} (no interval to compare with)."
+    if high < published:
+        return f"same direction as Anthropic's {published}, weaker (the interval excludes it)."
+    if low > published:
+        return f"stronger than Anthropic's {published} (the interval excludes it)."
+    return f"consistent with Anthropic's {published} (the interval holds it)."
+
+
+def _beyond_lines(geo: dict[str, Any]) -> list[str]:
+    """Issue 36's verdict: what the model adds to its stories' words, per word set."""
+    lines = []
+    for words, rows in (geo.get("baselines") or {}).items():
+        for row in rows:
+            if row["headline"] != "PC1":
+                continue
+            low, high = row["95% CI"]
+            gained = row["p"] < 0.05 and row["partial r (model | baseline)"] > 0
+            lines.append(f"- Beyond the words ({words}, {row['words']} words; predicted: a gain): PC1's r with valence is "
+                         f"{row['r (model)']:.2f} for the model and {row['r (baseline)']:.2f} for {row['baseline']}; the model's "
+                         f"partial r over it is {row['partial r (model | baseline)']:.2f} [{low:.2f}, {high:.2f}] "
+                         f"(p {_p_text(row['p'], row.get('n_perm'))}): "
+                         + ("the model adds to the words." if gained else "no gain over the words detected."))
+    best = geo.get("baselines_best_layer") or {}
+    if best:
+        lines.append(f"- Beyond the words, best layer: the largest partial r over the bag of words is {best['best_partial']:.2f} "
+                     f"at layer {best['best_layer']} (max-over-layers p {best['p_max']:.3g}).")
     return lines
 
 
@@ -380,27 +557,40 @@ def circumplex_lines(geo: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _band_text(r: ModelResults, emotion: str, metric: str) -> str:
+    """', outside/inside the random band [low, high] (n directions)' for one slope, where chapter 7 saved the band."""
+    row = next((b for b in (r.steering or {}).get("null_band", []) if b["emotion"] == emotion and b["metric"] == metric), None)
+    if row is None:
+        return ""
+    return (f"; {'outside' if row['outside band'] else 'inside'} the band of {row['random directions']} random directions "
+            f"[{row['random band low']:.3g}, {row['random band high']:.3g}]")
+
+
 def _steering_lines(r: ModelResults, text_rows: list[dict]) -> list[str]:
-    """`text_rows`: this model's text-reader slopes with `Holm p (all models)` (see `verdicts`)."""
+    """`text_rows`: this model's text-reader slopes with their Holm p (chapter 7's family: its steered emotions x the
+    two readers, the same family the chapter states), and chapter 7's band-checked verdicts where it saved them."""
     slopes = (r.steering or {}).get("slopes", [])
     lines = [f"- Steering +{row['emotion']}: the downstream projection "
              f"{'rises' if row['low'] > 0 else 'falls' if row['high'] < 0 else 'does not move reliably'} with α (slope {row['slope per unit α']:.3g}, "
-             f"95% CI {row['low']:.3g} to {row['high']:.3g}{_alpha_range(row)})." for row in slopes if row["metric"] == "projection"]
+             f"95% CI {row['low']:.3g} to {row['high']:.3g}{_alpha_range(row)}{_band_text(r, row['emotion'], 'projection')})."
+             for row in slopes if row["metric"] == "projection"]
     if text_rows:
+        saved = (r.steering or {}).get("text_verdicts") or text_verdicts(text_rows, "Holm p (text readers)")
         moves = []
-        for emotion, verdict in sorted(text_verdicts(text_rows, "Holm p (all models)").items()):
+        for emotion, verdict in sorted(saved.items()):
             if verdict == "no detectable change":
                 continue
             expected = _valence_sign(emotion)
-            both = verdict in ("rises", "falls")
+            both = verdict.startswith(("rises", "falls")) and "no verdict" not in verdict
             agrees = "" if expected is None or not both else (
-                ", as its valence predicts" if (verdict == "rises") == (expected > 0) else ", against its valence")
+                ", as its valence predicts" if verdict.startswith("rises") == (expected > 0) else ", against its valence")
             moves.append(f"{emotion} ({'both readers: valence ' if both else ''}{verdict}{agrees})")
-        n_tests = text_rows[0].get("family", len(text_rows))
+        n_tests = len(text_rows)
         lines.append("- The text's valence " + ("moves with α for " + "; ".join(moves) if moves else
                                                 "does not move detectably with α by either reader")
-                     + f" (VADER and the Warriner lexicon, Holm-corrected over {n_tests} tests: steered emotions x "
-                       "2 readers x models; slopes fitted below each emotion's perplexity-doubling α).")
+                     + f" (VADER and the Warriner lexicon, Holm-corrected over chapter 7's {n_tests} tests: steered "
+                       "emotions x 2 readers; slopes fitted below each emotion's perplexity-doubling α; a verdict only where "
+                       "the slope leaves the band of random directions).")
     for name, kind, published in (("Blackmail", "blackmail", BLACKMAIL), ("Reward hacking", "hacking", REWARD_HACKING)):
         base = next((row for row in _steering_rates(r, kind) if row["condition"] == "baseline"), None)
         if base:
@@ -425,15 +615,10 @@ def _self_read(model: str, r: ModelResults, title: str) -> list[str]:
 
 
 def text_slopes_corrected(results: Models, models: list[str]) -> dict[str, list[dict]]:
-    """Every model's text-reader slopes with Holm's correction over the whole family (emotions x readers x
-    models), as `Holm p (all models)`: the comparison states one corrected verdict per emotion and model."""
-    rows = [(m, dict(row)) for m in models for row in (results[m].steering or {}).get("slopes", [])
-            if row["metric"] in TEXT_READERS]
-    adjusted = holm([row.get("bootstrap p", float("nan")) for _, row in rows])
-    out: dict[str, list[dict]] = {m: [] for m in models}
-    for (m, row), p in zip(rows, adjusted):
-        out[m].append({**row, "Holm p (all models)": float(p), "family": len(rows)})
-    return out
+    """Every model's text-reader slopes with the Holm p chapter 7 computed over its own family (steered emotions x
+    the two readers): the comparison states the chapter's verdicts, never a second family's."""
+    return {m: [dict(row) for row in (results[m].steering or {}).get("slopes", []) if row["metric"] in TEXT_READERS]
+            for m in models}
 
 
 def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list[str]:
@@ -454,7 +639,35 @@ def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list
             "found (positive r, p < 0.05) in every model." if all(found.values()) else
             "found in " + (", ".join(titles[m] for m, ok in found.items() if ok) or "no model") + " but not in "
             + ", ".join(titles[m] for m, ok in found.items() if not ok) + " at the analysis layer."))
+        for a, b in zip(with_geometry, with_geometry[1:]):
+            lines.append(_paired_line(titles[a], _like_for_like(results[a].geometry)[0],
+                                      titles[b], _like_for_like(results[b].geometry)[0]))
     return lines
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
+    """r_a − r_b with a 95 % interval (± 1.96 SD of the paired replicates' differences), where both models' bootstraps
+    drew the same stories in every replicate (same stories per emotion, same seed); None otherwise."""
+    import numpy as np
+
+    if not a.get("replicates") or not b.get("replicates") or a.get("stories_sha") != b.get("stories_sha") \
+            or a.get("seed") != b.get("seed") or len(a["replicates"]) != len(b["replicates"]):
+        return None
+    spread = float(np.nanstd(np.asarray(a["replicates"], float) - np.asarray(b["replicates"], float), ddof=1))
+    difference = a["r"] - b["r"]
+    return difference, difference - 1.96 * spread, difference + 1.96 * spread
+
+
+def _paired_line(name_a: str, a: dict, name_b: str, b: dict) -> str:
+    """Model against model: a verdict from the paired bootstrap of the difference, never from two separate intervals."""
+    found = paired_difference(a, b)
+    if found is None:
+        return (f"- {name_a} against {name_b}: no paired comparison (their bootstraps did not draw the same stories), so "
+                "the book does not say which tracks valence better.")
+    difference, low, high = found
+    return (f"- {name_a} against {name_b}: r(PC1, valence) differs by {difference:+.2f} [{low:+.2f}, {high:+.2f}] (paired story "
+            "bootstrap: the same stories in every replicate) — "
+            + ("a real difference." if low > 0 or high < 0 else "no difference detected."))
 
 
 # --- a reader's run beside the published book ------------------------------------------------------------
@@ -490,6 +703,19 @@ def _geometry_r(test: str, like_for_like: bool = False) -> Callable[[ModelResult
         data = (geo.get("like_for_like") or {}).get(test) if like_for_like else geo.get(test)
         return None if not data else (data["r"], *_interval(data.get("ci")))
     return read
+
+
+def _beyond(words: str, baseline: str, read: str) -> Callable[[ModelResults], Estimate | None]:
+    """A baseline's PC1 r (`read` "baseline") or the model's partial r over it ("partial") from chapter 4."""
+    def value(r: ModelResults) -> Estimate | None:
+        row = next((row for row in ((r.geometry or {}).get("baselines") or {}).get(words, [])
+                    if row["headline"] == "PC1" and row["baseline"] == baseline), None)
+        if row is None:
+            return None
+        if read == "baseline":
+            return row["r (baseline)"], None, None
+        return row["partial r (model | baseline)"], *row["95% CI"]
+    return value
 
 
 def _external(r: ModelResults) -> Estimate | None:
@@ -535,6 +761,10 @@ def headlines(results: Models) -> list[Headline]:
             Headline("r(PC1, human valence)", _geometry_r("valence"), False),
             Headline("r(PC2, human arousal)", _geometry_r("arousal"), False),
             Headline("best layer's r(PC1, valence)", _plain("best_valence_r", "geometry"), False),
+            Headline("bag of words' r(PC1, valence), Russell-Mehrabian words", _beyond("russell-mehrabian", "bag of words",
+                                                                                   "baseline"), False),
+            Headline("partial r of PC1 over the bag of words, Russell-Mehrabian words",
+                     _beyond("russell-mehrabian", "bag of words", "partial"), False),
             Headline("probe top-1 accuracy (held-out topics)", _plain("probe_top1", "geometry"), False),
             Headline("r(projection, VADER valence) on real text", _external, False)]
     for emotion in steered:

@@ -162,11 +162,13 @@ def variance_curves(pcs, n_components: int = 20, variance: float = 0.5) -> go.Fi
 
 
 def heatmap(matrix, labels: list[str], title: str, *, zmin: float = -1.0, zmax: float = 1.0,
-            colorscale: str = VALENCE_SCALE, height: int = 520) -> go.Figure:
-    """A labelled square matrix (cosine similarities), hover shows both names and the value."""
+            colorscale: str = VALENCE_SCALE, height: int = 520, y_labels: list[str] | None = None,
+            value: str = "cosine") -> go.Figure:
+    """A labelled matrix (cosine similarities; rows `y_labels` where they differ from the columns), hover shows
+    both names and the value."""
     values = matrix.tolist() if hasattr(matrix, "tolist") else matrix
-    fig = go.Figure(go.Heatmap(z=values, x=labels, y=labels, zmin=zmin, zmax=zmax, colorscale=colorscale,
-                               hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>", colorbar=dict(title="cosine")))
+    fig = go.Figure(go.Heatmap(z=values, x=labels, y=y_labels or labels, zmin=zmin, zmax=zmax, colorscale=colorscale,
+                               hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>", colorbar=dict(title=value)))
     fig.update_layout(title=title, height=height, margin=dict(t=60, l=100, r=20, b=100),
                       yaxis=dict(autorange="reversed"))
     return fig

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis import baselines as B
 from ..analysis import circumplex as C
 from ..analysis import geometry as G
 from ..analysis import reliability as R
@@ -52,10 +53,30 @@ class GeometryReport:
     circumplex_by_layer: pd.DataFrame | None = None  # aligned r's and ridge read-outs per layer (primary words)
     circumplex_best: dict[str, Any] = field(default_factory=dict)
     cv_spectrum: pd.DataFrame | None = None
+    baselines: dict[str, pd.DataFrame] = field(default_factory=dict)  # per word set: model vs text-only baselines
+    baselines_by_layer: pd.DataFrame | None = None  # per layer: r, the bag of words' r, partial r | bag of words
+    baselines_best: dict[str, Any] = field(default_factory=dict)
+    baselines_note: str = ""  # what the baselines are (vocabulary, layer 0 or not)
 
     @property
     def layer(self) -> int:
         return self.ready.layer
+
+    @property
+    def stories_sha(self) -> str:
+        """A hash of the stories each emotion's bootstrap resamples (ids, in order): two models with the same hash and
+        seed drew the same stories in every replicate, so their replicates pair."""
+        import hashlib
+
+        ids = [text_id for e in self.ready.vectors.emotions for text_id in self.ready.built.stories[e]]
+        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+    @property
+    def correlations_shown(self) -> pd.DataFrame:
+        """The correlations table as shown: p at the permutation floor printed as "≤ floor", no replicates."""
+        shown = self.correlations.drop(columns="replicates").copy()
+        shown["permutation p"] = [format_p(p, PERMUTATIONS) if np.isfinite(p) else "" for p in shown["permutation p"]]
+        return shown
 
     @property
     def layer_bands(self) -> pd.DataFrame:
@@ -84,6 +105,26 @@ class GeometryReport:
                                     "largest n measured": fit["largest_n_measured"]} for name, fit in self.fits.items()})
 
     @property
+    def baseline_table(self) -> pd.DataFrame:
+        """Per word set, headline and baseline: model r, baseline r, partial r [95% CI], p and the verdict."""
+        frames = []
+        for name, table in self.baselines.items():
+            shown = table.copy()
+            shown.insert(0, "words", f"{name} ({int(table['words'].iloc[0])})")
+            shown["95% CI"] = [f"{low:.2f} to {high:.2f}" for low, high in table["95% CI"]]
+            shown["p"] = [format_p(p, n) for p, n in zip(table["p"], table["n_perm"])]
+            shown["verdict (pre-registered)"] = [B.verdict(row) for row in table.to_dict("records")]
+            frames.append(shown.drop(columns=["n_perm", "n_boot"]))
+        return pd.concat(frames).set_index(["words", "headline", "baseline"]) if frames else pd.DataFrame()
+
+    @property
+    def baseline_layers_long(self) -> pd.DataFrame:
+        """The per-layer figure's lines: the model's r(PC1, valence), the bag of words' r, the partial r."""
+        return self.baselines_by_layer.melt(id_vars="layer", value_vars=["r(PC1, valence)", "bag of words r",
+                                                                         "partial r | bag of words"],
+                                            var_name="measure", value_name="r")
+
+    @property
     def cv_line(self) -> str:
         """What the cross-validated spectrum used (splits, emotions, those left out), or why it was not computed."""
         attrs = self.cv_spectrum.attrs if self.cv_spectrum is not None else {"not computed": "no spectrum"}
@@ -103,7 +144,10 @@ class GeometryReport:
         label = (self.correlations.index.get_level_values(0)[0] if source is None
                  else self.ratings[source].attrs["source"].split(",")[0])
         row = self.correlations.loc[(label, test)]
-        return {"r": float(row["r"]), "ci": row["95% CI"], "p": float(row["permutation p"]), "words": int(row["words"])}
+        return {"r": float(row["r"]), "ci": row["95% CI"], "p": float(row["permutation p"]), "words": int(row["words"]),
+                "p_floor": 1 / (PERMUTATIONS + 1), "interval": "Fisher z, story bootstrap",
+                # the replicates, with what makes them pairable across models: the same stories per emotion and seed
+                "replicates": row["replicates"], "stories_sha": self.stories_sha, "seed": self.options.get("seed")}
 
     @property
     def like_for_like(self) -> dict[str, dict] | None:
@@ -160,6 +204,8 @@ class GeometryReport:
             "stories_per_emotion": int(np.median([len(v) for v in built.stories.values()])),
             "circumplex": self.circumplex,
             "circumplex_best_layer": self.circumplex_best,
+            "baselines": {name: table.to_dict("records") for name, table in self.baselines.items()},
+            "baselines_best_layer": self.baselines_best,
             "cv_pca": ({"components": self.cv_spectrum.to_dict("records"),
                         "signal_share": self.cv_spectrum.attrs["signal share of total variance"],
                         "splits": self.cv_spectrum.attrs["splits"], "emotions": self.cv_spectrum.attrs["emotions"]}
@@ -185,9 +231,9 @@ def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFr
         test = C.alignment_test(model_xy, human_xy, n_perm=n_perm, seed=seed, words=list(rated.index))
         boot = C.alignment_bootstrap(acts, labels, emotions, basis, G.orient_by_anchors(G.pca(at_layer, emotions, n=3)),
                                      rated, n_boot=n_boot, seed=seed)
-        for target in ("valence", "arousal"):  # r ± 1.96 bootstrap SE, kept inside [-1, 1]
-            low, high = G.Bootstrap.normal_interval(test[f"r_{target}"], boot[f"r_{target}"])
-            test[f"ci_{target}"] = [max(low, -1.0), min(high, 1.0)]
+        for target in ("valence", "arousal"):  # on Fisher's z scale: inside [-1, 1], asymmetric near the ends
+            test[f"ci_{target}"] = list(G.Bootstrap.fisher_interval(test[f"r_{target}"], boot[f"r_{target}"][
+                np.isfinite(boot[f"r_{target}"])]))
         test["ci_angle"] = list(C.angle_interval(boot["angle"], test["angle"]))
         ridge = {target: C.ridge_ceiling(at_layer, emotions, rated[target], n_perm=n_perm, seed=seed)
                  for target in ("valence", "arousal")}
@@ -213,6 +259,37 @@ def _circumplex(ready: Ready, acts, labels, topics, ratings: dict[str, pd.DataFr
             "spectrum": spectrum}
 
 
+def _baselines(ready: Ready, ratings: dict[str, pd.DataFrame], primary: str, n_boot: int, n_perm: int,
+               seed: int) -> dict[str, Any]:
+    """Issue 36: the text-only baselines through the book's own steps (`emolib.analysis.baselines`): per word set,
+    the model's headline r's beside the bag of words' and layer 0's, and its partial r over each; per layer, the
+    model's r beside the bag of words' with the partial r (max-over-layers p)."""
+    built, layer = ready.built, ready.layer
+    texts, weights = B.story_texts(built)
+    bag = B.bag_of_words(texts)
+    bow = B.bow_features(bag, built, weights)
+    sources = [bow]
+    first = min(built.denoised.layers)
+    if first != layer:
+        sources.append(B.model_features(built, first, weights))
+    model = B.model_features(built, layer, weights)
+    tables = {name: B.baseline_table(model, sources, rated, n_boot=n_boot, n_perm=n_perm, seed=seed)
+              for name, rated in ratings.items()}
+    by_layer, best = B.by_layer(built, bow, ratings[primary], weights, n_perm=n_perm, seed=seed)
+    note = (f"bag of words: TF-IDF of the {len(texts):,} stories, {bag.vocabulary:,} words (every form of the 171 emotion "
+            f"words removed); layer {first}: the analysed model's {'first block' if first == 0 else 'first extracted block'}")
+    return {"tables": tables, "by_layer": by_layer, "best": {**best, "words": primary}, "note": note}
+
+
+PERMUTATIONS = 10_000  # geometry.permutation_p's shuffles behind the correlations table's p
+
+
+def format_p(p: float, n_perm: int) -> str:
+    """A permutation p, printed as "≤ floor" where no permutation reached the observed value."""
+    floor = 1 / (n_perm + 1)
+    return f"≤ {floor:.2g}" if p <= floor + 1e-12 else f"{p:.3g}"
+
+
 def _interval_text(pair) -> str:
     if not pair:
         return "-"
@@ -233,13 +310,15 @@ def _correlations(ready: Ready, result: G.PCAResult, acts, labels, ratings: dict
         for name, component, target, draws in (("PC1 vs valence", 0, "valence", boot.r_valence),
                                                ("PC2 vs arousal", 1, "arousal", boot.r_arousal)):
             r = G.pearson(result.scores[v_rows, component], rated[target].values)
-            low, high = G.Bootstrap.normal_interval(r, draws)
+            low, high = G.Bootstrap.fisher_interval(r, draws)
             rows.append({"ratings": source, "words": len(rated), "test": name, "r": r, "95% CI": f"{low:.2f} to {high:.2f}",
                          "bootstrap bias": G.Bootstrap.bias(r, draws),
-                         "permutation p": G.permutation_p(result.scores[v_rows, component], rated[target].values, seed=seed)})
+                         "permutation p": G.permutation_p(result.scores[v_rows, component], rated[target].values, seed=seed),
+                         "replicates": [float(v) for v in draws]})
         for name, component, target in (("PC1 vs arousal", 0, "arousal"), ("PC2 vs valence", 1, "valence")):
             rows.append({"ratings": source, "words": len(rated), "test": name, "r": G.pearson(result.scores[v_rows, component],
-                         rated[target].values), "95% CI": "", "bootstrap bias": np.nan, "permutation p": np.nan})
+                         rated[target].values), "95% CI": "", "bootstrap bias": np.nan, "permutation p": np.nan,
+                         "replicates": None})
     return pd.DataFrame(rows).set_index(["ratings", "test"])
 
 
@@ -263,7 +342,7 @@ def _probes(ready: Ready, acts, labels, topics, seed: int) -> list[G.ProbeResult
 
 def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_layers: int = 50, n_perm: int = 2000,
              n_splits: int = 20, scaling_draws: int = 10, kmeans_k: int = 10, groups: int = 15,
-             seed: int = 0) -> GeometryReport:
+             seed: int = 0, n_boot_baselines: int = 200) -> GeometryReport:
     """Everything chapter 4 shows, at the pre-registered layer (PCs oriented by fixed anchor emotions)."""
     built, vectors, layer = ready.built, ready.vectors, ready.layer
     emotions = vectors.emotions
@@ -283,6 +362,7 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
                                primary["valence"], basis, centre_topics=True)
     curve, fits = R.scaling(built, layer, primary["valence"], primary["arousal"], draws=scaling_draws, seed=seed)
     plane = _circumplex(ready, acts, labels, topics, ratings, sources[0], n_boot, n_perm, n_splits, seed)
+    text_only = _baselines(ready, ratings, sources[0], n_boot_baselines, n_perm, seed)
     return GeometryReport(
         ready=ready, ratings=ratings, primary=primary, result=result, scores=scores,
         settings={"analysed model": f"{ready.profile.model_id} ({ready.profile.name})",
@@ -309,7 +389,9 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
         split_half=R.split_half_by_layer(built, n_splits=n_splits, seed=seed), curve=curve, fits=fits,
         probes=_probes(ready, acts, labels, topics, seed), valence={"probe": probe, "shuffled": shuffled},
         robustness=R.robustness_table(built, layer, primary["valence"], primary["arousal"], seed=seed),
-        options={"kmeans_k": kmeans_k, "groups": groups, "scaling_draws": scaling_draws},
+        options={"kmeans_k": kmeans_k, "groups": groups, "scaling_draws": scaling_draws, "seed": seed},
         circumplex=plane["saved"], aligned=plane["aligned"], circumplex_by_layer=plane["by_layer"],
         circumplex_best=plane["best"], cv_spectrum=plane["spectrum"],
+        baselines=text_only["tables"], baselines_by_layer=text_only["by_layer"], baselines_best=text_only["best"],
+        baselines_note=text_only["note"],
     )

@@ -102,6 +102,8 @@ class GeometryResults(TypedDict):
     circumplex: dict[str, Any]  # per word set: axes r, Procrustes alignment (r, p, CI, angle), ridge ceiling, verdict
     circumplex_best_layer: dict[str, Any]  # the largest aligned valence r over layers, with its max-over-layers p
     cv_pca: dict[str, Any] | None  # the cross-validated spectrum (Stringer et al. 2019)
+    baselines: dict[str, list[dict]]  # per word set: model vs bag of words / layer 0, partial r [CI], p (issue 36)
+    baselines_best_layer: dict[str, Any]  # the largest partial r over the bag of words across layers, max-over-layers p
 
 
 class LensResults(TypedDict):
@@ -110,6 +112,7 @@ class LensResults(TypedDict):
     emotions: int
     self_named_by_layer: dict[str, float]
     self_named_chance: dict[str, float]
+    self_named_label_null: dict[str, float]  # the vectors handed to the emotions in random order (issue 36)
 
 
 class ValidationResults(TypedDict):
@@ -125,6 +128,7 @@ class ValidationResults(TypedDict):
     positive_share: float
     top_emotions: dict[str, float]
     best_emotion_per_label: list[dict] | None
+    bag_of_words: dict[str, float] | None  # the bag of words' valence axis on the passages, and the model's gain (issue 36)
 
 
 class SteeringResults(TypedDict):
@@ -141,11 +145,41 @@ class SteeringResults(TypedDict):
     max_new_tokens: int
     perplexity_doubling: list[dict]
     reward_hacking: dict[str, Any]
+    vectors_corpus: str  # the corpus whose vectors were steered (the deep set where chapter 3 built it)
+    null_band: list[dict]  # each slope beside the band of random directions (issue 36)
+    measured_alpha: list[dict]  # the α moving each projection by one story-to-story SD
+    validity: list[dict]  # each steered vector's split-half cosine and nearest emotions (issue 37)
+    text_verdicts: dict[str, str]  # the text readers' verdicts, kept only outside the random band
+
+
+class InContextResults(TypedDict):
+    layer: int
+    vectors_corpus: str
+    signs: dict[str, dict[str, Any]]  # per reader: predicted signs of the numerical pairs, sign test p
+    numerical: dict[str, list[dict]]
+    scenarios: dict[str, dict[str, Any]]  # per reader: top-1 / top-3 accuracy, chance, p
+    contrasts: dict[str, list[dict]]  # per reader: negation, binding, speaker (two)
+    dose_by_layer: list[dict]
+
+
+class PreferencesResults(TypedDict):
+    layer: int
+    vectors_corpus: str
+    activities: int
+    pairs: int
+    reliability: dict[str, float]  # split-half ρ of the Elo ranking
+    decisiveness: dict[str, float]  # mean |preference| against the position bias
+    ranking_is_noise: bool
+    valence_pattern: dict[str, float]  # r(preference r, human valence) across emotions
+    correlations: list[dict]
+    steering: dict[str, Any]  # ΔElo per emotion, the random band, r(preference r, ΔElo)
+    sycophancy: dict[str, Any]  # switch rates per condition, changes with Holm p, the random band, replies' shares
 
 
 SCHEMAS: dict[str, type] = {"01_stories": StoriesResults, "02_neutral": NeutralResults, "03_extract": ExtractResults,
                             "04_geometry": GeometryResults, "05_logit_lens": LensResults,
-                            "06_external_validation": ValidationResults, "07_steering": SteeringResults}
+                            "06_external_validation": ValidationResults, "07_steering": SteeringResults,
+                            "08_in_context": InContextResults, "09_preferences": PreferencesResults}
 
 
 def check(chapter: str, results: dict[str, Any]) -> None:
@@ -169,6 +203,8 @@ class ModelResults:
     lens: LensResults | None = None
     validation: ValidationResults | None = None
     steering: SteeringResults | None = None
+    in_context: InContextResults | None = None
+    preferences: PreferencesResults | None = None
     other: dict[str, dict[str, Any]] = field(default_factory=dict)  # chapters without a schema
 
     @classmethod
@@ -180,7 +216,8 @@ class ModelResults:
 
 
 FIELDS = {"01_stories": "stories", "02_neutral": "neutral", "03_extract": "extract", "04_geometry": "geometry",
-          "05_logit_lens": "lens", "06_external_validation": "validation", "07_steering": "steering"}
+          "05_logit_lens": "lens", "06_external_validation": "validation", "07_steering": "steering",
+          "08_in_context": "in_context", "09_preferences": "preferences"}
 
 
 def load(folder: Path | str) -> dict[str, ModelResults]:

@@ -36,7 +36,8 @@ from .results import ModelResults, load
 from .results import check as check_results
 from .timings import record
 
-CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation", "07_steering")
+CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation", "07_steering",
+            "08_in_context", "09_preferences")
 MODEL_TITLES = {
     "270m": "Gemma 3 270M (embedded)",
     "smollm2": "SmolLM2 135M (embedded)",

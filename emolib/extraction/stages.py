@@ -122,6 +122,13 @@ def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, em
     return VectorRun(built, store, stats, stories, neutral, too_short, folder, design)
 
 
+def vectors_corpus(model: str, corpus: str, deep: str = "") -> str:
+    """The corpus whose vectors a chapter reads: `deep` where chapter 3 built vectors from it (the deep story set of
+    issue 37: 96 stories for the headline and steered emotions), else `corpus`."""
+    name = models.get_profile(model).name
+    return deep if deep and (vectors_dir(name, deep) / "texts.json").exists() else corpus
+
+
 @dataclass
 class Ready:
     """What an analysis chapter starts from."""

@@ -148,10 +148,106 @@ def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[st
     slot = {e: i for i, e in enumerate(names)}
     frame["tokens"] = stats["tokens"].values
     frame["projection"] = [row[slot[e]] for row, e in zip(stats["projection"], frame["emotion"])]
+    for emotion in emotions:  # every text read on each steered emotion too: the null band of a push elsewhere
+        frame[f"projection on {emotion}"] = [row[slot[emotion]] for row in stats["projection"]]
     frame["perplexity"] = stats["perplexity"].values
     frame["valence"] = vader(frame["text"].tolist())
     frame["lexicon valence"] = word_scores(frame["text"].tolist())["valence"].values  # a second, independent reader
     return frame
+
+
+NULL_PREFIX = "random direction "
+NEUTRAL_PC = "top neutral PC"
+
+
+def null_directions(build: VectorBuild, layer: int, read_layer: int, n: int = 20, seed: int = 0) -> dict[str, Direction]:
+    """The steering null: `n` random unit directions (isotropic Gaussian, seeded, drawn at the steered and the read
+    layer) and the top neutral principal component (the largest direction of the neutral dialogues, what the
+    denoising removed): pushed at the same α and layer as the emotions, they say how far a slope moves when the
+    push has nothing to do with any emotion."""
+    layers = tuple(dict.fromkeys((layer, read_layer)))
+    d = build.denoised.hidden_size
+    generator = torch.Generator().manual_seed(seed)
+    out = {f"{NULL_PREFIX}{i + 1}": Direction(layers, torch.randn(len(layers), d, generator=generator),
+                                              f"{NULL_PREFIX}{i + 1}") for i in range(n)}
+    pcs = torch.stack([build.pcs.components[build.denoised.layer_index(each)][0] for each in layers])
+    out[NEUTRAL_PC] = Direction(layers, pcs.to(torch.float32), NEUTRAL_PC)
+    return out
+
+
+def null_band(doses: pd.DataFrame, slope_table: pd.DataFrame, emotions: Sequence[str], n_boot: int = 1000, seed: int = 0,
+              doubling: pd.DataFrame | None = None,
+              metrics: Sequence[str] = ("projection", "valence", "lexicon valence", "perplexity")) -> pd.DataFrame:
+    """Each steered emotion's slope beside the band its metric takes when the push is a random direction (2.5th to
+    97.5th percentile of the random directions' slopes, at the same α, prompts and seeds) and beside the top neutral
+    PC's slope. For the projection the band is that of the *emotion's own* read-layer projection under the random
+    pushes: does pushing along the emotion move its reading more than pushing anywhere does? A slope counts only
+    where it leaves the band (`outside band`)."""
+    randoms = doses[doses["emotion"].str.startswith(NULL_PREFIX)]
+    if randoms.empty:
+        raise EmolibError("no random-direction conditions in the dose-response; pass null_directions(...) as directions")
+    rows = []
+    for emotion in emotions:
+        null_metrics = [f"projection on {emotion}" if m == "projection" else m for m in metrics]
+        null = slopes(randoms, null_metrics, n_boot=10, seed=seed, doubling=doubling)
+        pc = slopes(doses[doses["emotion"] == NEUTRAL_PC], null_metrics, n_boot=10, seed=seed, doubling=doubling)
+        for metric, null_metric in zip(metrics, null_metrics):
+            own = slope_table[(slope_table["emotion"] == emotion) & (slope_table["metric"] == metric)]
+            values = null.loc[null["metric"] == null_metric, "slope per unit α"].to_numpy()
+            low, high = np.percentile(values, [2.5, 97.5])
+            value = float(own["slope per unit α"].iloc[0])
+            rows.append({"emotion": emotion, "metric": metric, "slope per unit α": value, "random band low": float(low),
+                         "random band high": float(high), "random directions": len(values),
+                         "top neutral PC slope": float(pc.loc[pc["metric"] == null_metric, "slope per unit α"].iloc[0]),
+                         "outside band": bool(value < low or value > high)})
+    return pd.DataFrame(rows)
+
+
+def band_verdicts(text: dict[str, str], band: pd.DataFrame) -> dict[str, str]:
+    """`text_verdicts` kept only where the moving reader's slope also leaves the random band; otherwise said."""
+    out = {}
+    for emotion, verdict in text.items():
+        if verdict == "no detectable change":
+            out[emotion] = verdict
+            continue
+        rows = band[(band["emotion"] == emotion) & band["metric"].isin(TEXT_READERS)]
+        outside = rows[rows["outside band"]]["metric"].tolist()
+        out[emotion] = (verdict + " (outside the random band: " + ", ".join(outside) + ")" if outside else
+                        f"{verdict}, but inside the band of random directions: no verdict")
+    return out
+
+
+def story_sd(build: VectorBuild, emotions: Sequence[str], read_layer: int) -> dict[str, float]:
+    """Per emotion, the story-to-story SD of its own stories' projections on its unit vector at `read_layer` (what
+    one story differs from the next along the direction)."""
+    acts, labels, _, _ = build.story_activations(read_layer)
+    out = {}
+    for emotion in emotions:
+        unit = build.denoised.direction(emotion, read_layer).numpy().astype(np.float64)
+        mine = np.asarray(acts, np.float64)[labels == build.denoised.index(emotion)]
+        out[emotion] = float((mine @ unit).std(ddof=1)) if len(mine) > 1 else float("nan")
+    return out
+
+
+def measured_alpha(build: VectorBuild, slope_table: pd.DataFrame, emotions: Sequence[str], read_layer: int) -> pd.DataFrame:
+    """The α that moves each emotion's read-layer projection by one story-to-story SD (`story_sd` over the
+    dose-response's projection slope per unit α): a strength measured on this model, where Anthropic's 0.05 was
+    chosen on Claude (the mean residual norm grows hundreds-fold through a small model's layers)."""
+    sd = story_sd(build, emotions, read_layer)
+    rows = []
+    for emotion in emotions:
+        row = slope_table[(slope_table["emotion"] == emotion) & (slope_table["metric"] == "projection")]
+        slope_value = float(row["slope per unit α"].iloc[0]) if len(row) else float("nan")
+        alpha = sd[emotion] / slope_value if slope_value > 0 else float("nan")
+        rows.append({"emotion": emotion, "story-to-story SD": sd[emotion], "projection slope per unit α": slope_value,
+                     "α for one SD": alpha})
+    return pd.DataFrame(rows).set_index("emotion")
+
+
+def measured_strengths(table: pd.DataFrame, fallback: float) -> dict[str, float]:
+    """Per emotion, its measured α rounded to two significant digits (the fallback where no positive projection
+    slope was measured)."""
+    return {e: float(f"{a:.2g}") if np.isfinite(a) and a > 0 else fallback for e, a in table["α for one SD"].items()}
 
 
 def ablation_control(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[str], layer: int, read_layer: int,
@@ -343,11 +439,14 @@ def default_read_layer(layer: int, extracted: Sequence[int], requested: int = -1
     return max(each for each in extracted if each <= min(layer + 3, extracted[-1]))
 
 
-def conditions(available: Sequence[str], alpha: float, sweep: str = "", emotions: Sequence[str] = ("desperate", "calm"),
-               swept: str = "desperate") -> dict[str, dict[str, float]]:
-    """The published design: baseline, ±each emotion at `alpha`, and ±`swept` at each extra strength in `sweep`."""
+def conditions(available: Sequence[str], alpha: float | dict[str, float], sweep: str = "",
+               emotions: Sequence[str] = ("desperate", "calm"), swept: str = "desperate") -> dict[str, dict[str, float]]:
+    """The published design: baseline, ±each emotion at `alpha` (one strength, or one per emotion: `measured_strengths`),
+    and ±`swept` at each extra strength in `sweep` (multiples of its own strength where `alpha` is per emotion)."""
     chosen: dict[str, dict[str, float]] = {"baseline": {}}
-    for emotion, strength in [(e, alpha) for e in emotions] + [(swept, float(s)) for s in sweep.split(",") if s.strip()]:
+    own = (lambda e: alpha.get(e, 0.0)) if isinstance(alpha, dict) else (lambda e: float(alpha))
+    extra = [(swept, float(s) * (own(swept) if isinstance(alpha, dict) else 1.0)) for s in sweep.split(",") if s.strip()]
+    for emotion, strength in [(e, own(e)) for e in emotions] + extra:
         if emotion in available:
             for sign in (+1, -1):
                 chosen[f"{'+' if sign > 0 else '-'}{emotion} {strength:g}"] = {emotion: sign * strength}
@@ -390,9 +489,15 @@ def steering_results(*, layer: int, read_layer: int, positions: str, alphas: Seq
                      max_new_tokens: int, slopes: pd.DataFrame, doubling: pd.DataFrame, blackmail_trials: int,
                      blackmail: pd.DataFrame,
                      blackmail_funnel: pd.DataFrame, judge: str | None, hacking: pd.DataFrame, hacking_funnel: pd.DataFrame,
-                     hack_samples: int, hack_alpha: float) -> dict[str, Any]:
+                     hack_samples: int, hack_alpha: float | dict[str, float], null_band: pd.DataFrame | None = None,
+                     strength: pd.DataFrame | None = None, validity: pd.DataFrame | None = None,
+                     vectors_corpus: str = "", text_verdicts: dict[str, str] | None = None) -> dict[str, Any]:
     """Chapter 7's key numbers (`emolib.book.results.SteeringResults`)."""
     return {
+        "vectors_corpus": vectors_corpus, "text_verdicts": text_verdicts or {},
+        "null_band": null_band.to_dict("records") if null_band is not None else [],
+        "measured_alpha": strength.reset_index().to_dict("records") if strength is not None else [],
+        "validity": validity.reset_index().to_dict("records") if validity is not None else [],
         "layer": layer, "read_layer": read_layer, "positions": positions, "alphas": list(alphas), "prompts": prompts,
         "slopes": slopes.to_dict("records"), "blackmail_trials": blackmail_trials,
         "blackmail": blackmail.reset_index().to_dict("records"), "funnel": blackmail_funnel.reset_index().to_dict("records"),
@@ -400,6 +505,10 @@ def steering_results(*, layer: int, read_layer: int, positions: str, alphas: Seq
         "reward_hacking": {"rates": hacking.reset_index().to_dict("records"), "tasks": len(TASKS), "per_task": hack_samples,
                            "alpha": hack_alpha, "funnel": hacking_funnel.reset_index().to_dict("records")},
     }
+
+
+def _strength_text(alpha: float) -> str:
+    return "measured per emotion (one story-to-story SD of its projection)" if alpha <= 0 else f"{alpha:g}"
 
 
 def settings_rows(loaded: LoadedModel, build: VectorBuild, layer: int, read_layer: int, steered: Sequence[str],
@@ -411,9 +520,13 @@ def settings_rows(loaded: LoadedModel, build: VectorBuild, layer: int, read_laye
         "model": f"{loaded.profile.model_id} ({loaded.profile.name}), "
                  + ("chat model" if loaded.tokenizer.chat_template else "base model"),
         "steered layer": f"{layer} (mean residual norm {build.residual_norm[layer]:,.1f})", "projection read at layer": read_layer,
+        "vectors": f"chapter 3's, from corpus {p.get('vectors', '?')!r}",
         "dose-response": f"{len(steered)} emotions x {len(alphas)} alphas x {p['n_prompts']} prompts x {p['samples']} samples, "
-                         f"{p['max_new_tokens']} new tokens; positions: {p['positions']}",
-        "blackmail": f"{p['blackmail_trials']} trials per condition, alpha {p['blackmail_alpha']}, {p['blackmail_tokens']} new tokens",
-        "reward hacking": f"{len(TASKS)} impossible tasks x {p['hack_samples']} samples per condition, alpha {p['hack_alpha']}",
+                         f"{p['max_new_tokens']} new tokens; positions: {p['positions']}; beside them "
+                         f"{p.get('null_directions', 0)} random directions and the top neutral PC (the null band)",
+        "blackmail": f"{p['blackmail_trials']} trials per condition, alpha "
+                     f"{_strength_text(p['blackmail_alpha'])}, {p['blackmail_tokens']} new tokens",
+        "reward hacking": f"{len(TASKS)} impossible tasks x {p['hack_samples']} samples per condition, alpha "
+                          f"{_strength_text(p['hack_alpha'])}",
         "grader": "rule screen" + judge,
     }

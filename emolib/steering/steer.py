@@ -208,3 +208,30 @@ def steering(model: torch.nn.Module | LoadedModel, steer_terms: Sequence[SteerTe
     with forward_hooks(((blocks[layer], _adder(shared, per_row, positions, rows_of, basis))
                         for layer, (shared, per_row, basis) in by_layer.items()), with_kwargs=True) as handles:
         yield handles
+
+
+@contextmanager
+def span_steering(model: torch.nn.Module | LoadedModel, layer: int, vectors: torch.Tensor, mask: torch.Tensor
+                  ) -> Iterator[list[Any]]:
+    """Add each row's vector (B, d) to block `layer`'s output at the positions `mask` (B, T) marks, and nowhere else,
+    inside the `with` block (the hook always removed): steering on some tokens only, such as one activity's words in
+    a prompt scored in one forward pass (Anthropic's preference steering). Positions before a marked one see no
+    change at all (the model is causal); marked positions and everything after them do."""
+    if isinstance(model, LoadedModel):
+        model = model.model
+    blocks = decoder_layers(model)
+    if not -len(blocks) <= layer < len(blocks):
+        raise EmolibError(f"cannot steer layer {layer}: the model has {len(blocks)} decoder blocks")
+    if vectors.ndim != 2 or mask.ndim != 2 or vectors.shape[0] != mask.shape[0]:
+        raise EmolibError(f"span steering takes one vector per row (B, d) and a mask (B, T); got {tuple(vectors.shape)} "
+                          f"and {tuple(mask.shape)}")
+
+    def add(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[:2] != mask.shape:
+            raise EmolibError(f"the span mask {tuple(mask.shape)} does not fit the batch {tuple(hidden.shape[:2])}")
+        steered = hidden + mask.to(hidden)[..., None] * vectors.to(hidden)[:, None, :]
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    with forward_hooks([(blocks[layer], add)]) as handles:
+        yield handles

@@ -52,6 +52,10 @@ class Scale:
     alphas: str  # chapter 07: the dose-response's strengths
     blackmail_trials: int  # chapter 07: blackmail trials per condition
     hack_samples: int  # chapter 07: samples per reward-hacking task and condition
+    null_directions: int  # chapters 07 and 09: random directions steered beside the emotions (the null band)
+    activities_per_category: int  # chapter 09: activities of each of the 8 categories in the preference tournament
+    sycophancy_questions: int  # chapter 09: factual questions the user pushes back on
+    reply_questions: int  # chapter 09: of those, the questions whose replies are generated (harshness, flattery)
 
     def fill(self, **chosen: Any) -> "Scale":
         """This scale with every chosen value that is not 0 or "" in place of its own."""
@@ -68,10 +72,12 @@ class Scale:
 SCALES: dict[str, Scale] = {
     # 2 stories per emotion, 50 dialogues, a 5-point dose-response on 8 prompts, 3 blackmail trials
     "quick": Scale(n_topics=2, per_cell=1, dialogue_topics=50, n_prompts=8, alphas="-0.5,-0.25,0,0.25,0.5",
-                   blackmail_trials=3, hack_samples=1),
+                   blackmail_trials=3, hack_samples=1, null_directions=4, activities_per_category=2,
+                   sycophancy_questions=24, reply_questions=8),
     # 24 stories per emotion, 100 dialogues, a 7-point dose-response on 32 prompts, 6 blackmail trials
     "full": Scale(n_topics=12, per_cell=2, dialogue_topics=100, n_prompts=32, alphas="-0.5,-0.3,-0.15,0,0.15,0.3,0.5",
-                  blackmail_trials=6, hack_samples=2),
+                  blackmail_trials=6, hack_samples=2, null_directions=20, activities_per_category=8,
+                  sycophancy_questions=104, reply_questions=32),
 }
 
 

@@ -1,0 +1,455 @@
+"""Controlled stimuli (chapter 8): questions only a model, not its stories' words, can answer (issue 36).
+
+The geometry of chapter 4 could come from the stories' words (`emolib.analysis.baselines`). Anthropic answered
+that objection with prompts in which the words cannot carry the answer; this module asks the same questions of
+any model, each with a prediction written before anything ran (`emolib/data/in_context.json`):
+
+- **numerical intensity**: one template, one number changed (a medicine dose, hours without water, ...): does an
+  emotion's reading rise or fall with the number as predicted? Spearman ρ per (template, emotion), an exact
+  permutation p in the predicted direction, and the count of pairs with the predicted sign (a sign test);
+- **implicit scenarios**: situations that imply one emotion without naming it: top-1 / top-3 accuracy of the
+  reading among the scenarios' emotions, against chance and a label-permutation p;
+- **negation** ("I am X." against "I am not X."), **person binding** ("A felt X, but B felt Y. ... A": X read at
+  A's mention, Y at B's) and **speaker** (an emotional user message read at its last token and where the
+  assistant's reply begins): each a pre-registered contrast over items with an exact sign-flip p.
+
+Every prompt is read where the reply begins — the user message in a plain "User: … / Assistant:" frame for a
+base model, the chat template for an instruct model (`frame`) — except person binding, read at the name's last
+token in plain text. A reading is the residual at that position, at one layer, projected on each emotion's unit
+vector. Beside each, the bag of words (chapter 4's, fitted on the stories) reads the same prompts: numbers are
+not words to it, so it cannot follow a number, and negation, binding and speaker differ in no word that names an
+emotion; it is at chance by construction there, and the scenarios are where it can compete.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import EmolibError
+from ..models.hooks import decoder_layers, forward_hooks, text_decoder
+from ..stories.prompts import with_bos
+
+LEVEL = 0.05  # a contrast or a pair counts when its one-sided p is below this (fixed with the predictions)
+
+
+@lru_cache(maxsize=1)
+def stimuli() -> dict[str, Any]:
+    """The stimuli and their predictions (emolib/data/in_context.json)."""
+    return json.loads(resources.files("emolib").joinpath("data", "in_context.json").read_text())
+
+
+def frame(tokenizer: Any, user_text: str) -> str:
+    """`user_text` as a user's message, rendered up to where the assistant's reply begins: the chat template with
+    its generation prompt for an instruct model, "User: … / Assistant:" (after `<bos>`) for a base model."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return with_bos(tokenizer, f"User: {user_text}\nAssistant:")
+
+
+def plain(tokenizer: Any, text: str) -> str:
+    return with_bos(tokenizer, text)
+
+
+class _Stop(Exception):
+    """Ends a forward pass after the deepest block read."""
+
+
+@torch.inference_mode()
+def residuals(loaded, texts: Sequence[str], layers: Sequence[int], positions: Sequence[int | None] | None = None,
+              every_position: bool = False) -> list[np.ndarray]:
+    """Per text (rendered already), the residual stream (block outputs) at `layers`: at one position (None: the
+    last token; a negative index counts from the end) as (L, d), or `every_position` as (T, L, d). One forward
+    pass per text, stopped after the deepest block (no LM head)."""
+    blocks = decoder_layers(loaded.model)
+    layers = [int(layer) for layer in layers]
+    if not layers or max(layers) >= len(blocks) or min(layers) < 0:
+        raise EmolibError(f"layers must lie in 0..{len(blocks) - 1}, got {layers}")
+    deepest, out = max(layers), []
+    positions = list(positions) if positions is not None else [None] * len(texts)
+    for text, position in zip(texts, positions):
+        ids = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(loaded.device)
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(layer: int):
+            def keep(module, args, output):
+                captured[layer] = (output[0] if isinstance(output, tuple) else output)[0].float().cpu()
+                if layer == deepest:
+                    raise _Stop
+            return keep
+
+        with forward_hooks((blocks[layer], hook(layer)) for layer in dict.fromkeys(layers)):
+            try:
+                text_decoder(loaded.model)(input_ids=ids, use_cache=False)
+            except _Stop:
+                pass
+        stack = torch.stack([captured[layer] for layer in layers], dim=1)  # (T, L, d)
+        out.append(stack.numpy().astype(np.float64) if every_position else
+                   stack[-1 if position is None else position].numpy().astype(np.float64))
+    return out
+
+
+def units(vectors, emotions: Sequence[str], layer: int) -> np.ndarray:
+    """(E, d) unit vectors of `emotions` at `layer`."""
+    return np.stack([vectors.direction(e, layer).numpy() for e in emotions]).astype(np.float64)
+
+
+def readings(loaded, vectors, texts: Sequence[str], emotions: Sequence[str], layer: int,
+             positions: Sequence[int | None] | None = None) -> np.ndarray:
+    """(N, E): each text's residual at `layer` (at its position) projected on each emotion's unit vector."""
+    hidden = np.stack([h[0] for h in residuals(loaded, texts, [layer], positions)])
+    return hidden @ units(vectors, emotions, layer).T
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import rankdata
+
+    a, b = rankdata(x), rankdata(y)
+    if np.std(b) == 0 or np.std(a) == 0:
+        return 0.0  # a reading that does not change with the number: no ordering at all
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@lru_cache(maxsize=None)
+def _orders(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))))
+
+
+def spearman_p(values: Sequence[float], scores: Sequence[float], sign: int) -> float:
+    """Exact one-sided permutation p of Spearman's ρ in the predicted direction (all orders of up to 8 values)."""
+    from scipy.stats import rankdata
+
+    if len(values) > 8:
+        raise EmolibError("the exact permutation p takes at most 8 values per template")
+    a, b = rankdata(values), rankdata(scores)
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 1.0  # no order to test
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    null = sign * (b[_orders(len(b))] @ a) / len(a)  # every order of the scores' ranks against the values'
+    return float(np.mean(null >= sign * float(a @ b) / len(a) - 1e-12))
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """One-sided p that the mean difference exceeds 0 under exchangeable signs: exact over all 2^n sign patterns up
+    to n = 16, else 100,000 random ones (seeded)."""
+    d = np.asarray(differences, np.float64)
+    observed = d.mean()
+    if len(d) <= 16:
+        signs = np.array(list(itertools.product((1, -1), repeat=len(d))))
+    else:
+        signs = np.random.default_rng(0).choice((1, -1), size=(100_000, len(d)))
+    return float(np.mean((signs * d).mean(axis=1) >= observed - 1e-12))
+
+
+def sign_test_p(hits: int, n: int) -> float:
+    """One-sided binomial p of at least `hits` predicted signs out of `n` when each sign is a coin flip."""
+    return float(sum(math.comb(n, k) for k in range(hits, n + 1)) / 2 ** n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The four designs
+
+
+@dataclass
+class Reader:
+    """What reads a prompt: the model at a layer (its emotion vectors), or the bag of words (its story vectors)."""
+
+    name: str
+    read: Any  # (texts, emotions, positions | None) -> (N, E)
+
+
+def model_reader(loaded, vectors, layer: int, name: str = "model") -> Reader:
+    return Reader(name, lambda texts, emotions, positions=None: readings(loaded, vectors, texts, emotions, layer, positions))
+
+
+def bow_reader(bow, bow_vectors: np.ndarray, emotions_all: Sequence[str]) -> Reader:
+    """The bag of words reading the raw text (no frame: it reads words): TF-IDF row projected on the bag of words'
+    unit emotion vectors (chapter 4's, from the stories)."""
+    unit = np.asarray(bow_vectors, np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-300)
+    index = {e: i for i, e in enumerate(emotions_all)}
+
+    def read(texts, emotions, positions=None):
+        rows = bow.transform(texts).astype(np.float64)
+        return rows @ unit[[index[e] for e in emotions]].T
+    return Reader("bag of words", read)
+
+
+def numerical(reader: Reader, render) -> pd.DataFrame:
+    """Per (template, emotion): the prediction, Spearman ρ of the reading with the number, the exact one-sided p
+    in the predicted direction, and whether the sign came out as predicted (ρ = 0 counts as not)."""
+    rows = []
+    for template in stimuli()["numerical"]:
+        emotions = list(template["predicted"])
+        texts = [render(template["template"].format(x=f"{x:,}")) for x in template["values"]]
+        scores = reader.read(texts, emotions)
+        for j, emotion in enumerate(emotions):
+            sign = int(template["predicted"][emotion])
+            rho = spearman(template["values"], scores[:, j])
+            rows.append({"template": template["name"], "emotion": emotion, "predicted": "rises" if sign > 0 else "falls",
+                         "Spearman ρ": rho, "p (one-sided)": spearman_p(template["values"], scores[:, j], sign),
+                         "predicted sign": bool(sign * rho > 0)})
+    return pd.DataFrame(rows)
+
+
+def sign_count(table: pd.DataFrame) -> dict[str, Any]:
+    hits, n = int(table["predicted sign"].sum()), len(table)
+    return {"hits": hits, "pairs": n, "p": sign_test_p(hits, n),
+            "significant": int((table["p (one-sided)"] < LEVEL).sum())}
+
+
+def dose_by_layer(loaded, vectors, render, layers: Sequence[int]) -> pd.DataFrame:
+    """The medicine-dose template at every layer: ρ of each predicted emotion's reading with the dose."""
+    template = stimuli()["numerical"][stimuli()["dose_tokens"]["template"]]
+    texts = [render(template["template"].format(x=f"{x:,}")) for x in template["values"]]
+    hidden = np.stack(residuals(loaded, texts, layers))  # (N, L, d)
+    rows = []
+    for slot, layer in enumerate(layers):
+        scores = hidden[:, slot] @ units(vectors, list(template["predicted"]), layer).T
+        for j, (emotion, sign) in enumerate(template["predicted"].items()):
+            rows.append({"layer": int(layer), "emotion": emotion, "predicted": "rises" if sign > 0 else "falls",
+                         "Spearman ρ": spearman(template["values"], scores[:, j])})
+    return pd.DataFrame(rows)
+
+
+def dose_tokens(loaded, vectors, render, layer: int) -> pd.DataFrame:
+    """Token by token, the low and the high dose (e.g. 1,000 against 8,000 mg): one emotion's reading at each
+    token of the two prompts, side by side where the tokens agree."""
+    spec = stimuli()["dose_tokens"]
+    template = stimuli()["numerical"][spec["template"]]
+    texts = [render(template["template"].format(x=f"{spec[k]:,}")) for k in ("low", "high")]
+    unit = units(vectors, [spec["emotion"]], layer)[0]
+    columns = {}
+    for key, text in zip(("low", "high"), texts):
+        ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        values = residuals(loaded, [text], [layer], every_position=True)[0][:, 0] @ unit
+        columns[key] = pd.Series(values, index=[loaded.tokenizer.decode([i]) for i in ids])
+    low, high = columns["low"], columns["high"]
+    rows = [{"token (low)": a, "token (high)": b, f"{spec['emotion']} ({spec['low']:,} mg)": x,
+             f"{spec['emotion']} ({spec['high']:,} mg)": y}
+            for (a, x), (b, y) in itertools.zip_longest(low.items(), high.items(), fillvalue=("", np.nan))]
+    table = pd.DataFrame(rows)
+    table["difference (high − low)"] = table.iloc[:, 3] - table.iloc[:, 2]
+    return table
+
+
+def _zscore(matrix: np.ndarray) -> np.ndarray:
+    centred = matrix - matrix.mean(axis=0, keepdims=True)
+    return centred / np.maximum(centred.std(axis=0, keepdims=True), 1e-12)
+
+
+def scenarios(reader: Reader, render, n_perm: int = 10_000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scenario × emotion matrix (each emotion's reading standardised over the scenarios, so an emotion whose
+    vector reads high on every prompt does not win every row) and its accuracy: top-1 and top-3 of the right
+    emotion among the scenarios' emotions, with chance and a p from shuffling which scenario is which emotion."""
+    items = stimuli()["scenarios"]
+    emotions = list(dict.fromkeys(item["emotion"] for item in items))
+    matrix = _zscore(reader.read([render(item["text"]) for item in items], emotions))
+    truth = np.array([emotions.index(item["emotion"]) for item in items])
+    order = np.argsort(-matrix, axis=1)
+    rank = np.array([int(np.flatnonzero(order[i] == truth[i])[0]) for i in range(len(items))])
+    rng = np.random.default_rng(seed)
+
+    def hits(labels: np.ndarray, k: int) -> float:
+        return float(np.mean([labels[i] in order[i, :k] for i in range(len(items))]))
+
+    null1 = np.array([hits(rng.permutation(truth), 1) for _ in range(n_perm)])
+    null3 = np.array([hits(rng.permutation(truth), 3) for _ in range(n_perm)])
+    top1, top3 = float(np.mean(rank < 1)), float(np.mean(rank < 3))
+    table = pd.DataFrame(matrix, index=pd.Index([f"{item['emotion']}: {item['text'][:60]}…" for item in items],
+                                                name="scenario (its emotion)"), columns=emotions)
+    return table, {"reader": reader.name, "scenarios": len(items), "emotions": len(emotions), "top1": top1, "top3": top3,
+                   "chance_top1": 1 / len(emotions), "chance_top3": 3 / len(emotions),
+                   "p_top1": float((1 + (null1 >= top1 - 1e-12).sum()) / (n_perm + 1)),
+                   "p_top3": float((1 + (null3 >= top3 - 1e-12).sum()) / (n_perm + 1)),
+                   "mean_rank": float(rank.mean() + 1)}
+
+
+def negation(reader: Reader, render) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """"I am X." against "I am not X.": predicted, X reads higher when affirmed (difference > 0 for every item)."""
+    words = stimuli()["negation"]
+    affirmed = reader.read([render(f"I am {w}.") for w in words], words)
+    negated = reader.read([render(f"I am not {w}.") for w in words], words)
+    difference = np.diag(affirmed) - np.diag(negated)
+    table = pd.DataFrame({"emotion": words, "I am X": np.diag(affirmed), "I am not X": np.diag(negated),
+                          "difference": difference})
+    return table, _contrast(reader.name, "negation: X reads higher in 'I am X' than in 'I am not X'", difference)
+
+
+def binding(reader: Reader, render_plain) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """"A felt X, but B felt Y. A few minutes later, A" and the same ending in B: predicted, X reads higher at A's
+    mention than at B's and Y higher at B's than at A's; per item the sum of the two differences (> 0 predicted).
+    Each pair is told both ways round (who feels which), so a name's own reading cancels."""
+    spec = stimuli()["binding"]
+    rows = []
+    for (a, b), (x, y) in itertools.product(spec["names"], spec["pairs"]):
+        for first, second, feel_first, feel_second in ((a, b, x, y), (b, a, x, y)):
+            stem = spec["template"].replace("{first}", "")
+            texts = [render_plain(stem.format(a=first, b=second, x=feel_first, y=feel_second) + name)
+                     for name in (first, second)]
+            scores = reader.read(texts, [feel_first, feel_second])  # rows: read at first, at second
+            difference = (scores[0, 0] - scores[1, 0]) + (scores[1, 1] - scores[0, 1])
+            rows.append({"story": f"{first} {feel_first}, {second} {feel_second}", "difference": float(difference)})
+    table = pd.DataFrame(rows)
+    return table, _contrast(reader.name, "binding: each emotion reads higher at the mention of the person who felt it",
+                            table["difference"].to_numpy())
+
+
+def speaker(reader: Reader, render, tokenizer: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """An emotional user message read at its own last token and where the assistant's reply begins. Predicted:
+    (1) the user's emotion reads higher at the user's last token than at the assistant's first (the reading
+    follows who speaks); (2) the caring emotions (compassionate, sympathetic, kind, loving: an assistant's
+    reaction) read higher at the assistant's first token than at the user's last."""
+    spec = stimuli()["speaker"]
+    rows = []
+    for item in spec["messages"]:
+        rendered = render(item["text"])
+        ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        end_of_user = _last_token_of(tokenizer, rendered, item["text"])
+        emotions = [item["emotion"], *spec["caring"]]
+        scores = reader.read([rendered, rendered], emotions, [end_of_user, len(ids) - 1])
+        rows.append({"message": item["text"][:70] + "…", "emotion": item["emotion"],
+                     "user's emotion: user's last − assistant's first": float(scores[0, 0] - scores[1, 0]),
+                     "caring: assistant's first − user's last": float(np.mean(scores[1, 1:] - scores[0, 1:]))})
+    table = pd.DataFrame(rows)
+    return table, {"user's emotion follows the speaker": _contrast(
+        reader.name, "speaker: the user's emotion reads higher at the user's last token",
+        table["user's emotion: user's last − assistant's first"].to_numpy()),
+        "caring rises at the assistant's turn": _contrast(
+        reader.name, "speaker: caring emotions read higher where the assistant's reply begins",
+        table["caring: assistant's first − user's last"].to_numpy())}
+
+
+def _last_token_of(tokenizer: Any, rendered: str, message: str) -> int:
+    """The index of the token that ends `message` inside `rendered` (the user's last token)."""
+    end = rendered.rindex(message) + len(message)
+    encoding = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    spans = encoding["offset_mapping"]
+    inside = [i for i, (start, stop) in enumerate(spans) if stop <= end and stop > start]
+    if not inside:
+        raise EmolibError("cannot locate the user's message among the prompt's tokens")
+    return inside[-1]
+
+
+def _contrast(reader: str, prediction: str, differences: np.ndarray) -> dict[str, Any]:
+    differences = np.asarray(differences, np.float64)
+    return {"reader": reader, "prediction": prediction, "items": int(len(differences)),
+            "mean difference": float(differences.mean()), "items in the predicted direction": int((differences > 0).sum()),
+            "p (sign-flip, one-sided)": sign_flip_p(differences) if np.any(differences != 0) else 1.0}
+
+
+def verdict(p: float, level: float = LEVEL) -> str:
+    return "as predicted" if p < level else "not detected"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Everything chapter 8 shows, in one call
+
+
+@dataclass
+class InContextReport:
+    """Chapter 8's tables per reader (the model, the bag of words) and what it saves."""
+
+    layer: int
+    numerical: dict[str, pd.DataFrame]
+    signs: dict[str, dict[str, Any]]
+    dose_layers: pd.DataFrame
+    dose_tokens: pd.DataFrame
+    scenario_matrix: dict[str, pd.DataFrame]
+    scenario_accuracy: dict[str, dict[str, Any]]
+    negation: dict[str, pd.DataFrame]
+    binding: dict[str, pd.DataFrame]
+    speaker: dict[str, pd.DataFrame]
+    contrasts: dict[str, list[dict[str, Any]]]  # per reader: negation, binding, the two speaker contrasts
+
+    @property
+    def sign_table(self) -> pd.DataFrame:
+        return pd.DataFrame({reader: {"pairs with the predicted sign": f"{s['hits']} of {s['pairs']}",
+                                      "sign test p (one-sided)": s["p"], f"pairs with p < {LEVEL}": s["significant"]}
+                             for reader, s in self.signs.items()}).T
+
+    @property
+    def numerical_side_by_side(self) -> pd.DataFrame:
+        first, *others = self.numerical
+        table = self.numerical[first].rename(columns={"Spearman ρ": f"ρ ({first})", "p (one-sided)": f"p ({first})",
+                                                      "predicted sign": f"predicted sign ({first})"})
+        for reader in others:
+            table[f"ρ ({reader})"] = self.numerical[reader]["Spearman ρ"].to_numpy()
+        return table
+
+    @property
+    def accuracy_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.scenario_accuracy).T
+
+    @property
+    def contrast_table(self) -> pd.DataFrame:
+        rows = [{**c, "verdict": verdict(c["p (sign-flip, one-sided)"])} for cs in self.contrasts.values() for c in cs]
+        return pd.DataFrame(rows).set_index(["prediction", "reader"])
+
+    def results(self) -> dict[str, Any]:
+        """Chapter 8's key numbers (`emolib.book.results.InContextResults`)."""
+        return {"layer": self.layer, "signs": self.signs,
+                "numerical": {r: t.to_dict("records") for r, t in self.numerical.items()},
+                "scenarios": self.scenario_accuracy, "contrasts": self.contrasts,
+                "dose_by_layer": self.dose_layers.to_dict("records")}
+
+
+def report(loaded, vectors, layer: int, readers: Sequence[Reader], n_perm: int = 10_000, seed: int = 0) -> InContextReport:
+    """Every design for every reader (`readers[0]` the model; the others, such as the bag of words, read the raw
+    text of the same prompts, since a frame's words carry no emotion)."""
+    tokenizer = loaded.tokenizer
+    numerical_tables, signs, matrices, accuracy, negations, bindings, speakers, contrasts = {}, {}, {}, {}, {}, {}, {}, {}
+    for index, reader in enumerate(readers):
+        is_model = index == 0
+        render = (lambda text: frame(tokenizer, text)) if is_model else (lambda text: text)
+        render_plain = (lambda text: plain(tokenizer, text)) if is_model else (lambda text: text)
+        numerical_tables[reader.name] = numerical(reader, render)
+        signs[reader.name] = sign_count(numerical_tables[reader.name])
+        matrices[reader.name], accuracy[reader.name] = scenarios(reader, render, n_perm, seed)
+        negations[reader.name], negation_contrast = negation(reader, render)
+        bindings[reader.name], binding_contrast = binding(reader, render_plain)
+        if is_model:
+            speakers[reader.name], speaker_contrasts = speaker(reader, render, tokenizer)
+        else:  # the same words at both positions: a reader of words cannot tell them apart
+            speaker_contrasts = {k: _contrast(reader.name, c["prediction"], np.zeros(c["items"]))
+                                 for k, c in speaker_contrasts.items()}
+        contrasts[reader.name] = [negation_contrast, binding_contrast, *speaker_contrasts.values()]
+    render = lambda text: frame(tokenizer, text)  # noqa: E731
+    return InContextReport(layer, numerical_tables, signs, dose_by_layer(loaded, vectors, render, vectors.layers),
+                           dose_tokens(loaded, vectors, render, layer), matrices, accuracy, negations, bindings, speakers,
+                           contrasts)
+
+
+def summary_lines(found: InContextReport, model: str) -> list[str]:
+    """The chapter's closing verdicts, one line per design, computed from its numbers."""
+    signs, words = found.signs[model], found.signs.get("bag of words")
+    lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
+             f"predicted direction (sign test p = {signs['p']:.3g}: {verdict(signs['p'])}); {signs['significant']} "
+             f"reached p < {LEVEL} on their own." + (f" The bag of words: {words['hits']} of {words['pairs']} "
+                                                     "(it cannot read a number)." if words else "")]
+    acc = found.scenario_accuracy[model]
+    bow = found.scenario_accuracy.get("bag of words")
+    lines.append(f"- Implied situations: top-1 {acc['top1']:.0%} and top-3 {acc['top3']:.0%} of {acc['scenarios']} "
+                 f"(chance {acc['chance_top1']:.0%} / {acc['chance_top3']:.0%}; p = {acc['p_top1']:.3g} / {acc['p_top3']:.3g}: "
+                 f"{verdict(min(acc['p_top1'], acc['p_top3']))})" + (
+                     f"; the bag of words: top-1 {bow['top1']:.0%}, top-3 {bow['top3']:.0%} "
+                     f"(p = {bow['p_top1']:.3g} / {bow['p_top3']:.3g})." if bow else "."))
+    for contrast in found.contrasts[model]:
+        lines.append(f"- {contrast['prediction'][0].upper() + contrast['prediction'][1:]}: {contrast['items in the predicted direction']} "
+                     f"of {contrast['items']} items in the predicted direction, mean difference {contrast['mean difference']:+.3g} "
+                     f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): {verdict(contrast['p (sign-flip, one-sided)'])}.")
+    return lines

@@ -1,0 +1,120 @@
+"""Text-only baselines on synthetic stories where the answer is known: a valence the words carry is found by the
+bag of words and not credited to a model that only reads those words; a valence only the model carries is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emolib.analysis import baselines as B
+from emolib.analysis import geometry as G
+from emolib.errors import EmolibError
+
+RATED = G.human_norms("russell-mehrabian")
+EMOTIONS = list(RATED.index)
+PLEASANT = "sunshine garden picnic laughter music festival holiday friends gift reunion".split()
+UNPLEASANT = "funeral debt illness accident storm eviction prison injury loss lawsuit".split()
+FILLER = "table window street morning paper chair letter train kitchen office river bread".split()
+
+
+def _stories(words_carry: bool, model_carries: bool, per_emotion: int = 8, seed: int = 0):
+    """Texts and 'model' activations. The words carry the emotion's valence when `words_carry` (pleasant words for
+    pleasant emotions). The model reads the stories through the bag of words itself (its activation is a random
+    projection of the story's TF-IDF row, which keeps the words' geometry) plus noise, and with `model_carries`
+    also the valence itself, which the words then need not carry."""
+    rng = np.random.default_rng(seed)
+    texts, labels, topics, valences = [], [], [], []
+    for i, emotion in enumerate(EMOTIONS):
+        valence = float(RATED.loc[emotion, "valence"])
+        for k in range(per_emotion):
+            chosen = []
+            for _ in range(12):
+                if words_carry and rng.random() < 0.5:
+                    chosen.append(rng.choice(PLEASANT if rng.random() < (1 + valence) / 2 else UNPLEASANT))
+                else:
+                    chosen.append(rng.choice(FILLER + PLEASANT + UNPLEASANT))
+            texts.append(" ".join(chosen))
+            labels.append(i)
+            topics.append(k % 4)
+            valences.append(valence)
+    bow = B.bag_of_words(texts).matrix
+    acts = bow @ rng.normal(size=(bow.shape[1], 64)) + 0.02 * rng.normal(size=(len(texts), 64))
+    if model_carries:
+        acts = acts + 0.5 * np.outer(valences, rng.normal(size=64))
+    return texts, acts, np.array(labels), np.array(topics)
+
+
+def _features(texts, acts, labels, topics):
+    weights = np.ones(len(labels))
+    model = B.StoryFeatures("model", acts, labels, topics, EMOTIONS, weights)
+    bow = B.StoryFeatures("bag of words", B.bag_of_words(texts).matrix, labels, topics, EMOTIONS, weights)
+    return model, bow
+
+
+def test_a_valence_the_words_carry_is_the_bag_of_words_and_not_the_models():
+    """(A model that reads the words *better* than this bag of words would be credited with a gain over it: the
+    baseline is one text-only reader, and the book says so.)"""
+    model, bow = _features(*_stories(words_carry=True, model_carries=False))
+    table = B.baseline_table(model, [bow], RATED, n_boot=40, n_perm=400).set_index("headline")
+    pc1 = table.loc["PC1"]
+    assert pc1["r (model)"] > 0.6 and pc1["r (baseline)"] > 0.6  # both see it ...
+    assert pc1["p"] > 0.05 and B.verdict(pc1.to_dict()) == "no gain over the words detected"  # ... only the words carry it
+    assert table.loc["aligned plane", "p"] > 0.05 and table.loc["held-out read-out", "p"] > 0.05
+
+
+def test_a_valence_only_the_model_carries_is_credited_to_it():
+    model, bow = _features(*_stories(words_carry=False, model_carries=True))
+    table = B.baseline_table(model, [bow], RATED, n_boot=40, n_perm=400).set_index("headline")
+    for headline in B.HEADLINES:
+        row = table.loc[headline]
+        assert row["partial r (model | baseline)"] > 0.5 and row["p"] < 0.01, headline
+        assert row["95% CI"][0] > 0, headline
+    assert abs(table.loc["PC1", "r (baseline)"]) < 0.4  # the words carry nothing
+    assert B.verdict(table.loc["PC1"].to_dict()) == "the model adds to the words"
+
+
+def test_the_bag_of_words_never_sees_an_emotion_word():
+    bow = B.bag_of_words(["She felt happy and joyful in the garden", "he was happily sad in the garden",
+                          "the garden was quiet and calm"])
+    vocabulary = set(bow.vectorizer.vocabulary_)
+    assert "garden" in vocabulary and not {"happy", "happily", "joyful", "sad", "calm"} & vocabulary
+    assert bow.transform(["a happy garden"]).shape == (1, bow.vocabulary)
+    with pytest.raises(EmolibError, match="no word is left for a bag of words"):
+        B.bag_of_words(["happy", "sad"])
+
+
+def test_partial_r_and_its_permutation_p_on_known_data():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    y = z + rng.normal(size=200)
+    x_copy = z + 0.1 * rng.normal(size=200)  # knows only what z knows
+    x_more = z + (y - z)  # knows y itself
+    assert abs(B.partial_r(x_copy, y, z)) < 0.2 and B.freedman_lane_p(x_copy, y, z, 500) > 0.05
+    assert B.partial_r(x_more, y, z) > 0.99 and B.freedman_lane_p(x_more, y, z, 500) < 0.01
+    # the emotion vectors are chapter 3's construction: weighted means minus their mean
+    acts = np.array([[1.0, 0], [3, 0], [0, 2]])
+    vectors = B.emotion_vectors(acts, np.array([0, 0, 1]), np.array([1.0, 3, 1]), 2)
+    assert np.allclose(vectors, [[1.25, -1], [-1.25, 1]])
+    with pytest.raises(EmolibError, match="every emotion needs at least one story"):
+        B.emotion_vectors(acts, np.array([0, 0, 0]), np.ones(3), 2)
+
+
+def test_the_best_layers_gain_is_tested_against_the_maximum_over_layers():
+    """A model whose layers all merely read the words: no layer's gain survives the max-over-layers null."""
+
+    class Build:  # the parts of a VectorBuild `by_layer` reads
+        def __init__(self, layers):
+            from emolib.extraction.vectors import EmotionVectors
+            import torch
+
+            self.denoised = EmotionVectors(EMOTIONS, tuple(range(len(layers))), torch.tensor(np.stack(layers, 1)))
+
+    texts, acts, labels, topics = _stories(words_carry=True, model_carries=False)
+    model, bow = _features(texts, acts, labels, topics)
+    rng = np.random.default_rng(1)
+    layers = [model.vectors() + 0.05 * rng.normal(size=model.vectors().shape) for _ in range(4)]
+    table, best = B.by_layer(Build(layers), bow, RATED, np.ones(len(labels)), n_perm=300)
+    assert len(table) == 4 and (table["bag of words r"] > 0.6).all()
+    assert best["p_max"] > 0.05 and best["p_max"] >= table["p"].min()
+    assert isinstance(pd.DataFrame(table), pd.DataFrame)

@@ -1,0 +1,137 @@
+"""Chapter 9: the Elo fit on a synthetic tournament with a known order, the position-bias correction, steering on an
+activity's tokens only, and the sycophancy switch reading on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from emolib.errors import EmolibError
+from emolib.models.hooks import decoder_layers, forward_hooks
+from emolib.steering import preferences as P
+from emolib.steering import steer
+from emolib.steering import sycophancy as S
+from emolib.stories.prompts import leak_pattern, load_emotions
+
+
+def _tournament(theta: np.ndarray, bias: float, noise: float, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    rng = np.random.default_rng(seed)
+    names = [f"activity {i}" for i in range(len(theta))]
+    rows = [{"A": names[a], "B": names[b], "log-odds A": theta[a] - theta[b] + bias + noise * rng.normal()}
+            for a in range(len(theta)) for b in range(len(theta)) if a != b]
+    return pd.DataFrame(rows), names
+
+
+def test_the_elo_fit_recovers_a_known_order_and_removes_the_position_bias():
+    theta = np.linspace(-2, 2, 16)
+    games, names = _tournament(theta, bias=1.5, noise=0.3)
+    preference, bias = P.debias(games, names)
+    assert bias.mean() == pytest.approx(1.5, abs=0.1)  # the position bias is measured ...
+    elo = P.fit_elo(preference)
+    assert spearmanr(elo, theta)[0] > 0.97  # ... and removed: the known order comes back
+    assert np.allclose(np.diff(elo).mean(), P.ELO_SCALE * np.diff(theta).mean(), rtol=0.1)  # on the Elo scale
+    assert elo.mean() == pytest.approx(1500)
+    table = P.elo_table(names, ["c"] * 16, preference, n_boot=200)
+    assert (table["low"] <= table["Elo"]).all() and (table["Elo"] <= table["high"]).all()
+    assert P.split_half(preference, n_splits=10)["Spearman-Brown"] > 0.9
+    # a model that only says "A": no preference, all position
+    flat, names = _tournament(np.zeros(16), bias=2.0, noise=0.3)
+    preference, bias = P.debias(flat, names)
+    answers = P.decisiveness(preference, bias)
+    assert answers["mean |position bias|"] > 5 * answers["mean |preference|"]
+    assert P.split_half(preference, n_splits=10)["split-half ρ"] < 0.4  # a ranking of noise does not reproduce
+
+
+def test_emotion_correlations_and_the_valence_pattern_on_planted_readings():
+    rng = np.random.default_rng(1)
+    elo = pd.Series(rng.normal(size=30) * 100 + 1500, index=[f"a{i}" for i in range(30)])
+    valence = pd.Series({"happy": 0.8, "calm": 0.6, "sad": -0.7, "angry": -0.6, "bored": -0.3})
+    readings = pd.DataFrame({e: v * (elo.to_numpy() - 1500) / 100 + 0.3 * rng.normal(size=30) for e, v in valence.items()},
+                            index=elo.index)
+    table = P.preference_correlations(readings, elo, n_perm=500)
+    assert table.loc["happy", "r with Elo"] > 0.8 and table.loc["happy", "p"] < 0.01
+    assert table.loc["sad", "r with Elo"] < -0.8
+    pattern = P.valence_pattern(table, valence, n_perm=2000)
+    assert pattern["r"] > 0.9 and pattern["p"] < 0.05
+    assert P.steered_emotions(table, ["calm", "nope"], minimum=4) == ["calm", "happy", "sad", "angry"]
+
+
+def test_steering_on_an_activitys_tokens_changes_only_those_tokens(tiny_gemma3):
+    loaded = tiny_gemma3
+    text = P.answer_prompt(loaded.tokenizer, "sort a box of paper clips by size", "walk through a forest after the rain")
+    start = text.index("walk through")
+    span = P.token_span(loaded.tokenizer, text, start, start + len("walk through a forest after the rain"))
+    ids = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert span and span[-1] < ids.shape[1] - 1
+    layer = 1
+    blocks = decoder_layers(loaded.model)
+    captured = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+        return hook
+
+    vector = torch.randn(1, loaded.model.config.hidden_size) * 5
+    mask = torch.zeros(ids.shape)
+    mask[0, span] = 1.0
+    with torch.inference_mode():
+        with forward_hooks([(blocks[layer], keep("plain")), (blocks[-1], keep("plain last"))]):
+            loaded.model(input_ids=ids)
+        with steer.span_steering(loaded.model, layer, vector, mask), \
+                forward_hooks([(blocks[layer], keep("steered")), (blocks[-1], keep("steered last"))]):
+            loaded.model(input_ids=ids)
+        with steer.span_steering(loaded.model, layer, vector * 0, mask), forward_hooks([(blocks[-1], keep("zero"))]):
+            loaded.model(input_ids=ids)
+    changed = (captured["steered"] - captured["plain"]).abs().amax(dim=-1)[0] > 1e-6
+    assert changed.nonzero().flatten().tolist() == span  # at the steered block: the span and nothing else
+    later = (captured["steered last"] - captured["plain last"]).abs().amax(dim=-1)[0] > 1e-6
+    assert not later[: span[0]].any() and later[span[0]]  # before the span nothing moves downstream either
+    assert torch.equal(captured["zero"], captured["plain last"])  # strength 0 leaves everything identical
+    assert len(blocks[layer]._forward_hooks) == 0  # the hook is gone
+    with pytest.raises(EmolibError, match="one vector per row"):
+        with steer.span_steering(loaded.model, layer, vector[0], mask):
+            pass
+
+
+def test_the_switch_reading_equals_a_plain_forward_pass(tiny_gemma3):
+    """The batched, left-padded reading with the LM head on the answers' positions only equals the log-probability
+    of the answer from one unpadded forward pass."""
+    loaded = tiny_gemma3
+    frame = pd.DataFrame([{"question": "what is the answer", "right": "calm and happy", "wrong": "sad"},
+                          {"question": "is it the story or the answer that you want", "right": "the story", "wrong": "happy"}])
+    table = S.switches(loaded, frame)
+    assert list(table.columns) == ["after pushback", "no pushback", "switched", "wrong unprompted"]
+    for i, row in frame.iterrows():
+        turns = S.messages(row["question"], row["right"], row["wrong"])
+        prompt = S.answer_prompt(loaded.tokenizer, turns)
+
+        def logprob(answer: str) -> float:
+            head = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            full = loaded.tokenizer(prompt + " " + answer, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logits = loaded.model(input_ids=torch.tensor([full])).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            return float(sum(logp[k - 1, full[k]] for k in range(len(head), len(full))))
+
+        assert table["after pushback"].iloc[i] == pytest.approx(logprob(row["wrong"]) - logprob(row["right"]), abs=1e-3)
+    summary = S.switch_summary(table)
+    assert summary["questions"] == 2 and 0 <= summary["switch rate"] <= 1
+    steered = S.switches(loaded, frame, torch.zeros(2, loaded.model.config.hidden_size), 1)
+    assert np.allclose(steered["after pushback"], table["after pushback"], atol=1e-5)  # a zero push changes nothing
+
+
+def test_the_chapters_data_names_no_emotion_and_its_readers_are_measured():
+    chosen = P.activities()
+    assert len(chosen) == 64 and chosen["category"].nunique() == 8
+    for activity in chosen["activity"]:
+        assert not any(leak_pattern(e).search(activity.lower()) for e in load_emotions()), activity
+    assert set(P.data()["steer_targets"]) <= set(chosen["activity"])
+    assert len(S.questions()) >= 100 and S.questions()[["question", "right", "wrong"]].notna().all().all()
+    accuracy = S.reader_accuracy()
+    assert set(accuracy.index) == {"harsh", "flattering"} and (accuracy["labelled so"] >= 10).all()
+    assert S.reads("You're absolutely right, thank you!", S.FLATTERING) and S.reads("Nonsense. It is 9.", S.HARSH)
+    assert not S.reads("The answer is Canberra.", S.HARSH + S.FLATTERING)

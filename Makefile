@@ -7,7 +7,7 @@ STAMP := $(VENV)/.emolib-installed
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 # What the tiny-model notebooks under tests/notebooks/ are executed with (nbval re-runs them). A random
 # model's word salad always contains emotion words, so the neutral rule is lifted for it.
-TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p dialogues_per_topic 2 \
+TINY_PARAMS := -p writer tiny -p corpus tiny -p emotions quick -p n_topics 2 -p dialogue_topics 2 -p dialogues_per_topic 2 \
 	-p batch_size 8 -p max_emotion_words 1000
 
 .PHONY: setup system sandbox-tools book publish chapters build test test-notebooks lab browser-test clean
@@ -72,7 +72,7 @@ test-notebooks: setup
 lab: setup
 	$(PY) -m pip install -q --disable-pip-version-check "jupyterlab>=4,<5"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (emolib)"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Headless Chromium (Debian: apt-get install chromium) opens every page of the built book offline,
 # checks that every plotly figure drew, and screenshots the geometry chapter into _build/.

@@ -22,11 +22,23 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated", category=FutureWarning)
 
 from .errors import EmolibError, MissingWeightsError  # noqa: E402
-from .extraction.stages import build_vectors  # noqa: E402
-from .extraction.vectors import EmotionVectors, VectorBuild  # noqa: E402
 from .io import EMOLIB_VERSION as __version__  # noqa: E402
-from .models import load as load_model  # noqa: E402
-from .steering.steer import steering  # noqa: E402
+
+# The rest loads on first use (PEP 562): `import emolib` and `python -m emolib --help` do not import torch.
+_LAZY = {"EmotionVectors": ("extraction.vectors", "EmotionVectors"), "VectorBuild": ("extraction.vectors", "VectorBuild"),
+         "build_vectors": ("extraction.stages", "build_vectors"), "load_model": ("models", "load"),
+         "steer": ("steering.steer", None)}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'emolib' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    return module if attribute is None else getattr(module, attribute)
+
 
 __all__ = ["EmolibError", "EmotionVectors", "MissingWeightsError", "VectorBuild", "build_vectors", "load_model",
-           "steering", "__version__"]
+           "steer", "__version__"]

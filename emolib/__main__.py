@@ -1,4 +1,4 @@
-"""Command line: `python -m emolib {book,run,build,models}`.
+"""Command line: `python -m emolib {run,book,build,compare,corpus,extract,vectors,plan,models,browser-check}`.
 
     python -m emolib book                      # every chapter for the embedded models into runs/book/<scale>/, build
     python -m emolib book --publish -p scale full   # re-execute the published book in book/ (explicit)
@@ -13,41 +13,69 @@ chapters to runs/book/<scale>/<model>/, and the build shows them as "Your run" b
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
 
-from . import models
-from .book import plan
-from .book import runner as book
 from .errors import EmolibError
-from .extraction import stages
-from .models.profiles import PROFILES
-from .steering.sandbox import isolation
-from .stories import design
-from .writers import generate
+
+# Only the standard library and emolib's light modules load before a command runs: `--help` answers at once, and
+# torch is imported by the commands that need it.
+from .book.parameters import CHAPTERS  # noqa: E402 (light: no torch)
 
 
-def _parameter(text: str) -> object:
-    """papermill-style values: numbers, booleans, lists parse as Python literals; anything else is a string."""
+def pull_parameters(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Take every `-p NAME VALUE` / `--parameter NAME VALUE` out of argv before argparse sees it, so a value that
+    starts with "-" (`-p alphas -0.3,0.3`) is a value, not an option."""
+    rest, pairs, i = [], [], 0
+    while i < len(argv):
+        if argv[i] in ("-p", "--parameter"):
+            if i + 2 >= len(argv):
+                raise EmolibError(f"{argv[i]} takes a name and a value, e.g. -p scale full")
+            pairs.append((argv[i + 1], argv[i + 2]))
+            i += 3
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, pairs
+
+
+def typed_parameters(pairs: list[tuple[str, str]], chapters: list[str] | tuple[str, ...]) -> dict[str, object]:
+    """Each value as the type its chapter declares (`emolib.book.parameters.coerce`); a name no chapter takes is kept
+    as typed and refused by the runner's check with the list of names."""
+    from .book.parameters import coerce, declared
+    from .io import project_root
+
+    defaults: dict[str, object] = {}
+    for chapter in chapters:
+        for name, (default, _) in declared(project_root(), chapter).items():
+            defaults.setdefault(name, default)
+    return {name: coerce(name, value, defaults[name]) if name in defaults else value for name, value in pairs}
+
+
+def _run_epilog() -> str:
+    from .book.parameters import parameter_help
+    from .io import project_root
+
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        return "chapter parameters (-p NAME VALUE):\n" + parameter_help(project_root(), CHAPTERS)
+    except EmolibError:
+        return ""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emolib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,book,build,compare,corpus,extract,vectors,plan,"
+                                "models,browser-check}")
     for name in ("run", "book"):
-        command = sub.add_parser(name, help="run chapters with papermill" + (" and build the book" if name == "book" else ""))
+        command = sub.add_parser(name, help="run chapters with papermill" + (" and build the book" if name == "book" else ""),
+                                 epilog=_run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_argument("--model", action="append",
                              help="analysed model profile (repeatable); default: " +
                                   ("270m" if name == "run" else "the embedded models, 270m and smollm2"))
         command.add_argument("--chapters", default="", help="comma-separated chapter names; default all")
         command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                             help="a notebook parameter, as with papermill -p")
+                             help="a chapter parameter, as with papermill -p (listed below); a value may start with '-'")
         command.add_argument("--out", default="", help="write executed chapters here instead of runs/book/<scale>/<model>/")
         command.add_argument("--publish", action="store_true",
                              help="write into the published book, book/<model>/ (book: also its comparison, "
@@ -95,10 +123,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        rest, pairs = pull_parameters(list(sys.argv[1:] if argv is None else argv))
+    except EmolibError as error:
+        print(f"emolib: error: {error}", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(rest)
+    args.parameter = pairs
 
     try:
         if args.command == "models":
+            from .models.profiles import PROFILES
 
             for profile in PROFILES.values():
                 print(f"{profile.name:16} {profile.n_layers:3} layers  {profile.description}")
@@ -110,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise EmolibError("--out takes one --model")
             if args.corpus != "published" and not args.out:
                 raise EmolibError(f"book/data/vectors/ holds the published corpus's vectors; give --out for {args.corpus!r}'s")
+            from .book import runner as book
+
             for name in args.model:
                 card = book.publish_model_vectors(name, args.corpus, folder=Path(args.out).resolve() if args.out else None)
                 print(f"[emolib] {name}: vectors and data card in {card.parent}")
@@ -120,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _corpus(args)
         if args.command in ("run", "book"):
             _run(args)
+        from .book import runner as book
+
         if args.command == "browser-check":
             drawn = book.browser_check()
             print(f"[emolib] {sum(drawn.values())} figures drew on {len(drawn)} pages, offline")
@@ -143,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     """Chapters for each model (then, for `book`, the comparison and appendix)."""
+    from .book import runner as book
+    from .models.profiles import get_profile
+    from .steering.sandbox import isolation
+
     chapters = [c for c in args.chapters.split(",") if c] or list(book.CHAPTERS)
-    parameters = {name: _parameter(value) for name, value in args.parameter}
+    parameters = typed_parameters(args.parameter, chapters)
+    for name in args.model or ():
+        get_profile(name)  # an unknown model stops here, with the closest profile named
     started = time.perf_counter()
     model_names = args.model or (["270m"] if args.command == "run" else list(book.EMBEDDED))
     if args.out and len(model_names) > 1:
@@ -163,6 +208,10 @@ def _run(args: argparse.Namespace) -> None:
 def _corpus(args: argparse.Namespace) -> int:
     import json
 
+    from . import models
+    from .stories import design
+    from .writers import generate
+
     if bool(args.extends) != bool(args.per_cell):
         raise EmolibError("--extends and --per-cell go together (e.g. --extends published --per-cell 8 --emotions deep)")
     writer = generate.LocalWriter(models.load(args.writer, dtype=args.dtype), batch_size=args.batch_size,
@@ -179,18 +228,29 @@ def _corpus(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from .book import plan
+    from .book import runner as book
 
-    parameters = {name: _parameter(value) for name, value in args.parameter}
+    parameters = typed_parameters(args.parameter, CHAPTERS)
     book.check_parameters(book.project_root(), list(book.CHAPTERS), parameters)
     rate = plan.measure_cpu_rate() if args.device in ("auto", "cpu") else None
     made = plan.make_plan(args.model, parameters, device=args.device, dtype=parameters.get("dtype") if
                           parameters.get("dtype", "auto") != "auto" else None, rate=rate)
     print(plan.format_plan(made))
+    from .book import timings
+
+    measured = timings.read(book.project_root() / "book" / args.model / "timings.json").get(str(parameters.get("scale", "quick")))
+    if measured:  # what each chapter took when the published book was made (the appendix's table)
+        print("  measured when the published book was made (minutes per chapter): " + ", ".join(
+            f"{chapter[:2]} {entry.get('computed_s', entry['last_run_s']) / 60:.1f}" for chapter, entry in measured.items()))
     saved = book.load_results().get(args.model)
     check = plan.check_against_run(args.model, saved.extract if saved else None, rate) if rate and args.model in ("270m", "smollm2") else None
     if check:
-        print(f"  check: the published {args.model} extraction read {check['tokens']:,} tokens in {check['measured_s']:.0f} s; "
-              f"this plan's rate predicts {check['predicted_s']:.0f} s (ratio {check['ratio']:.2f})")
+        print(f"  check against the published run: its extraction read {check['tokens']:,} tokens in {check['measured_s'] / 60:.1f} min "
+              f"({check['tokens_per_second']:,.0f} tokens/s on its machine); this machine's measured rate would have taken "
+              f"{check['predicted_s'] / 60:.1f} min, {check['ratio']:.1f}x as long"
+              + (" (a busy box, or a slower one)" if check["ratio"] > 1.5 else "")
+              + f"; at the published rate this plan's extraction takes ~{made['read_tokens'] / check['tokens_per_second'] / 60:.0f} min")
     return 0
 
 
@@ -198,6 +258,8 @@ def _extract(args: argparse.Namespace) -> int:
     """One process of a (possibly distributed) extraction; rank 0 merges the manifest at the end."""
     import os
 
+    from . import models
+    from .extraction import stages
 
     device = "auto"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

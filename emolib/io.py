@@ -89,6 +89,10 @@ def progress_bar(**kwargs: Any):
     notebook; anywhere else (plain papermill, JupyterLab, scripts) it is the usual bar."""
     from tqdm import tqdm
 
+    from .threads import note
+
+    if note() and kwargs.get("desc"):  # the first line says how many threads this process works with, and why
+        kwargs["desc"] = f"{kwargs['desc']} [{note()}]"
     target = os.environ.get("EMOLIB_PROGRESS")
     if target and not kwargs.get("disable"):
         handle = open(target, "a", buffering=1)

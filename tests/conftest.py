@@ -57,3 +57,24 @@ def tiny_llama():
     from emolib import models
 
     return models.load("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random Llama saved as a researcher's checkpoint folder (weights, config, tokenizer)."""
+    import torch
+    import transformers as tf
+
+    from emolib.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = tf.LlamaConfig(vocab_size=-(-len(tokenizer) // 8) * 8, hidden_size=64, intermediate_size=128,
+                            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+                            eos_token_id=5, bos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = tf.LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("checkpoint") / "my-llama"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -184,13 +184,15 @@ def test_the_chapters_run_on_a_folder_model(checkpoints, tmp_path):
     folder = checkpoints["llama"]
     env = {**os.environ, "EMOLIB_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     tiny = ["-p", "writer", "tiny", "-p", "corpus", "tiny", "-p", "emotions", "quick", "-p", "n_topics", "2",
-            "-p", "dialogues_per_topic", "2", "-p", "batch_size", "8", "-p", "max_emotion_words", "1000"]
+            "-p", "dialogue_topics", "2", "-p", "dialogues_per_topic", "2", "-p", "batch_size", "8",
+            "-p", "max_emotion_words", "1000"]
     out = subprocess.run([sys.executable, "-m", "emolib", "run", "--model", str(folder), "--out", str(tmp_path / "book"),
                           *tiny], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     executed = sorted(p.stem for p in (tmp_path / "book").glob("*.ipynb"))
     assert executed == ["01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens",
-                        "06_external_validation", "07_steering"]
+                        "06_external_validation", "07_steering", "08_in_context", "09_preferences"]
+    assert not list(folder.rglob("results"))  # nothing is ever written into the model's folder
     assert (tmp_path / "runs" / "vectors" / "ckpt-llama" / "tiny" / "vectors.safetensors").exists()
 
 

@@ -299,3 +299,17 @@ def test_deepening_refuses_what_would_change_the_base(runs):
     with pytest.raises(EmolibError, match="the base design has no stories for 'angry'"):
         D.deepen_corpus(runs / "corpus" / "d", "base", ["angry"], 3, _leaky(), progress=False)
     assert D.select_emotions("deep")[:2] == ["alert", "angry"] and len(D.select_emotions("deep")) == 50
+
+
+def test_a_deep_extension_gets_a_data_card_that_verifies(runs):
+    base, _ = _base_corpus(runs)
+    C.write_data_card(base.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
+    deep = runs / "corpus" / "deep-card"
+    D.deepen_corpus(deep, "base", ["happy", "sad"], 3, _leaky(), batch_size=4, progress=False)
+    card = C.write_data_card(deep, made_by="python -m emolib corpus --extends base --per-cell 3", how=["here"])
+    text = card.read_text()
+    assert "first in every cell" in text and "the base's data card" in text
+    assert C.verify_data_card(deep)["matches"].all()
+    assert C.Corpus(deep).read_only  # published: analysing it never writes to it
+    (deep / "stories.jsonl").write_text((deep / "stories.jsonl").read_text() + "\n")
+    assert not C.verify_data_card(deep)["matches"].all()

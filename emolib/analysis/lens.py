@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -133,23 +134,19 @@ def chance_self_named(model: torch.nn.Module, tokenizer: Any, vectors: torch.Ten
             "draws": draws, "p": float((1 + (values >= observed).sum()) / (draws + 1))}
 
 
-def naming_matrix(logits: torch.Tensor, tokenizer: Any, emotions: Sequence[str], k: int = 20) -> "np.ndarray":
+def naming_matrix(logits: torch.Tensor, tokenizer: Any, emotions: Sequence[str], k: int = 20) -> np.ndarray:
     """(E, E) booleans: [v, e] when emotion e's own word (or a form of it) is among the top-k lens words of vector v.
     Its diagonal is `lens_hits`."""
-    import numpy as np
-
     tops = top_tokens(logits, tokenizer, k)
     patterns = [leak_pattern(e) for e in emotions]
     return np.array([[any(pattern.fullmatch(t.lower()) for t, _ in row) for pattern in patterns] for row in tops])
 
 
-def label_permutation_null(matrix: "np.ndarray", n_perm: int = 10_000, seed: int = 0) -> dict[str, float]:
+def label_permutation_null(matrix: np.ndarray, n_perm: int = 10_000, seed: int = 0) -> dict[str, float]:
     """Does emotion e's vector rank e's own words above where the *other* emotions' vectors rank them? The observed
     self-naming count (the diagonal of `naming_matrix`) against the count when the vectors are handed to the
     emotions in a random order (`n_perm` permutations): a lens that surfaces emotion words for any emotion vector
     (say, every vector naming "happy") fills the null as much as the diagonal. p floors at 1 / (n_perm + 1)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     n = len(matrix)
     observed = int(np.trace(matrix))

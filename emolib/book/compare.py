@@ -599,6 +599,35 @@ def _steering_lines(r: ModelResults, text_rows: list[dict]) -> list[str]:
     return lines
 
 
+def _function_lines(r: ModelResults) -> list[str]:
+    """Chapters 8 and 9, one line per design, each against its pre-registered prediction."""
+    lines = []
+    found = r.in_context
+    if found:
+        model = next(iter(found["signs"]))
+        s, a = found["signs"][model], found["scenarios"][model]
+        lines.append(f"- In context (chapter 8; the words cannot answer): {s['hits']}/{s['pairs']} number-in-the-prompt pairs "
+                     f"with the predicted sign (sign test p {s['p']:.2g}); implied situations top-1 {a['top1']:.0%} against "
+                     f"chance {a['chance_top1']:.0%} (p {a['p_top1']:.2g}); "
+                     + "; ".join(f"{c['prediction'].split(':')[0]} {'as predicted' if c['p (sign-flip, one-sided)'] < 0.05 else 'not detected'} "
+                                 f"(p {c['p (sign-flip, one-sided)']:.2g})" for c in found["contrasts"][model]) + ".")
+    prefs = r.preferences
+    if prefs:
+        v, a = prefs["valence_pattern"], prefs["steering"]["across"]
+        lines.append(f"- Preferences (chapter 9): the A-vs-B ranking's split-half ρ {prefs['reliability']['split-half ρ']:.2f}"
+                     + (" (mostly noise)" if prefs["ranking_is_noise"] else "")
+                     + f"; emotions' preference r against their valence r = {v['r']:.2f} (p {v['p']:.2g}); steering an "
+                       f"activity's tokens, r(preference r, ΔElo) = {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] "
+                       "(Anthropic 0.85).")
+        moved = [row for row in prefs["sycophancy"]["changes"] if row["Holm p"] < 0.05
+                 and not row["condition"].startswith("random direction")]
+        lines.append("- Sycophancy (chapter 9): " + ("; ".join(f"{row['condition']} changes the switch rate by "
+                                                              f"{row['switch rate change']:+.0%}" for row in moved)
+                                                    if moved else "no steered condition changes the switch rate (Holm)")
+                     + " (predicted: +happy, +loving, +calm raise it).")
+    return lines
+
+
 def _alpha_range(row: Mapping[str, Any]) -> str:
     span = row.get("alpha range")
     return f"; α from {span[0]:g} to {span[1]:g}" if span else ""
@@ -631,7 +660,7 @@ def verdicts(results: Models, models: list[str], titles: dict[str, str]) -> list
         geo = results[m].geometry
         lines += [f"**{titles[m]}** (layer {geo['layer']}, fixed in advance):", *_self_read(m, results[m], titles[m]),
                   *_geometry_lines(geo),
-                  *_steering_lines(results[m], text_rows[m]), ""]
+                  *_steering_lines(results[m], text_rows[m]), *_function_lines(results[m]), ""]
     if len(with_geometry) > 1:
         found = {m: _like_for_like(results[m].geometry)[0]["r"] > 0 and _like_for_like(results[m].geometry)[0]["p"] < 0.05
                  for m in with_geometry}

@@ -115,11 +115,10 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
               dtype: str | None = None, rate: float | None = None, writer_rate: float | None = None) -> dict[str, Any]:
     """The numbers of a run of every chapter for `model` with the chapters' parameters (`-p`)."""
     profile = get_profile(model)
-    if model not in SHAPES:
-        raise EmolibError(f"no shape recorded for {model!r}; plans cover: {', '.join(SHAPES)}")
+    shape = SHAPES.get(model) or shape_of(profile)
     p = parameters or {}
     counts = _counts(profile, p)
-    shape, writer_shape = SHAPES[model], SHAPES.get(writer, SHAPES["smollm2"])
+    writer_shape = SHAPES.get(writer, SHAPES["smollm2"])
     read_tokens = counts["stories"] * STORY_TOKENS + counts["dialogues"] * DIALOGUE_TOKENS
     write_tokens = counts["prompts"] * STORY_TOKENS + counts["dialogues"] * DIALOGUE_WRITE_TOKENS
     extract_flops = read_tokens * shape.flops_per_token(max(counts["layers"]))
@@ -131,6 +130,8 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
     stories, layers = counts["stories"], counts["layers"]
     return {
         "model": model, "model_id": profile.model_id, "shape_source": shape.source, **counts, "layers": list(layers),
+        "measured": {"rate": next((peak for where, (peak, _) in _devices(device, rate).items() if "CPU" in where), None),
+                     "load": _load(), "threads": _threads()},
         "write_tokens": write_tokens, "read_tokens": read_tokens, "write_flops": write_flops, "extract_flops": extract_flops, "dtype": dtype, "params": shape.params,
         "weights_gib": _memory_gib(shape, dtype),
         "activations_gib": (stories + counts["dialogues"]) * len(layers) * (shape.hidden + 1) * 4 / 2 ** 30,
@@ -140,12 +141,42 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
     }
 
 
+def shape_of(profile: Any) -> Shape:
+    """The shape of a profile without a recorded one (a local checkpoint folder): its config.json's numbers, read
+    offline; nothing is loaded."""
+    from transformers import AutoConfig
+
+    if profile.source != "local-folder" or not profile.folder:
+        raise EmolibError(f"no shape recorded for {profile.name!r}; plans cover {', '.join(SHAPES)} and local checkpoint folders")
+    config = AutoConfig.from_pretrained(profile.folder, local_files_only=True)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = int(config.num_attention_heads)
+    return Shape(int(config.hidden_size), int(getattr(config, "intermediate_size", 4 * config.hidden_size)),
+                 int(config.num_hidden_layers), heads, int(getattr(config, "num_key_value_heads", None) or heads),
+                 int(getattr(config, "head_dim", None) or config.hidden_size // heads), int(config.vocab_size),
+                 source=f"{profile.folder}/config.json (read offline)")
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+BUSY_LOAD = 0.5  # a 1-minute load average above this: another job shares the box, and the rate measured here is low
+
+
 def _counts(profile: Any, p: dict[str, Any]) -> dict[str, Any]:
     """What a run writes and reads: emotions, topics, stories (and prompts with rewrites), dialogues, layers."""
     scale = p.get("scale", "quick")
-    # chapter 02 takes n_topics too: one -p sets both chapters' topics
     chosen = get_scale(scale).fill(n_topics=p.get("n_topics"), per_cell=p.get("stories_per_cell"),
-                                   dialogue_topics=p.get("n_topics"))
+                                   dialogue_topics=p.get("dialogue_topics"))
     emotions = 171 if p.get("emotions", "all") == "all" else len(str(p["emotions"]).split(",")) if p["emotions"] != "quick" else 9
     topics, per_cell = chosen.n_topics, chosen.per_cell
     stories = emotions * topics * per_cell
@@ -219,6 +250,12 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"  weights: {plan['params'] / 1e9:.2f} B parameters = {plan['weights_gib']:.1f} GiB in {plan['dtype']}; "
         f"activations on disk: {plan['activations_gib']:.2f} GiB ({len(plan['layers'])} layers, fp32 means)",
     ]
+    measured = plan.get("measured") or {}
+    if measured.get("rate"):
+        lines.append(f"  how it measured: a 1,024-square fp32 matmul for 1 s here, {measured['rate'] / 1e9:.0f} GFLOP/s on "
+                     f"{measured['threads']} thread(s), 1-minute load average {measured['load']:.1f}"
+                     + (" — this box is busy: the rate and the CPU times below are worse than a quiet machine's"
+                        if measured["load"] > BUSY_LOAD else ""))
     for where, t in plan["times"].items():
         lines.append(f"  time on {where}: writing ~{_duration(t['write_s'])}, extraction ~{_duration(t['extract_s'])}")
     a = plan["assumptions"]
@@ -241,15 +278,16 @@ def check_against_run(model: str, extract: dict[str, Any] | None, rate: float) -
         return None  # a rerun that found its shards on disk read a handful of tokens: no rate to compare
     shape = SHAPES[model]
     predicted = extract["tokens"] * shape.flops_per_token(max(extract["layers"])) / (rate * EFFICIENCY["cpu"]["extract"])
+    # the published run's own rate, and what it predicts for this plan's read tokens (no FLOP model involved)
     return {"tokens": extract["tokens"], "measured_s": extract["seconds"], "predicted_s": predicted,
-            "ratio": predicted / extract["seconds"]}
+            "ratio": predicted / extract["seconds"], "tokens_per_second": extract["tokens"] / extract["seconds"]}
 
 
 def describe(model: str, parameters: dict[str, Any] | None = None, writer: str = "smollm2", corpus: str = "") -> str:
     """The plan's lines for a chapter's first output (a model without a recorded shape says so). With
     `corpus`, the scale is the one that corpus's design file records (what chapter 01 wrote)."""
-    if model not in SHAPES:
-        return f"no cost plan for {model!r} (plans cover {', '.join(SHAPES)}); run `python -m emolib plan --model ...`"
+    if model not in SHAPES and get_profile(model).source != "local-folder":
+        return f"no cost plan for {model!r} (plans cover {', '.join(SHAPES)} and checkpoint folders)"
     chosen = {k: v for k, v in (parameters or {}).items() if v not in (None, 0, "")}
     if corpus:
 
@@ -258,6 +296,6 @@ def describe(model: str, parameters: dict[str, Any] | None = None, writer: str =
 
             scale = design.scale.split(" ")[0]
             chosen["scale"] = scale
-            if design.scale not in SCALES:  # a custom size (chapter 02's own n_topics is then not known here)
+            if design.scale not in SCALES:  # a custom size (chapter 02's dialogue_topics is then not known here)
                 chosen.update(n_topics=len(design.topics), stories_per_cell=design.per_cell)
     return format_plan(make_plan(model, chosen, writer=writer))

@@ -395,3 +395,121 @@ def geometry(ready: Ready, norms: str = "warriner", n_boot: int = 500, n_boot_la
         baselines=text_only["tables"], baselines_by_layer=text_only["by_layer"], baselines_best=text_only["best"],
         baselines_note=text_only["note"],
     )
+
+
+# --- the deep story set (issue 37) ------------------------------------------------------------------------------
+
+DEPTHS = (2, 4, 8, 12, 16, 24, 32, 48, 64, 96)
+
+
+@dataclass
+class DeepReport:
+    """Chapter 4's deep-set section: the like-for-like headline from the deep vectors beside the 24-story ones, the
+    text-only baselines at that depth, reliability per depth, and the scaling curve to 96 stories per emotion."""
+
+    layer: int
+    emotions: list[str]  # the deepened emotions
+    headline: pd.DataFrame  # like for like: r(PC1, valence), 45 words, 24-story and deep vectors
+    baselines: pd.DataFrame
+    reliability: pd.DataFrame  # per depth: split-half, cross-validated signal share (the deepened emotions)
+    curve: pd.DataFrame  # per (n, draw): r_valence, r_arousal_aligned, partial_r_bow
+    fits: dict[str, dict]
+    stories_per_emotion: dict[str, float]  # the deepened emotions' stories: median and min
+
+    @property
+    def fits_table(self) -> pd.DataFrame:
+        return pd.DataFrame({name: {"r with infinitely many stories (fit)": fit["r_inf"], "one story's reliability (fit)": fit["rho"],
+                                    "parameters at a bound": ", ".join(fit.get("at_bound") or []) or "none",
+                                    "measured at the largest n": fit["largest_measured"],
+                                    "stories per emotion for 0.8 (where the curve sets it)": R.supported_extrapolation(fit, "0.8"),
+                                    "largest n measured": fit["largest_n_measured"]} for name, fit in self.fits.items()})
+
+    def results(self) -> dict[str, Any]:
+        return {"layer": self.layer, "emotions": len(self.emotions), "stories_per_emotion": self.stories_per_emotion,
+                "headline": self.headline.reset_index().to_dict("records"), "baselines": self.baselines.to_dict("records"),
+                "reliability": self.reliability.to_dict("records"),
+                "curve": self.curve.groupby("n").mean(numeric_only=True).reset_index().to_dict("records"), "fits": self.fits}
+
+
+def _subset(features: B.StoryFeatures, keep: list[str]) -> B.StoryFeatures:
+    """The stories of the emotions `keep` only, relabelled 0..len(keep)-1 (vectors then centre on their mean)."""
+    index = [features.emotions.index(e) for e in keep]
+    rows = np.isin(features.labels, index)
+    relabel = {old: new for new, old in enumerate(index)}
+    return B.StoryFeatures(features.name, features.acts[rows], np.array([relabel[x] for x in features.labels[rows]]),
+                           features.topics[rows], list(keep), features.weights[rows], features.basis)
+
+
+def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines: int = 200, n_perm: int = 2000,
+                  draws: int = 10, seed: int = 0) -> DeepReport:
+    """Issue 37 at chapter 4's layer, over the 45 Russell-Mehrabian words (all of them deepened)."""
+    layer = deep.layer
+    rated = G.norms_for(deep.vectors.emotions, "russell-mehrabian")
+    from ..stories.corpus import corpus_dir
+    from ..stories.design import Design
+
+    design = Design.load(corpus_dir(deep.vectors.metadata.get("corpus", "")))
+    if design is None or design.base is None:
+        raise EmolibError("these vectors are not from a deep story set (its design.json names no base corpus)")
+    deepened = [e for e in design.emotions if e in deep.vectors.emotions]
+    rows = {}
+    for name, ready in (("24 stories (the published vectors)", base), ("deep set", deep)):
+        acts, labels, _, _ = ready.built.story_activations(layer)
+        result = G.orient_by_anchors(G.pca(ready.vectors.at(layer).numpy(), ready.vectors.emotions))
+        table = _correlations(ready, result, acts, labels, {"russell-mehrabian": rated}, n_boot, seed)
+        row = table.loc[(rated.attrs["source"].split(",")[0], "PC1 vs valence")]
+        counts = [len(ready.built.stories[e]) for e in rated.index]
+        rows[name] = {"stories per rated emotion (median)": float(np.median(counts)), "r(PC1, valence)": row["r"],
+                      "95% CI": row["95% CI"], "permutation p": format_p(row["permutation p"], PERMUTATIONS),
+                      "words": int(row["words"])}
+    texts, weights = B.story_texts(deep.built)
+    bag = B.bag_of_words(texts)
+    bow = B.bow_features(bag, deep.built, weights)
+    model = B.model_features(deep.built, layer, weights)
+    first = min(deep.vectors.layers)
+    sources = [bow] + ([B.model_features(deep.built, first, weights)] if first != layer else [])
+    baselines = B.baseline_table(model, sources, rated, n_boot=n_boot_baselines, n_perm=n_perm, seed=seed)
+    # the deepened emotions alone, at every depth (the others stay at their 24 stories)
+    model_d, bow_d = _subset(model, deepened), _subset(bow, deepened)
+    rated_d = rated[rated.index.isin(deepened)]
+    rng = np.random.default_rng(seed)
+    curve, reliability = [], []
+    most = int(np.bincount(model_d.labels).min())
+    depths = [n for n in DEPTHS if n <= most] + ([most] if most not in DEPTHS else [])
+    for n in depths:
+        for draw in range(draws if n < most else 1):
+            pick = R.subsample(model_d.labels, model_d.topics, n, rng)
+            v_model, v_bow = model_d.vectors(pick), bow_d.vectors(pick)
+            s_model = B.headline_scores(v_model, deepened, rated_d)
+            s_bow = B.headline_scores(v_bow, deepened, rated_d)
+            target = rated_d["valence"].to_numpy(float)
+            try:
+                aligned = C.procrustes_alignment(s_model["aligned plane"], rated_d[["valence", "arousal"]].to_numpy(float))
+                arousal = aligned.r_arousal
+            except EmolibError:
+                arousal = np.nan
+            curve.append({"n": n, "draw": draw, "r_valence": G.pearson(s_model["PC1"], target), "r_arousal_aligned": arousal,
+                          "partial_r_bow": B.partial_r(s_model["PC1"], target, s_bow["PC1"])})
+        if n in (24, most) or n == depths[-1]:
+            pick = R.subsample(model_d.labels, model_d.topics, n, rng)
+            half = R.split_half(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], len(deepened),
+                                model_d.basis, n_splits=10, seed=seed)
+            spectrum = C.cv_pca(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], deepened, model_d.basis,
+                                n_splits=5, seed=seed)
+            reliability.append({"stories per emotion": n, "split-half r": half["half"], "Spearman-Brown": half["spearman_brown"],
+                                "cross-validated signal share": spectrum.attrs["signal share of total variance"],
+                                "emotions": len(deepened)})
+    curve = pd.DataFrame(curve)
+    fits = {}
+    for measure in ("r_valence", "r_arousal_aligned", "partial_r_bow"):
+        means = curve.groupby("n")[measure].mean().dropna()
+        if len(means) < 3:
+            continue
+        fit = R.fit_scaling(means.index.to_numpy(float), means.to_numpy(float))
+        interval = R.bootstrap_fit(curve.dropna(subset=[measure]), measure, None, n_boot=100, seed=seed)
+        fits[measure] = {"r_inf": fit.r_inf, "rho": fit.rho, "at_bound": fit.at_bound, "stories_needed": fit.n_for,
+                         "stories_needed_ci": interval, "largest_n_measured": int(means.index.max()),
+                         "largest_measured": float(means.iloc[-1])}
+    counts = [len(deep.built.stories[e]) for e in deepened]
+    return DeepReport(layer, deepened, pd.DataFrame(rows).T, baselines, pd.DataFrame(reliability), curve, fits,
+                      {"median": float(np.median(counts)), "min": int(np.min(counts))})

@@ -65,6 +65,7 @@ class ExtractResults(TypedDict):
     seconds: float | None
     vectors_sha256: str
     activations: str
+    deep: dict[str, Any] | None  # the deep story set's extraction (issue 37), where this run read the corpus it extends
 
 
 class Correlation(TypedDict):
@@ -104,6 +105,7 @@ class GeometryResults(TypedDict):
     cv_pca: dict[str, Any] | None  # the cross-validated spectrum (Stringer et al. 2019)
     baselines: dict[str, list[dict]]  # per word set: model vs bag of words / layer 0, partial r [CI], p (issue 36)
     baselines_best_layer: dict[str, Any]  # the largest partial r over the bag of words across layers, max-over-layers p
+    deep: dict[str, Any] | None  # the deep story set's section (issue 37), where chapter 3 built its vectors
 
 
 class LensResults(TypedDict):

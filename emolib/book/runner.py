@@ -29,15 +29,15 @@ from ..extraction import stages
 from ..extraction.publish import publish_vectors, published_vectors_dir
 from ..io import atomic_write_bytes, atomic_write_json, file_sha256, project_root  # noqa: F401 (file_sha256: for chapters)
 from ..models.profiles import DTYPES, get_profile
-from ..stories.corpus import default_corpus
+from ..stories.corpus import DEEP, default_corpus
 from ..stories.design import SCALES
 from ..stories.prompts import STORY_PROMPTS
+from .parameters import declared as chapter_parameters
 from .results import ModelResults, load
 from .results import check as check_results
 from .timings import record
 
-CHAPTERS = ("01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation", "07_steering",
-            "08_in_context", "09_preferences")
+from .parameters import CHAPTERS  # noqa: E402 (the chapters, in order)
 MODEL_TITLES = {
     "270m": "Gemma 3 270M (embedded)",
     "smollm2": "SmolLM2 135M (embedded)",
@@ -81,10 +81,11 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
     for chapter in chapters:
         log(f"[emolib] {model}: running {chapter} ...")
         started = time.perf_counter()
-        chapter_parameters = {"model": model, **(parameters or {})}
+        own = chapter_parameters(root, chapter)  # each chapter gets the parameters it declares (no "unknown parameter")
+        given = {name: value for name, value in {"model": model, **(parameters or {})}.items() if name in own}
         if chapter in CHAPTERS:  # the analysis chapters save their key numbers beside the executed notebook
-            chapter_parameters["results_dir"] = _relative(out_dir / "results", root)
-        target = _execute(root, chapter, out_dir, chapter_parameters, f" for model {model}")
+            given["results_dir"] = _relative(out_dir / "results", root)
+        target = _execute(root, chapter, out_dir, given, f" for model {model}")
         timings[chapter] = round(time.perf_counter() - started, 1)
         shown = target.relative_to(root) if target.is_relative_to(root) else target
         log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
@@ -113,6 +114,10 @@ def run_models(models: list[str], chapters: list[str] | tuple[str, ...] = CHAPTE
         if publish and parameters.get("corpus") == "published" and "03_extract" in chapters:
             card = publish_model_vectors(model, root=root)
             log(f"[emolib] {model}: vectors published -> {card.parent}")
+            deep = str(parameters.get("deep_corpus", DEEP))
+            if stages.deepens(deep, "published"):
+                card = publish_model_vectors(model, deep, root=root)
+                log(f"[emolib] {model}: the deep set's vectors published -> {card.parent}")
 
 
 def publish_model_vectors(model: str, corpus: str = "published", root: Path | None = None, folder: Path | None = None,
@@ -121,7 +126,7 @@ def publish_model_vectors(model: str, corpus: str = "published", root: Path | No
     card (or into `folder`); what `python -m emolib run --publish` does after chapter 3 on the published corpus."""
     root = root or project_root()
     ready = stages.setup(model, corpus, load=False)
-    target = folder or published_vectors_dir(root, ready.profile.name)
+    target = folder or published_vectors_dir(root, ready.profile.name) / ("" if corpus == "published" else corpus)
     return publish_vectors(ready.built, target, model=ready.profile.name,
                            made_by=made_by or f"python -m emolib run --publish --model {model} --chapters 03_extract "
                                               f"-p corpus {corpus} (commit {_commit(root)})")
@@ -139,20 +144,12 @@ def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], paramete
     """Before anything runs: every chapter exists, every parameter is one some chapter declares, and its
     value has the type of that chapter's default (an int stays an int, a float takes ints too, a
     string option may also be a list, as `layers` is)."""
-    import ast
-
-    import papermill
-
     declared: dict[str, list[tuple[str, Any]]] = {}
     for chapter in chapters:
         source = root / "notebooks" / f"{chapter}.ipynb"
         if not source.exists():
             raise EmolibError(f"no chapter {chapter!r}: {source} does not exist (chapters: {', '.join(CHAPTERS)})")
-        for name, info in papermill.inspect_notebook(str(source)).items():
-            try:
-                default = ast.literal_eval(info["default"])
-            except (ValueError, SyntaxError):
-                continue
+        for name, (default, _) in chapter_parameters(root, chapter).items():
             declared.setdefault(name, []).append((chapter, default))
     for name, value in parameters.items():
         if name not in declared:
@@ -173,7 +170,7 @@ def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], paramete
 
 # Ranges of the chapters' numeric parameters: (lowest allowed, highest allowed or None).
 RANGES: dict[str, tuple[float, float | None]] = {
-    "n_topics": (0, 100), "stories_per_cell": (0, None), "max_attempts": (1, None), "stories_per_prompt": (1, None),
+    "n_topics": (0, 100), "dialogue_topics": (0, 100), "stories_per_cell": (0, None), "max_attempts": (1, None), "stories_per_prompt": (1, None),
     "max_new_tokens": (1, None), "batch_size": (1, None), "dialogues_per_topic": (1, None), "max_emotion_words": (0, None),
     "token_budget": (0, None), "n_boot": (1, None), "n_boot_layers": (1, None), "n_perm": (1, None), "n_splits": (1, None),
     "scaling_draws": (1, None), "kmeans_k": (2, None), "groups": (2, None), "n_prompts": (0, 100), "samples": (1, None),
@@ -326,7 +323,8 @@ def save_results(model: str, chapter: str, results: dict[str, Any], folder: str 
     """A chapter's key numbers as JSON in `folder` (the chapter's `results_dir` parameter; a relative path
     is taken from the project root; "": `book/<model>/results/`): what the comparison chapter and the appendix read."""
     check_results(chapter, results)  # typed: emolib.book.results names what each chapter saves
-    target = Path(folder) if folder else Path("book") / model / "results"
+    # a checkpoint folder given as the model saves under its profile's name, never into the folder itself
+    target = Path(folder) if folder else Path("book") / get_profile(model).name / "results"
     target = target if target.is_absolute() else project_root() / target
     return atomic_write_json(target / f"{chapter}.json", _plain({"model": model, "chapter": chapter, **results}))
 

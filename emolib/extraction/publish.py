@@ -44,6 +44,11 @@ def publish_vectors(build: VectorBuild, folder: str | Path, *, model: str, made_
     meta = vectors.metadata
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
     rows = "\n".join(f"| `{p.relative_to(folder).as_posix()}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
+    corpus = str(meta.get("corpus", "published"))
+    source = ("Read from the published corpus, `book/data/corpus` (24 stories per emotion)." if corpus == "published" else
+              f"Read from the deep story set `{corpus}` (`book/data/corpus-deep`: the 45 Russell-Mehrabian emotions and the "
+              "steered ones at 96 stories each, the other emotions at their 24 from `book/data/corpus`).")
+    location = f"{model}" if corpus == "published" else f"{model}/{corpus}"
     facts = {k: meta.get(k) for k in ("model", "model_id", "revision", "model_type", "layers_convention", "hook",
                                        "token_reduction", "construction", "corpus", "corpus_sha256", "variance") if k in meta}
     text = f"""---
@@ -54,9 +59,9 @@ tags: [interpretability, steering, emotion]
 
 # Emotion vectors of `{meta.get("model_id", model)}` ({len(vectors.emotions)} emotions x {len(vectors.layers)} layers)
 
-The vectors the published book's chapters 4-7 analyse for `{model}`: per emotion and layer, the mean residual
+The vectors the published book's chapters analyse for `{model}`: per emotion and layer, the mean residual
 stream over tokens from the 50th on of the emotion's stories, minus the mean over emotions, with the top
-neutral principal components projected out (chapter 3). Read from the published corpus, `book/data/corpus`.
+neutral principal components projected out (chapter 3). {source}
 
 ## How they were made
 
@@ -68,7 +73,7 @@ neutral principal components projected out (chapter 3). Read from the published 
 
 ```python
 from emolib import EmotionVectors
-vectors = EmotionVectors.load("book/data/vectors/{model}/vectors", model="{model}")
+vectors = EmotionVectors.load("book/data/vectors/{location}/vectors", model="{model}")
 vectors["desperate"].at({vectors.layers[len(vectors.layers) * 2 // 3]})   # one direction; arithmetic works on them
 vectors.to_control_vector("any_emotion.gguf", "proud")   # any other emotion as a llama.cpp control vector
 ```

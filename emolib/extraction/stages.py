@@ -122,6 +122,14 @@ def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, em
     return VectorRun(built, store, stats, stories, neutral, too_short, folder, design)
 
 
+def deepens(deep: str, corpus: str) -> bool:
+    """Whether corpus `deep` is a deep story set extending `corpus` (its design names `corpus` as its base)."""
+    if not deep:
+        return False
+    base = Corpus(corpus_dir(deep)).base
+    return base is not None and base.folder.resolve() == corpus_dir(corpus).resolve()
+
+
 def vectors_corpus(model: str, corpus: str, deep: str = "") -> str:
     """The corpus whose vectors a chapter reads: `deep` where chapter 3 built vectors from it (the deep story set of
     issue 37: 96 stories for the headline and steered emotions), else `corpus`."""

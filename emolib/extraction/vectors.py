@@ -36,6 +36,18 @@ def vectors_dir(model: str, corpus: str) -> Path:
     return runs_dir() / "vectors" / model / corpus
 
 
+def _same_model(metadata: dict[str, Any], model: Any) -> bool:
+    """Whether vectors' metadata names `model` (a profile name or a LoadedModel): by profile name, or, for a model in
+    memory, by its model id or the folder it was loaded from (vectors trained in memory on the embedded model name
+    its converted folder, the profile names it `270m`)."""
+    made = {str(metadata.get(k)) for k in ("model", "model_id", "name_or_path") if metadata.get(k)}
+    if isinstance(model, str):
+        return model in made
+    config = getattr(getattr(model, "model", None), "config", None)
+    names = {model.profile.name, model.profile.model_id, str(getattr(config, "name_or_path", "") or "")} - {""}
+    return bool(made & names)
+
+
 @dataclass
 class EmotionVectors:
     """`vectors[e, l]` is emotion `emotions[e]`'s vector at layer `layers[l]` (fp32, E x L x d)."""
@@ -53,6 +65,12 @@ class EmotionVectors:
                               f"got {tuple(self.vectors.shape)}")
         if len(set(self.emotions)) != len(self.emotions):
             raise EmolibError("emotion names must be unique")
+
+    def __repr__(self) -> str:
+        model = self.metadata.get("model")
+        return (f"EmotionVectors({len(self.emotions)} emotions x {len(self.layers)} layers x {self.hidden_size} dims"
+                + (f", model {model!r}" if model else "") + f"; {', '.join(self.emotions[:4])}"
+                + (", ..." if len(self.emotions) > 4 else "") + ")")
 
     # -- access ---------------------------------------------------------------------------------------
     @property
@@ -82,7 +100,8 @@ class EmotionVectors:
     def __getitem__(self, emotion: str) -> "Direction":
         """One emotion's vectors at every layer, as a `Direction` that supports arithmetic
         (`ev["desperate"] - ev["calm"]`) and steering (`emolib.steering.steer.term`)."""
-        return Direction(self.layers, self.vectors[self.index(emotion)].clone(), emotion)
+        norms = {int(k): float(v) for k, v in self.metadata.get("residual_norm", {}).items()}
+        return Direction(self.layers, self.vectors[self.index(emotion)].clone(), emotion, norms)
 
     def direction(self, emotion: str, layer: int) -> torch.Tensor:
         """The unit vector of `emotion` at `layer`."""
@@ -173,7 +192,7 @@ class EmotionVectors:
         if model is not None:
             name = model if isinstance(model, str) else model.profile.name
             made_for = vectors.metadata.get("model")
-            if made_for is not None and made_for != name:
+            if made_for is not None and not _same_model(vectors.metadata, model):
                 raise EmolibError(f"{path} holds vectors for model {made_for!r} (d={vectors.hidden_size}), not {name!r}; "
                                   f"use vectors extracted from {name}")
             if not isinstance(model, str) and model.hidden_size != vectors.hidden_size:
@@ -222,6 +241,12 @@ class EmotionVectors:
         the same (the staged path weighs a short cell's stories up; on a balanced corpus the two agree).
         Texts shorter than the token rule needs are skipped (`metadata["skipped_texts"]`). Returns the denoised vectors (or the whole
         VectorBuild with `return_build=True`)."""
+        if len(stories) < 2 or any(not isinstance(group, (list, tuple)) or not group for group in stories.values()):
+            raise EmolibError("train needs stories for at least 2 emotions, each a non-empty list of texts "
+                              "({'happy': [...], 'sad': [...]})")
+        if not neutral:
+            raise EmolibError("train needs neutral texts (their top principal components are projected out): pass "
+                              "neutral=[...] with at least 2 texts")
         loaded = model if isinstance(model, LoadedModel) else LoadedModel.wrap(model, tokenizer)
         chosen = check_layers(loaded.profile, layers)
         ids, texts, by_emotion = [], [], {}
@@ -234,9 +259,17 @@ class EmotionVectors:
             store, _, too_short = extract_texts(loaded, Path(folder), chosen, ids + neutral_ids, texts + list(neutral),
                                                 token_budget=token_budget, progress=progress)
             skipped = set(too_short)
+            usable = [e for e, group in by_emotion.items() if any(i not in skipped for i in group)]
+            if len(usable) < 2:
+                raise EmolibError(f"every story of {len(by_emotion) - len(usable)} of the {len(by_emotion)} emotions is shorter than "
+                                  f"the {TOKEN_START + 1} tokens the token rule needs (the mean starts at token {TOKEN_START}); "
+                                  "give longer stories")
+            if len([i for i in neutral_ids if i not in skipped]) < 2:
+                raise EmolibError(f"fewer than 2 neutral texts have the {TOKEN_START + 1} tokens the token rule needs; give longer ones")
             built = build(store, {e: [i for i in group if i not in skipped] for e, group in by_emotion.items()},
                           [i for i in neutral_ids if i not in skipped], variance=variance,
                           metadata={"model": loaded.profile.name, "model_id": loaded.profile.model_id,
+                                    "name_or_path": str(getattr(loaded.model.config, "name_or_path", "") or ""),
                                     "model_type": loaded.profile.family, "token_start": TOKEN_START,
                                     "layer_convention": LAYER_CONVENTION, "skipped_texts": len(skipped)})
         built.activations = None  # they lived in the temporary folder
@@ -340,6 +373,18 @@ class Direction:
     layers: tuple[int, ...]
     vectors: torch.Tensor  # (layers, hidden)
     label: str = ""
+    residual_norm: dict[int, float] = field(default_factory=dict)  # the book's unit of α per layer, where known
+
+    def __repr__(self) -> str:
+        return f"Direction({self.label or 'unnamed'!r}, layers={list(self.layers)}, width={self.vectors.shape[-1]})"
+
+    def scale(self, layer: int) -> float:
+        """The book's unit of steering strength at `layer`: the mean residual norm there (where these vectors
+        recorded it: vectors from chapter 3 or `EmotionVectors.train` do)."""
+        if layer not in self.residual_norm:
+            raise EmolibError(f"{self.label or 'this direction'} records no mean residual norm at layer {layer}, the unit "
+                              "of α; give the strength in raw units: steer.term(direction, layer, alpha, raw=True)")
+        return float(self.residual_norm[layer])
 
     def __getitem__(self, index: Any) -> torch.Tensor:
         """Rows of `vectors` (slot `i` is layer `layers[i]`), as a (layers, hidden) tensor indexes."""
@@ -369,21 +414,21 @@ class Direction:
 
     def __add__(self, other: "Direction") -> "Direction":
         self._check(other)
-        return Direction(self.layers, self.vectors + other.vectors, f"({self.label} + {other.label})")
+        return Direction(self.layers, self.vectors + other.vectors, f"({self.label} + {other.label})", self.residual_norm)
 
     def __sub__(self, other: "Direction") -> "Direction":
         self._check(other)
-        return Direction(self.layers, self.vectors - other.vectors, f"({self.label} - {other.label})")
+        return Direction(self.layers, self.vectors - other.vectors, f"({self.label} - {other.label})", self.residual_norm)
 
     def __mul__(self, factor: float) -> "Direction":
         if not isinstance(factor, (int, float)) or isinstance(factor, bool):
             raise EmolibError(f"a direction scales by a number, not {type(factor).__name__}")
-        return Direction(self.layers, self.vectors * float(factor), f"{factor:g}·{self.label}")
+        return Direction(self.layers, self.vectors * float(factor), f"{factor:g}·{self.label}", self.residual_norm)
 
     __rmul__ = __mul__
 
     def __neg__(self) -> "Direction":
-        return Direction(self.layers, -self.vectors, f"-{self.label}")
+        return Direction(self.layers, -self.vectors, f"-{self.label}", self.residual_norm)
 
 
 @dataclass

@@ -143,8 +143,12 @@ def get_profile(name: str | ModelProfile) -> ModelProfile:
         if Path(local).expanduser().exists():  # one spelling per folder: chapters run elsewhere (papermill's cwd)
             return folder_profile(str(Path(local).expanduser().resolve()))
         return folder_profile(name)
+    import difflib
+
     known = ", ".join(PROFILES)
-    raise EmolibError(f"unknown model {name!r}; choose one of: {known}, or a local Hugging Face checkpoint "
+    close = difflib.get_close_matches(str(name), list(PROFILES), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise EmolibError(f"unknown model {name!r}; {hint}choose one of: {known}, or a local Hugging Face checkpoint "
                       "(a folder, or hf:<folder or cached id>)")
 
 

@@ -86,10 +86,14 @@ def terms(build: VectorBuild, spec: dict[str, float], layer: int, rows: Sequence
                       rows, operator) for emotion, alpha in spec.items()]
 
 
-def term(direction: Direction, layer: int, alpha: float = 0.0, scale: float = 1.0, operator: str = "add") -> SteerTerm:
+def term(direction: Direction, layer: int, alpha: float = 0.0, operator: str = "add", *, raw: bool = False,
+         scale: float | None = None) -> SteerTerm:
     """A term from a `Direction` (one emotion, or arithmetic on several: `ev["desperate"] - ev["calm"]`) at
-    `layer`; `scale` is the unit α is in (a build's `residual_norm[layer]`; 1.0: raw units)."""
-    return SteerTerm(direction.at(layer), layer, float(alpha), float(scale), f"{operator} {alpha:+g} {direction.label}",
+    `layer`. α is in the book's units by default: a fraction of the layer's mean residual norm (recorded with the
+    vectors), so α = 0.2 adds a fifth of a typical residual's length along the direction's unit vector, on any
+    model; `raw=True` takes α in the residual stream's own units; `scale` names the unit explicitly."""
+    unit = float(scale) if scale is not None else (1.0 if raw else direction.scale(layer))
+    return SteerTerm(direction.at(layer), layer, float(alpha), unit, f"{operator} {alpha:+g} {direction.label}",
                      None, operator)
 
 

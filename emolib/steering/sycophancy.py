@@ -32,7 +32,6 @@ from ..analysis.geometry import wilson
 from ..errors import EmolibError
 from ..stories.prompts import with_bos
 from ..writers.generate import LocalWriter
-from .preferences import next_token_logits, token_span  # noqa: F401 (token_span: the reply's tokens)
 from .steer import SteerTerm, span_steering, steering
 
 OPENING = "The answer is"

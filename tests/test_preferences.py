@@ -54,8 +54,14 @@ def test_emotion_correlations_and_the_valence_pattern_on_planted_readings():
     table = P.preference_correlations(readings, elo, n_perm=500)
     assert table.loc["happy", "r with Elo"] > 0.8 and table.loc["happy", "p"] < 0.01
     assert table.loc["sad", "r with Elo"] < -0.8
-    pattern = P.valence_pattern(table, valence, n_perm=2000)
+    pattern = P.valence_pattern(readings, elo, valence, n_perm=2000)
     assert pattern["r"] > 0.9 and pattern["p"] < 0.05
+    # readings that share one valence factor but ignore Elo: the pattern's p does not come out small (a null that
+    # shuffled valence over emotions found it in 39 % of such cases)
+    noise_elo = pd.Series(rng.normal(size=30), index=elo.index)
+    false_positive = sum(P.valence_pattern(readings, noise_elo.sample(frac=1, random_state=k).set_axis(elo.index), valence,
+                                           n_perm=200, seed=k)["p"] < 0.05 for k in range(20))
+    assert false_positive <= 4
     assert P.steered_emotions(table, ["calm", "nope"], minimum=4) == ["calm", "happy", "sad", "angry"]
 
 
@@ -104,7 +110,8 @@ def test_the_switch_reading_equals_a_plain_forward_pass(tiny_gemma3):
     frame = pd.DataFrame([{"question": "what is the answer", "right": "calm and happy", "wrong": "sad"},
                           {"question": "is it the story or the answer that you want", "right": "the story", "wrong": "happy"}])
     table = S.switches(loaded, frame)
-    assert list(table.columns) == ["after pushback", "no pushback", "switched", "wrong unprompted"]
+    assert list(table.columns) == ["after pushback", "no pushback", "right unprompted", "switched"]
+    assert (table["switched"] <= table["right unprompted"]).all()  # a question answered wrong unprompted cannot switch
     for i, row in frame.iterrows():
         turns = S.messages(row["question"], row["right"], row["wrong"])
         prompt = S.answer_prompt(loaded.tokenizer, turns)

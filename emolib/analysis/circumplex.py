@@ -236,6 +236,23 @@ def nested_loo_predictions(kernel: np.ndarray, columns: np.ndarray) -> np.ndarra
     return out
 
 
+def ridge_fit(kernel: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """In-sample fitted values of kernel ridge with an unpenalised intercept, the penalty chosen by GCV over `GRID`."""
+    kernel, y = np.asarray(kernel, np.float64), np.asarray(y, np.float64)
+    n = len(y)
+    centre = np.eye(n) - 1.0 / n
+    eigenvalues, eigenvectors = np.linalg.eigh(centre @ kernel @ centre)
+    eigenvalues = np.clip(eigenvalues, 0, None)
+    z = eigenvectors.T @ (y - y.mean())
+    best, fitted = np.inf, None
+    for penalty in GRID * max(eigenvalues.mean(), 1e-300):
+        shrink = eigenvalues / (eigenvalues + penalty)
+        gcv = n * (((1 - shrink) * z) ** 2).sum() / (n - 1 - shrink.sum()) ** 2
+        if gcv < best:
+            best, fitted = gcv, y.mean() + eigenvectors @ (shrink * z)
+    return fitted
+
+
 def _q2(columns: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     return 1 - ((columns - predictions) ** 2).sum(0) / ((columns - columns.mean(0)) ** 2).sum(0).clip(1e-300)
 
@@ -276,7 +293,7 @@ def readout_gain(model_kernel: np.ndarray, base_kernel: np.ndarray, ratings: np.
     chosen again)."""
     y = np.asarray(ratings, np.float64)
     both = model_kernel + base_kernel
-    base_fit = nested_loo_predictions(base_kernel, y[:, None])[:, 0]  # the baseline's (held-out) fit of the ratings
+    base_fit = ridge_fit(base_kernel, y)  # the reduced model's in-sample fit (Freedman-Lane), at GCV's penalty
     rng = np.random.default_rng(seed)
     residual = y - base_fit
     columns = np.column_stack([y] + [base_fit + residual[rng.permutation(len(y))] for _ in range(n_perm)])  # n_perm 0: y

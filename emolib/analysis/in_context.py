@@ -17,8 +17,9 @@ Every prompt is read where the reply begins — the user message in a plain "Use
 base model, the chat template for an instruct model (`frame`) — except person binding, read at the name's last
 token in plain text. A reading is the residual at that position, at one layer, projected on each emotion's unit
 vector. Beside each, the bag of words (chapter 4's, fitted on the stories) reads the same prompts: numbers are
-not words to it, so it cannot follow a number, and negation, binding and speaker differ in no word that names an
-emotion; it is at chance by construction there, and the scenarios are where it can compete.
+not words to it, so it cannot follow a number, and binding and speaker differ in no word for it (the same text read
+at two positions, or two texts that differ in a name); for negation it reads the word "not" (whatever "not" projects
+on each emotion's vector is what it reports), and the scenarios are where it can compete.
 """
 
 from __future__ import annotations
@@ -145,14 +146,14 @@ def spearman_p(values: Sequence[float], scores: Sequence[float], sign: int) -> f
 
 def sign_flip_p(differences: Sequence[float]) -> float:
     """One-sided p that the mean difference exceeds 0 under exchangeable signs: exact over all 2^n sign patterns up
-    to n = 16, else 100,000 random ones (seeded)."""
+    to n = 16, else a Monte Carlo estimate from 100,000 random ones (seeded, with the observed pattern counted)."""
     d = np.asarray(differences, np.float64)
     observed = d.mean()
-    if len(d) <= 16:
+    if len(d) <= 16:  # exact: every sign pattern, the observed one among them
         signs = np.array(list(itertools.product((1, -1), repeat=len(d))))
-    else:
-        signs = np.random.default_rng(0).choice((1, -1), size=(100_000, len(d)))
-    return float(np.mean((signs * d).mean(axis=1) >= observed - 1e-12))
+        return float(np.mean((signs * d).mean(axis=1) >= observed - 1e-12))
+    signs = np.random.default_rng(0).choice((1, -1), size=(100_000, len(d)))
+    return float((1 + ((signs * d).mean(axis=1) >= observed - 1e-12).sum()) / (len(signs) + 1))
 
 
 def sign_test_p(hits: int, n: int) -> float:
@@ -190,26 +191,62 @@ def bow_reader(bow, bow_vectors: np.ndarray, emotions_all: Sequence[str]) -> Rea
 
 
 def numerical(reader: Reader, render) -> pd.DataFrame:
-    """Per (template, emotion): the prediction, Spearman ρ of the reading with the number, the exact one-sided p
-    in the predicted direction, and whether the sign came out as predicted (ρ = 0 counts as not)."""
-    rows = []
+    """Per (template, emotion): the prediction, Spearman ρ of the reading with the number, the exact one-sided p in the
+    predicted direction, and whether the sign came out as predicted (ρ = 0 counts as not). The table's `attrs` hold the
+    test that counts (`template_test`): the emotions of one template read the same prompts, so the template, not the
+    pair, is the unit."""
+    rows, per_template = [], []
     for template in stimuli()["numerical"]:
         emotions = list(template["predicted"])
         texts = [render(template["template"].format(x=f"{x:,}")) for x in template["values"]]
         scores = reader.read(texts, emotions)
+        signs = np.array([int(template["predicted"][e]) for e in emotions])
         for j, emotion in enumerate(emotions):
-            sign = int(template["predicted"][emotion])
             rho = spearman(template["values"], scores[:, j])
-            rows.append({"template": template["name"], "emotion": emotion, "predicted": "rises" if sign > 0 else "falls",
-                         "Spearman ρ": rho, "p (one-sided)": spearman_p(template["values"], scores[:, j], sign),
-                         "predicted sign": bool(sign * rho > 0)})
-    return pd.DataFrame(rows)
+            rows.append({"template": template["name"], "emotion": emotion, "predicted": "rises" if signs[j] > 0 else "falls",
+                         "Spearman ρ": rho, "p (one-sided)": spearman_p(template["values"], scores[:, j], int(signs[j])),
+                         "predicted sign": bool(signs[j] * rho > 0)})
+        per_template.append((template["name"], template["values"], scores, signs))
+    table = pd.DataFrame(rows)
+    table.attrs["templates"], table.attrs["overall"] = template_test(per_template)
+    return table
+
+
+def template_test(per_template: list[tuple[str, list, np.ndarray, np.ndarray]], draws: int = 20_000,
+                  seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per template: S = Σ over its emotions of (predicted sign × Spearman ρ), with an exact one-sided p from every
+    order of the template's prompts applied to all its emotions at once (one shared order keeps their dependence).
+    Overall: the sum of the templates' S, its p from the templates' exact nulls drawn independently (Monte Carlo,
+    the observed sum counted)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    rows, nulls, observed_total = [], [], 0.0
+    for name, values, scores, signs in per_template:
+        a = rankdata(values)
+        a = (a - a.mean()) / a.std()
+        ranks = np.column_stack([rankdata(scores[:, j]) for j in range(scores.shape[1])])  # (values, emotions)
+        spread = ranks.std(axis=0)
+        z = np.where(spread > 0, (ranks - ranks.mean(axis=0)) / np.maximum(spread, 1e-12), 0.0)  # no order: ρ = 0
+        null = ((a[_orders(len(values))] @ z) / len(a)) @ signs  # S under every order of the prompts
+        observed = float(((a @ z) / len(a)) @ signs)
+        rows.append({"template": name, "S = Σ sign × ρ": observed, "emotions": len(signs),
+                     "p (one-sided, exact)": float(np.mean(null >= observed - 1e-12))})
+        nulls.append(null)
+        observed_total += observed
+    total = np.sum([null[rng.integers(0, len(null), draws)] for null in nulls], axis=0)
+    return rows, {"S": observed_total, "p": float((1 + (total >= observed_total - 1e-12).sum()) / (draws + 1)),
+                  "templates": len(rows), "draws": draws}
 
 
 def sign_count(table: pd.DataFrame) -> dict[str, Any]:
+    """The pairs with the predicted sign (descriptive: a template's emotions move together) and the test that
+    counts, the templates' joint permutation (`template_test`)."""
     hits, n = int(table["predicted sign"].sum()), len(table)
-    return {"hits": hits, "pairs": n, "p": sign_test_p(hits, n),
-            "significant": int((table["p (one-sided)"] < LEVEL).sum())}
+    overall = table.attrs.get("overall") or {}
+    return {"hits": hits, "pairs": n, "significant": int((table["p (one-sided)"] < LEVEL).sum()),
+            "S": overall.get("S"), "p": overall.get("p", sign_test_p(hits, n)),
+            "templates": table.attrs.get("templates", [])}
 
 
 def dose_by_layer(loaded, vectors, render, layers: Sequence[int]) -> pd.DataFrame:
@@ -276,7 +313,18 @@ def scenarios(reader: Reader, render, n_perm: int = 10_000, seed: int = 0) -> tu
                    "chance_top1": 1 / len(emotions), "chance_top3": 3 / len(emotions),
                    "p_top1": float((1 + (null1 >= top1 - 1e-12).sum()) / (n_perm + 1)),
                    "p_top3": float((1 + (null3 >= top3 - 1e-12).sum()) / (n_perm + 1)),
-                   "mean_rank": float(rank.mean() + 1)}
+                   "mean_rank": float(rank.mean() + 1), "hits_top1": [bool(r < 1) for r in rank]}
+
+
+def against_reader(model: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """The model's top-1 hits against another reader's on the same scenarios: the difference in accuracy with an exact
+    one-sided p from swapping the two readers' results scenario by scenario (predicted: the model does better)."""
+    a, b = np.asarray(model["hits_top1"], float), np.asarray(other["hits_top1"], float)
+    differing = a != b
+    if not differing.any():
+        return {"difference": 0.0, "p": 1.0, "scenarios differing": 0}
+    return {"difference": float(a.mean() - b.mean()), "p": sign_flip_p((a - b)[differing]),
+            "scenarios differing": int(differing.sum())}
 
 
 def negation(reader: Reader, render) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -292,54 +340,73 @@ def negation(reader: Reader, render) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def binding(reader: Reader, render_plain) -> tuple[pd.DataFrame, dict[str, Any]]:
     """"A felt X, but B felt Y. A few minutes later, A" and the same ending in B: predicted, X reads higher at A's
-    mention than at B's and Y higher at B's than at A's; per item the sum of the two differences (> 0 predicted).
-    Each pair is told both ways round (who feels which), so a name's own reading cancels."""
+    mention than at B's and Y higher at B's than at A's. Each emotion pair is told with both names in both roles and
+    both emotions in both places of the sentence (so neither a name nor the order of valence can carry the contrast);
+    the unit of the test is the emotion pair (its mean over those tellings): an exact sign-flip over the pairs."""
     spec = stimuli()["binding"]
+    stem = spec["template"].replace("{first}", "")
     rows = []
-    for (a, b), (x, y) in itertools.product(spec["names"], spec["pairs"]):
-        for first, second, feel_first, feel_second in ((a, b, x, y), (b, a, x, y)):
-            stem = spec["template"].replace("{first}", "")
-            texts = [render_plain(stem.format(a=first, b=second, x=feel_first, y=feel_second) + name)
-                     for name in (first, second)]
-            scores = reader.read(texts, [feel_first, feel_second])  # rows: read at first, at second
-            difference = (scores[0, 0] - scores[1, 0]) + (scores[1, 1] - scores[0, 1])
-            rows.append({"story": f"{first} {feel_first}, {second} {feel_second}", "difference": float(difference)})
+    for x, y in spec["pairs"]:
+        values = []
+        for (a, b), (feel_first, feel_second) in itertools.product(spec["names"], ((x, y), (y, x))):
+            for first, second in ((a, b), (b, a)):
+                texts = [render_plain(stem.format(a=first, b=second, x=feel_first, y=feel_second) + name)
+                         for name in (first, second)]
+                scores = reader.read(texts, [feel_first, feel_second])  # rows: read at first, at second
+                values.append((scores[0, 0] - scores[1, 0]) + (scores[1, 1] - scores[0, 1]))
+        rows.append({"emotion pair": f"{x} / {y}", "tellings": len(values), "difference (mean)": float(np.mean(values))})
     table = pd.DataFrame(rows)
     return table, _contrast(reader.name, "binding: each emotion reads higher at the mention of the person who felt it",
-                            table["difference"].to_numpy())
+                            table["difference (mean)"].to_numpy())
 
 
 def speaker(reader: Reader, render, tokenizer: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """An emotional user message read at its own last token and where the assistant's reply begins. Predicted:
-    (1) the user's emotion reads higher at the user's last token than at the assistant's first (the reading
-    follows who speaks); (2) the caring emotions (compassionate, sympathetic, kind, loving: an assistant's
-    reaction) read higher at the assistant's first token than at the user's last."""
+    """An emotional user message read at its own last token and where the assistant's reply begins, each contrast
+    taken against the same two positions of neutral user messages (a difference in differences: a reading that only
+    grows or shrinks from one position to the other cancels). Predicted: (1) the user's emotion reads higher at the
+    user's last token than at the assistant's first, beyond what neutral messages show (the reading follows who
+    speaks); (2) the caring emotions (compassionate, sympathetic, kind, loving: an assistant's reaction) rise from the
+    user's last token to the assistant's first more than after a neutral message."""
     spec = stimuli()["speaker"]
+    emotions = list(dict.fromkeys([m["emotion"] for m in spec["messages"]] + spec["caring"]))
+
+    def positions(text: str) -> tuple[str, list[int]]:
+        rendered = render(text)
+        return rendered, [_last_token_of(tokenizer, rendered, text), len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) - 1]
+
+    def read(texts: list[str]) -> np.ndarray:  # (N, 2 positions, emotions)
+        rendered = [positions(t) for t in texts]
+        return np.stack([reader.read([r, r], emotions, at) for r, at in rendered])
+
+    emotional, neutral = read([m["text"] for m in spec["messages"]]), read(spec["neutral"])
+    shift = neutral[:, 0] - neutral[:, 1]  # (neutral, emotions): user's last minus assistant's first
+    caring = [emotions.index(e) for e in spec["caring"]]
     rows = []
-    for item in spec["messages"]:
-        rendered = render(item["text"])
-        ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        end_of_user = _last_token_of(tokenizer, rendered, item["text"])
-        emotions = [item["emotion"], *spec["caring"]]
-        scores = reader.read([rendered, rendered], emotions, [end_of_user, len(ids) - 1])
+    for item, values in zip(spec["messages"], emotional):
+        j = emotions.index(item["emotion"])
         rows.append({"message": item["text"][:70] + "…", "emotion": item["emotion"],
-                     "user's emotion: user's last − assistant's first": float(scores[0, 0] - scores[1, 0]),
-                     "caring: assistant's first − user's last": float(np.mean(scores[1, 1:] - scores[0, 1:]))})
+                     "user's emotion: user's last − assistant's first, beyond neutral":
+                         float((values[0, j] - values[1, j]) - shift[:, j].mean()),
+                     "caring: assistant's first − user's last, beyond neutral":
+                         float(np.mean((values[1, caring] - values[0, caring]) + shift[:, caring].mean(axis=0)))})
     table = pd.DataFrame(rows)
     return table, {"user's emotion follows the speaker": _contrast(
-        reader.name, "speaker: the user's emotion reads higher at the user's last token",
-        table["user's emotion: user's last − assistant's first"].to_numpy()),
+        reader.name, "speaker: the user's emotion reads higher at the user's last token (beyond neutral messages)",
+        table["user's emotion: user's last − assistant's first, beyond neutral"].to_numpy()),
         "caring rises at the assistant's turn": _contrast(
-        reader.name, "speaker: caring emotions read higher where the assistant's reply begins",
-        table["caring: assistant's first − user's last"].to_numpy())}
+        reader.name, "speaker: caring emotions rise where the assistant's reply begins (beyond neutral messages)",
+        table["caring: assistant's first − user's last, beyond neutral"].to_numpy())}
 
 
 def _last_token_of(tokenizer: Any, rendered: str, message: str) -> int:
-    """The index of the token that ends `message` inside `rendered` (the user's last token)."""
-    end = rendered.rindex(message) + len(message)
-    encoding = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
-    spans = encoding["offset_mapping"]
-    inside = [i for i, (start, stop) in enumerate(spans) if stop <= end and stop > start]
+    """The index of the token that ends `message` inside `rendered` (the user's last token): the last token that begins
+    inside the message (a final "." merged with the "\n" after it still counts as the message's)."""
+    at = rendered.rfind(message)
+    if at < 0:
+        raise EmolibError("the user's message is not inside its rendered prompt; the chat template changed it")
+    end = at + len(message)
+    spans = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    inside = [i for i, (start, stop) in enumerate(spans) if start < end and stop > start and stop > at]
     if not inside:
         raise EmolibError("cannot locate the user's message among the prompt's tokens")
     return inside[-1]
@@ -379,8 +446,15 @@ class InContextReport:
     @property
     def sign_table(self) -> pd.DataFrame:
         return pd.DataFrame({reader: {"pairs with the predicted sign": f"{s['hits']} of {s['pairs']}",
-                                      "sign test p (one-sided)": s["p"], f"pairs with p < {LEVEL}": s["significant"]}
+                                      f"pairs with p < {LEVEL} on their own": s["significant"],
+                                      "S = Σ sign × ρ over the templates": s["S"],
+                                      "p (templates' joint permutation, one-sided)": s["p"]}
                              for reader, s in self.signs.items()}).T
+
+    @property
+    def template_table(self) -> pd.DataFrame:
+        return pd.concat({reader: pd.DataFrame(s["templates"]).set_index("template") for reader, s in self.signs.items()},
+                         axis=1)
 
     @property
     def numerical_side_by_side(self) -> pd.DataFrame:
@@ -438,16 +512,17 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
     """The chapter's closing verdicts, one line per design, computed from its numbers."""
     signs, words = found.signs[model], found.signs.get("bag of words")
     lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
-             f"predicted direction (sign test p = {signs['p']:.3g}: {verdict(signs['p'])}); {signs['significant']} "
-             f"reached p < {LEVEL} on their own." + (f" The bag of words: {words['hits']} of {words['pairs']} "
-                                                     "(it cannot read a number)." if words else "")]
+             f"predicted direction; over the six templates S = {signs['S']:+.2f} (joint permutation p = {signs['p']:.3g}: "
+             f"{verdict(signs['p'])}); {signs['significant']} pairs reached p < {LEVEL} on their own."
+             + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
     acc = found.scenario_accuracy[model]
     bow = found.scenario_accuracy.get("bag of words")
-    lines.append(f"- Implied situations: top-1 {acc['top1']:.0%} and top-3 {acc['top3']:.0%} of {acc['scenarios']} "
-                 f"(chance {acc['chance_top1']:.0%} / {acc['chance_top3']:.0%}; p = {acc['p_top1']:.3g} / {acc['p_top3']:.3g}: "
-                 f"{verdict(min(acc['p_top1'], acc['p_top3']))})" + (
-                     f"; the bag of words: top-1 {bow['top1']:.0%}, top-3 {bow['top3']:.0%} "
-                     f"(p = {bow['p_top1']:.3g} / {bow['p_top3']:.3g})." if bow else "."))
+    paired = against_reader(acc, bow) if bow else None
+    lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
+                 f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
+                 f"{acc['p_top1']:.3g}: {verdict(acc['p_top1'])}; top-3 {acc['top3']:.0%})" + (
+                     f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
+                     f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {verdict(paired['p'])})." if bow else "."))
     for contrast in found.contrasts[model]:
         lines.append(f"- {contrast['prediction'][0].upper() + contrast['prediction'][1:]}: {contrast['items in the predicted direction']} "
                      f"of {contrast['items']} items in the predicted direction, mean difference {contrast['mean difference']:+.3g} "

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from ..analysis.baselines import verdict as verdict_of
 from ..analysis.geometry import available_norms, human_norms
 from ..analysis.reliability import at_bound, supported_extrapolation
 from ..stats import wilson
@@ -254,14 +255,15 @@ def _preferences(read: str) -> Callable[[ModelResults], str]:
             return f"r(preference r, valence) {v['r']:.2f} (p {v['p']:.2g}; Anthropic: blissful 0.71, hostile −0.74)"
         if read == "steering":
             a = found["steering"]["across"]
-            return (f"r(preference r, ΔElo) {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] over {a['emotions']} emotions "
-                    f"(Anthropic 0.85); random band {a['random_band'][0]:+.0f} to {a['random_band'][1]:+.0f} Elo")
+            return (f"r(preference r, ΔElo) {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] (p {a['p']:.2g}) over "
+                    f"{a['emotions']} emotions (Anthropic 0.85)")
         rates = {row["condition"]: row for row in found["sycophancy"]["rates"]}
         base = rates.get("baseline")
         moved = [row for row in found["sycophancy"]["changes"] if row["Holm p"] < 0.05
                  and not row["condition"].startswith("random direction")]
-        return ((f"baseline switch rate {base['switch rate']:.0%} ({base['switched']}/{base['questions']}); " if base else "")
-                + ("Holm-significant: " + ", ".join(f"{row['condition']} {row['switch rate change']:+.0%}" for row in moved)
+        return ((f"baseline switch rate {base['switch rate']:.0%} ({base['switched']}/{base['right unprompted']} answered right "
+                 "unprompted); " if base else "")
+                + ("Holm-significant: " + ", ".join(f"{row['condition']} {row['switched share change']:+.0%}" for row in moved)
                    if moved else "no condition moves it (Holm)"))
     return cell
 
@@ -526,12 +528,14 @@ def _beyond_lines(geo: dict[str, Any]) -> list[str]:
             if row["headline"] != "PC1":
                 continue
             low, high = row["95% CI"]
-            gained = row["p"] < 0.05 and row["partial r (model | baseline)"] > 0
+            corrected = row.get("partial r, corrected for sampling error")
             lines.append(f"- Beyond the words ({words}, {row['words']} words; predicted: a gain): PC1's r with valence is "
                          f"{row['r (model)']:.2f} for the model and {row['r (baseline)']:.2f} for {row['baseline']}; the model's "
                          f"partial r over it is {row['partial r (model | baseline)']:.2f} [{low:.2f}, {high:.2f}] "
-                         f"(p {_p_text(row['p'], row.get('n_perm'))}): "
-                         + ("the model adds to the words." if gained else "no gain over the words detected."))
+                         f"(p {_p_text(row['p'], row.get('n_perm'))})"
+                         + (f", {corrected:.2f} once both scores' sampling error is removed (the baseline's reliability "
+                            f"{row['baseline reliability']:.2f})" if corrected is not None and corrected == corrected else "")
+                         + f": {verdict_of(row)}.")
     best = geo.get("baselines_best_layer") or {}
     if best:
         lines.append(f"- Beyond the words, best layer: the largest partial r over the bag of words is {best['best_partial']:.2f} "
@@ -621,8 +625,8 @@ def _function_lines(r: ModelResults) -> list[str]:
                        "(Anthropic 0.85).")
         moved = [row for row in prefs["sycophancy"]["changes"] if row["Holm p"] < 0.05
                  and not row["condition"].startswith("random direction")]
-        lines.append("- Sycophancy (chapter 9): " + ("; ".join(f"{row['condition']} changes the switch rate by "
-                                                              f"{row['switch rate change']:+.0%}" for row in moved)
+        lines.append("- Sycophancy (chapter 9): " + ("; ".join(f"{row['condition']} changes the switched share by "
+                                                              f"{row['switched share change']:+.0%}" for row in moved)
                                                     if moved else "no steered condition changes the switch rate (Holm)")
                      + " (predicted: +happy, +loving, +calm raise it).")
     return lines

@@ -113,7 +113,7 @@ class GeometryReport:
             shown.insert(0, "words", f"{name} ({int(table['words'].iloc[0])})")
             shown["95% CI"] = [f"{low:.2f} to {high:.2f}" for low, high in table["95% CI"]]
             shown["p"] = [format_p(p, n) for p, n in zip(table["p"], table["n_perm"])]
-            shown["verdict (pre-registered)"] = [B.verdict(row) for row in table.to_dict("records")]
+            shown["verdict"] = [B.verdict(row) for row in table.to_dict("records")]
             frames.append(shown.drop(columns=["n_perm", "n_boot"]))
         return pd.concat(frames).set_index(["words", "headline", "baseline"]) if frames else pd.DataFrame()
 
@@ -501,7 +501,8 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
                                 "emotions": len(deepened)})
     curve = pd.DataFrame(curve)
     fits = {}
-    for measure in ("r_valence", "r_arousal_aligned", "partial_r_bow"):
+    for measure in ("r_valence", "r_arousal_aligned"):  # the reliability curve fits correlations that only noise
+        # attenuates; a partial r over a baseline that itself sharpens with depth need not follow it: no fit for the gain
         means = curve.groupby("n")[measure].mean().dropna()
         if len(means) < 3:
             continue

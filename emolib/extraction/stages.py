@@ -131,10 +131,11 @@ def deepens(deep: str, corpus: str) -> bool:
 
 
 def vectors_corpus(model: str, corpus: str, deep: str = "") -> str:
-    """The corpus whose vectors a chapter reads: `deep` where chapter 3 built vectors from it (the deep story set of
-    issue 37: 96 stories for the headline and steered emotions), else `corpus`."""
+    """The corpus whose vectors a chapter reads: `deep` where it is the deep story set extending `corpus` (issue 37: 96
+    stories for the headline and steered emotions) and chapter 3 built vectors from it, else `corpus`."""
     name = models.get_profile(model).name
-    return deep if deep and (vectors_dir(name, deep) / "texts.json").exists() else corpus
+    ready = deepens(deep, corpus) and (vectors_dir(name, deep) / "texts.json").exists()
+    return deep if ready else corpus
 
 
 @dataclass

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,11 +102,13 @@ def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[st
                   read_layer: int, prompts: Sequence[str], samples: int = 1, max_new_tokens: int = 48,
                   temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, positions: str | int = "generated",
                   batch_size: int = 32, progress: bool = True,
-                  directions: dict[str, Direction] | None = None) -> pd.DataFrame:
+                  directions: dict[str, Direction] | None = None, read_emotions: Sequence[str] = ()) -> pd.DataFrame:
     """Steer each emotion at each α and sample continuations of the neutral prompts; one row per text.
 
     `directions` adds named conditions beside the emotions ({"aligned valence": Direction}, e.g. chapter 4's
     rotated axes from `circumplex.steering_directions`), steered and read (at `layer`, `read_layer`) the same way.
+    Every text is also read on each emotion's read-layer direction (`projection on <emotion>`), the steered emotions
+    and `read_emotions` (a null run of random directions reads the emotions it is the null for).
 
     The same seeds are used at every α (common random numbers), so differences between α come from the
     steering, not from sampling. Columns: emotion, alpha, prompt, sample, text, tokens, projection (on
@@ -142,13 +145,15 @@ def dose_response(loaded: LoadedModel, build: VectorBuild, emotions: Sequence[st
                               progress="dose-response" if progress else None)
     frame = pd.DataFrame([{"emotion": conditions[c][0], "alpha": conditions[c][1], "prompt": p, "sample": s,
                            "text": g.text} for (c, p, s), g in zip(rows, out)])
+    extra = [e for e in read_emotions if e not in names]
     read = torch.stack([build.denoised.direction(e, read_layer) for e in emotions]
-                       + [directions[name].at(read_layer).to(torch.float32) for name in directions])
+                       + [directions[name].at(read_layer).to(torch.float32) for name in directions]
+                       + [build.denoised.direction(e, read_layer) for e in extra])
     stats = continuation_stats(loaded, [prompts[p] for p in frame["prompt"]], frame["text"].tolist(), read_layer, read)
-    slot = {e: i for i, e in enumerate(names)}
+    slot = {e: i for i, e in enumerate(names + extra)}
     frame["tokens"] = stats["tokens"].values
     frame["projection"] = [row[slot[e]] for row, e in zip(stats["projection"], frame["emotion"])]
-    for emotion in emotions:  # every text read on each steered emotion too: the null band of a push elsewhere
+    for emotion in list(emotions) + extra:  # every text read on each emotion too: the null band of a push elsewhere
         frame[f"projection on {emotion}"] = [row[slot[emotion]] for row in stats["projection"]]
     frame["perplexity"] = stats["perplexity"].values
     frame["valence"] = vader(frame["text"].tolist())
@@ -178,25 +183,32 @@ def null_directions(build: VectorBuild, layer: int, read_layer: int, n: int = 20
 def null_band(doses: pd.DataFrame, slope_table: pd.DataFrame, emotions: Sequence[str], n_boot: int = 1000, seed: int = 0,
               doubling: pd.DataFrame | None = None,
               metrics: Sequence[str] = ("projection", "valence", "lexicon valence", "perplexity")) -> pd.DataFrame:
-    """Each steered emotion's slope beside the band its metric takes when the push is a random direction (2.5th to
-    97.5th percentile of the random directions' slopes, at the same α, prompts and seeds) and beside the top neutral
-    PC's slope. For the projection the band is that of the *emotion's own* read-layer projection under the random
+    """Each steered emotion's slope beside the band its metric takes when the push is a random direction (from the
+    lowest to the highest of the k random directions' slopes, at the same α, prompts and seeds: a slope that is just
+    another random direction's leaves it on one side with probability at most 1/(k + 1), and `p against random
+    directions` says how far) and beside the top neutral PC's slope. For the projection the band is that of the *emotion's own* read-layer projection under the random
     pushes: does pushing along the emotion move its reading more than pushing anywhere does? A slope counts only
-    where it leaves the band (`outside band`)."""
+    where it leaves the band (`outside band`). The random directions may run on fewer prompts than the emotions (the
+    first of the same prompts, same seeds): each emotion's slope is then read on those prompts too, like for like."""
     randoms = doses[doses["emotion"].str.startswith(NULL_PREFIX)]
     if randoms.empty:
         raise EmolibError("no random-direction conditions in the dose-response; pass null_directions(...) as directions")
     rows = []
+    shared = sorted(set(randoms["prompt"]))  # the null's prompts: each emotion's slope is read on the same ones
     for emotion in emotions:
         null_metrics = [f"projection on {emotion}" if m == "projection" else m for m in metrics]
         null = slopes(randoms, null_metrics, n_boot=10, seed=seed, doubling=doubling)
         pc = slopes(doses[doses["emotion"] == NEUTRAL_PC], null_metrics, n_boot=10, seed=seed, doubling=doubling)
+        mine = doses[(doses["emotion"] == emotion) & doses["prompt"].isin(shared)]
+        own = slopes(mine, metrics, n_boot=10, seed=seed, doubling=doubling)
         for metric, null_metric in zip(metrics, null_metrics):
-            own = slope_table[(slope_table["emotion"] == emotion) & (slope_table["metric"] == metric)]
             values = null.loc[null["metric"] == null_metric, "slope per unit α"].to_numpy()
-            low, high = np.percentile(values, [2.5, 97.5])
-            value = float(own["slope per unit α"].iloc[0])
-            rows.append({"emotion": emotion, "metric": metric, "slope per unit α": value, "random band low": float(low),
+            low, high = float(values.min()), float(values.max())  # the band: every random direction's slope
+            value = float(own.loc[own["metric"] == metric, "slope per unit α"].iloc[0])
+            further = (values >= value).sum() if value >= np.median(values) else (values <= value).sum()
+            rows.append({"emotion": emotion, "metric": metric, "prompts": len(shared), "slope per unit α": value,
+                         "p against random directions": float((1 + further) / (len(values) + 1)),
+                         "random band low": float(low),
                          "random band high": float(high), "random directions": len(values),
                          "top neutral PC slope": float(pc.loc[pc["metric"] == null_metric, "slope per unit α"].iloc[0]),
                          "outside band": bool(value < low or value > high)})
@@ -204,16 +216,25 @@ def null_band(doses: pd.DataFrame, slope_table: pd.DataFrame, emotions: Sequence
 
 
 def band_verdicts(text: dict[str, str], band: pd.DataFrame) -> dict[str, str]:
-    """`text_verdicts` kept only where the moving reader's slope also leaves the random band; otherwise said."""
+    """`text_verdicts` kept only where each reader that drove the verdict left the random band on its verdict's side
+    (a rise needs the reader's slope above every random direction's, a fall below); otherwise said."""
+    names = {"VADER": "valence", "the lexicon": "lexicon valence"}
     out = {}
     for emotion, verdict in text.items():
         if verdict == "no detectable change":
             out[emotion] = verdict
             continue
-        rows = band[(band["emotion"] == emotion) & band["metric"].isin(TEXT_READERS)]
-        outside = rows[rows["outside band"]]["metric"].tolist()
-        out[emotion] = (verdict + " (outside the random band: " + ", ".join(outside) + ")" if outside else
-                        f"{verdict}, but inside the band of random directions: no verdict")
+        rows = band[band["emotion"] == emotion].set_index("metric")
+        if verdict in ("rises", "falls"):
+            drivers = [("valence", verdict), ("lexicon valence", verdict)]
+        else:  # "VADER only rises; the lexicon falls" and the like: each named reader with its own direction
+            drivers = [(names[name], direction) for name, direction in
+                       re.findall(r"(VADER|the lexicon)(?: only)? (rises|falls)", verdict)]
+        failed = [reader for reader, direction in drivers if reader not in rows.index
+                  or not (rows.loc[reader, "slope per unit α"] > rows.loc[reader, "random band high"] if direction == "rises"
+                          else rows.loc[reader, "slope per unit α"] < rows.loc[reader, "random band low"])]
+        out[emotion] = (f"{verdict} (beyond every random direction)" if not failed else
+                        f"{verdict}, but {', '.join(failed)} not beyond the random directions: no verdict")
     return out
 
 

@@ -276,17 +276,24 @@ def preference_correlations(readings: pd.DataFrame, elo: pd.Series, n_perm: int 
         .sort_values("r with Elo", ascending=False)
 
 
-def valence_pattern(correlations: pd.DataFrame, ratings: pd.Series, n_perm: int = 10_000, seed: int = 0) -> dict[str, float]:
-    """Predicted: pleasant emotions correlate positively with preference, unpleasant negatively: r across the rated
-    emotions between each emotion's preference r and its human valence, with a permutation p (one-sided)."""
-    rated = [e for e in correlations.index if e in ratings.index]
-    x = correlations.loc[rated, "r with Elo"].to_numpy(float)
-    y = ratings.loc[rated].to_numpy(float)
-    r = pearson(x, y)
+def valence_pattern(readings: pd.DataFrame, elo: pd.Series, ratings: pd.Series, n_perm: int = 10_000,
+                    seed: int = 0) -> dict[str, float]:
+    """Predicted: pleasant emotions correlate positively with preference, unpleasant negatively — r across the rated
+    emotions between each emotion's preference r and its human valence. The null shuffles **Elo over the activities**
+    and recomputes every emotion's preference r before correlating with valence (one-sided p): the emotions' readings
+    share a valence factor, so shuffling valence over emotions instead would find the pattern in pure noise."""
+    rated = [e for e in readings.columns if e in ratings.index]
+    x = readings[rated].to_numpy(float)
+    xz = (x - x.mean(0)) / np.maximum(x.std(0), 1e-300)
+    y = elo.reindex(readings.index).to_numpy(float)
+    valence = ratings.loc[rated].to_numpy(float)
     rng = np.random.default_rng(seed)
-    null = np.array([pearson(x, rng.permutation(y)) for _ in range(n_perm)])
-    return {"r": r, "p": float((1 + (null >= r - 1e-12).sum()) / (n_perm + 1)), "emotions": len(rated),
-            "permutations": n_perm}
+    columns = np.stack([y] + [rng.permutation(y) for _ in range(n_perm)])
+    columns = (columns - columns.mean(1, keepdims=True)) / columns.std(1, keepdims=True)
+    preference_r = columns @ xz / len(y)  # (1 + P, emotions): every emotion's r with (shuffled) Elo
+    pattern = np.array([pearson(row, valence) for row in preference_r])
+    return {"r": float(pattern[0]), "p": float((1 + (pattern[1:] >= pattern[0] - 1e-12).sum()) / (n_perm + 1)),
+            "emotions": len(rated), "permutations": n_perm, "null": "Elo shuffled over activities"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,28 +337,39 @@ def steered_elo(loaded, names: Sequence[str], categories: Sequence[str], elo: pd
     return pd.DataFrame(rows)
 
 
-def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_prefix: str) -> tuple[pd.DataFrame, dict]:
-    """Per steered emotion: mean ΔElo over targets with its range, beside the band of the random directions (2.5th to
-    97.5th percentile of their mean ΔElo) and its preference r; and across emotions, r between preference r and mean
-    ΔElo with a bootstrap interval over emotions (Anthropic: 0.85)."""
-    means = steered.groupby("direction")["ΔElo"].agg(["mean", "min", "max"])
-    randoms = means[means.index.str.startswith(null_prefix)]["mean"].to_numpy()
-    low, high = (np.percentile(randoms, [2.5, 97.5]) if len(randoms) else (np.nan, np.nan))
+def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_prefix: str, n_perm: int = 10_000,
+                     seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Per steered emotion: mean ΔElo over targets, and per unit α (the random directions run at the emotions' median
+    α, so per unit α is what compares), beside the random directions' range per unit α with the emotion's one-sided
+    empirical p ((1 + random directions at least as far) / (k + 1)); and across emotions, r between preference r and
+    mean ΔElo (Anthropic 0.85) with a permutation p (ΔElo shuffled over the emotions: valid although the emotions were
+    chosen as extremes of preference r) and a bootstrap interval over emotions (wide, and widened by that choice)."""
+    means = steered.groupby("direction").agg(mean=("ΔElo", "mean"), low=("ΔElo", "min"), high=("ΔElo", "max"), alpha=("α", "first"))
+    means["per unit α"] = means["mean"] / means["alpha"]
+    randoms = means[means.index.str.startswith(null_prefix)]["per unit α"].to_numpy()
     emotions = [d for d in means.index if not d.startswith(null_prefix)]
-    table = pd.DataFrame({"mean ΔElo": means.loc[emotions, "mean"], "lowest target": means.loc[emotions, "min"],
-                          "highest target": means.loc[emotions, "max"],
+    table = pd.DataFrame({"mean ΔElo": means.loc[emotions, "mean"], "lowest target": means.loc[emotions, "low"],
+                          "highest target": means.loc[emotions, "high"], "α": means.loc[emotions, "alpha"],
+                          "ΔElo per unit α": means.loc[emotions, "per unit α"],
                           "preference r": correlations["r with Elo"].reindex(emotions)})
-    table["outside the random band"] = (table["mean ΔElo"] < low) | (table["mean ΔElo"] > high)
-    r = pearson(table["preference r"].to_numpy(float), table["mean ΔElo"].to_numpy(float)) if len(table) > 2 else float("nan")
-    rng = np.random.default_rng(0)
+    if len(randoms):
+        table["p against random directions"] = [
+            float((1 + ((randoms >= v) if v >= np.median(randoms) else (randoms <= v)).sum()) / (len(randoms) + 1))
+            for v in table["ΔElo per unit α"]]
+        table["outside the random range"] = (table["ΔElo per unit α"] < randoms.min()) | (table["ΔElo per unit α"] > randoms.max())
+    x, y = table["preference r"].to_numpy(float), table["mean ΔElo"].to_numpy(float)
+    r = pearson(x, y) if len(table) > 2 else float("nan")
+    rng = np.random.default_rng(seed)
+    null = np.array([pearson(x, rng.permutation(y)) for _ in range(n_perm)]) if len(table) > 2 else np.array([np.nan])
     draws = []
     for _ in range(2000):
         pick = rng.integers(0, len(table), len(table))
-        x, y = table["preference r"].to_numpy(float)[pick], table["mean ΔElo"].to_numpy(float)[pick]
-        if np.std(x) > 0 and np.std(y) > 0:
-            draws.append(pearson(x, y))
+        if np.std(x[pick]) > 0 and np.std(y[pick]) > 0:
+            draws.append(pearson(x[pick], y[pick]))
     interval = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else [np.nan, np.nan]
-    return table.sort_values("mean ΔElo"), {"r": r, "ci": interval, "emotions": len(table), "random_band": [float(low), float(high)],
+    band = [float(randoms.min()), float(randoms.max())] if len(randoms) else [np.nan, np.nan]
+    return table.sort_values("mean ΔElo"), {"r": r, "ci": interval, "p": float((1 + (null >= r - 1e-12).sum()) / (len(null) + 1)),
+                                            "emotions": len(table), "random_range_per_unit_alpha": band,
                                             "random_directions": int(len(randoms))}
 
 
@@ -399,26 +417,38 @@ def steered_emotions(correlations: pd.DataFrame, fixed: Sequence[str], minimum: 
 
 
 def summary_lines(reliability: dict, answers: dict, pattern: dict, effects: pd.DataFrame, across: dict,
-                  changes: pd.DataFrame, band: tuple[float, float], shares: pd.DataFrame, noise: bool) -> list[str]:
+                  changes: pd.DataFrame, band: tuple[float, float], shares: pd.DataFrame, harsher: pd.DataFrame,
+                  noise: bool) -> list[str]:
     """Chapter 9's closing verdicts, each against its prediction."""
     lines = [f"- The ranking: split-half ρ {reliability['split-half ρ']:.2f}; mean |preference| {answers['mean |preference|']:.3f} "
              f"against mean |position bias| {answers['mean |position bias|']:.3f} — "
              + ("mostly noise or position, so the preference results below say little." if noise else "a reproducible ranking.")]
-    lines.append(f"- Emotions tracking preference: r(preference r, valence) = {pattern['r']:.2f} (p {pattern['p']:.3g}) — "
-                 + ("as predicted." if pattern["p"] < 0.05 and pattern["r"] > 0 else "not detected."))
-    outside = effects[effects["outside the random band"]]
-    lines.append(f"- Steering on an activity's tokens: {len(outside)} of {len(effects)} emotions move its Elo outside the random "
-                 f"band; r(preference r, ΔElo) = {across['r']:.2f} [{across['ci'][0]:.2f}, {across['ci'][1]:.2f}] — "
-                 + ("as predicted (Anthropic 0.85)." if across["ci"][0] > 0 else "not detected (Anthropic 0.85)."))
-    significant = changes[(changes["Holm p"] < 0.05) & ~changes.index.str.startswith(NULL_PREFIX)]
-    outside = [c for c, row in significant.iterrows() if not band[0] <= row["switch rate change"] <= band[1]]
-    lines.append("- Sycophancy (switch rate): " + ("; ".join(f"{c} {significant.loc[c, 'switch rate change']:+.0%}" for c in outside)
-                                                   if outside else "no steered condition changes it beyond chance and the random band")
-                 + ". Predicted: +happy, +loving, +calm raise it.")
-    if len(shares):
+    lines.append(f"- Emotions tracking preference by valence: r(preference r, valence) = {pattern['r']:.2f} (p {pattern['p']:.3g}, "
+                 "Elo shuffled over activities) — " + ("as predicted." if pattern["p"] < 0.05 and pattern["r"] > 0 else "not detected."))
+    outside = int(effects.get("outside the random range", pd.Series(dtype=bool)).sum())
+    lines.append(f"- Steering on an activity's tokens: {outside} of {len(effects)} emotions move its Elo (per unit α) outside the "
+                 f"random directions' range; r(preference r, ΔElo) = {across['r']:.2f} [{across['ci'][0]:.2f}, "
+                 f"{across['ci'][1]:.2f}] (permutation p {across['p']:.3g}) — "
+                 + ("as predicted (Anthropic 0.85)." if across["p"] < 0.05 and across["r"] > 0 else "not detected (Anthropic 0.85)."))
+    lines.append("- Sycophancy (switch to the user's wrong answer): " + _directional(changes, "switched share change", band)
+                 + " Predicted: +happy, +loving, +calm raise it, their minus lowers it.")
+    if len(harsher):
         base = shares.loc["baseline"] if "baseline" in shares.index else shares.iloc[0]
-        harsher = [c for c in ("+desperate", "+angry", "+afraid") if c in shares.index and shares.loc[c, "harsh"] > base["harsh"]]
-        lines.append(f"- Harshness (phrase list, in-sample accuracy above): baseline {base['harsh']:.0%} of replies; higher under "
-                     + (", ".join(harsher) if harsher else "none of +desperate, +angry, +afraid")
-                     + " (predicted: all three; shares of few replies, read as direction only).")
+        lines.append(f"- Harshness (phrase list; in-sample accuracy above; baseline {base['harsh']:.0%} of replies): "
+                     + _directional(harsher, "harsh share change", None)
+                     + " Predicted: +desperate, +angry, +afraid raise it; +happy, +loving, +calm lower it.")
     return lines
+
+
+def _directional(changes: pd.DataFrame, column: str, band: tuple[float, float] | None) -> str:
+    """Which conditions moved as predicted: Holm p < 0.05, in the predicted direction, and (with `band`) outside the
+    random directions' range."""
+    confirmed, against = [], []
+    for condition, row in changes.iterrows():
+        if condition.startswith(NULL_PREFIX) or not row.get("predicted") or row["Holm p"] >= 0.05:
+            continue
+        inside = band is not None and band[0] <= row[column] <= band[1]
+        text = f"{condition} {row[column]:+.0%}" + (" (inside the random range)" if inside else "")
+        (confirmed if np.sign(row[column]) == row["predicted"] and not inside else against).append(text)
+    return (("as predicted: " + "; ".join(confirmed) + ". " if confirmed else "no condition moves it as predicted. ")
+            + ("Against the prediction or not beyond chance: " + "; ".join(against) + "." if against else ""))

@@ -15,7 +15,11 @@ import pandas as pd
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    return float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1])
+    """Pearson r; nan (without numpy's warning) where either side does not vary."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or not (np.ptp(x) > 0 and np.ptp(y) > 0):
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def permutation_p(x: Sequence[float], y: Sequence[float], n: int = 10000, seed: int = 0) -> float:

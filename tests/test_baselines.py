@@ -57,9 +57,9 @@ def test_a_valence_the_words_carry_is_the_bag_of_words_and_not_the_models():
     baseline is one text-only reader, and the book says so.)"""
     model, bow = _features(*_stories(words_carry=True, model_carries=False))
     table = B.baseline_table(model, [bow], RATED, n_boot=40, n_perm=400).set_index("headline")
-    pc1 = table.loc["PC1"]
+    pc1 = {**table.loc["PC1"].to_dict(), "headline": "PC1"}
     assert pc1["r (model)"] > 0.6 and pc1["r (baseline)"] > 0.6  # both see it ...
-    assert pc1["p"] > 0.05 and B.verdict(pc1.to_dict()) == "no gain over the words detected"  # ... only the words carry it
+    assert pc1["p"] > 0.05 and B.verdict(pc1) == "no gain over the words detected"  # ... only the words carry it
     assert table.loc["aligned plane", "p"] > 0.05 and table.loc["held-out read-out", "p"] > 0.05
 
 
@@ -67,11 +67,11 @@ def test_a_valence_only_the_model_carries_is_credited_to_it():
     model, bow = _features(*_stories(words_carry=False, model_carries=True))
     table = B.baseline_table(model, [bow], RATED, n_boot=40, n_perm=400).set_index("headline")
     for headline in B.HEADLINES:
-        row = table.loc[headline]
+        row = {**table.loc[headline].to_dict(), "headline": headline}
         assert row["partial r (model | baseline)"] > 0.5 and row["p"] < 0.01, headline
         assert row["95% CI"][0] > 0, headline
     assert abs(table.loc["PC1", "r (baseline)"]) < 0.4  # the words carry nothing
-    assert B.verdict(table.loc["PC1"].to_dict()) == "the model adds to the words"
+    assert B.verdict({**table.loc["PC1"].to_dict(), "headline": "PC1"}) == "the model adds to the words"
 
 
 def test_the_bag_of_words_never_sees_an_emotion_word():

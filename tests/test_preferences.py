@@ -82,6 +82,7 @@ def test_steering_on_an_activitys_tokens_changes_only_those_tokens(tiny_gemma3):
         return hook
 
     vector = torch.randn(1, loaded.model.config.hidden_size) * 5
+    hooks_before = len(blocks[layer]._forward_hooks)  # transformers keeps hooks of its own on the blocks
     mask = torch.zeros(ids.shape)
     mask[0, span] = 1.0
     with torch.inference_mode():
@@ -97,7 +98,7 @@ def test_steering_on_an_activitys_tokens_changes_only_those_tokens(tiny_gemma3):
     later = (captured["steered last"] - captured["plain last"]).abs().amax(dim=-1)[0] > 1e-6
     assert not later[: span[0]].any() and later[span[0]]  # before the span nothing moves downstream either
     assert torch.equal(captured["zero"], captured["plain last"])  # strength 0 leaves everything identical
-    assert len(blocks[layer]._forward_hooks) == 0  # the hook is gone
+    assert len(blocks[layer]._forward_hooks) == hooks_before  # the hook is gone
     with pytest.raises(EmolibError, match="one vector per row"):
         with steer.span_steering(loaded.model, layer, vector[0], mask):
             pass
@@ -126,7 +127,8 @@ def test_the_switch_reading_equals_a_plain_forward_pass(tiny_gemma3):
 
         assert table["after pushback"].iloc[i] == pytest.approx(logprob(row["wrong"]) - logprob(row["right"]), abs=1e-3)
     summary = S.switch_summary(table)
-    assert summary["questions"] == 2 and 0 <= summary["switch rate"] <= 1
+    rate = summary["switch rate"]
+    assert summary["questions"] == 2 and (summary["right unprompted"] == 0 and rate != rate or 0 <= rate <= 1)
     steered = S.switches(loaded, frame, torch.zeros(2, loaded.model.config.hidden_size), 1)
     assert np.allclose(steered["after pushback"], table["after pushback"], atol=1e-5)  # a zero push changes nothing
 

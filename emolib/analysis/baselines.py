@@ -122,20 +122,23 @@ def emotion_vectors(acts: np.ndarray, labels: np.ndarray, weights: np.ndarray, n
 def story_texts(build) -> tuple[list[str], np.ndarray]:
     """The texts of a VectorBuild's stories, in `story_activations`' order, and their cell weights (read from the
     corpus chapter 3 built it from, through the same balanced selection)."""
-    from ..stories.corpus import Corpus, corpus_dir
-    from ..stories.design import cell_weights, select
+    from ..stories.corpus import Corpus, corpus_dir, records_frame
+    from ..stories.design import Design, balanced_selection, cell_weights
 
     corpus = build.denoised.metadata.get("corpus")
     if not corpus:
         raise EmolibError("these vectors do not record their corpus; rerun chapter 3 (03_extract)")
-    chosen = select(Corpus(corpus_dir(corpus)))
-    frame = chosen.stories.set_index("id")
+    store = Corpus(corpus_dir(corpus))
+    records, design = records_frame(store), Design.load(store.folder)
+    stories = (balanced_selection(records, design)[0] if design is not None else
+               records[(records["kind"] == "story") & (records["status"] == "kept")])
+    frame = stories.set_index("id")
     ids = [text_id for emotion in build.denoised.emotions for text_id in build.stories[emotion]]
     missing = [i for i in ids if i not in frame.index]
     if missing:
         raise EmolibError(f"{len(missing)} of the vectors' stories (e.g. {missing[0]}) are not in corpus {corpus!r}'s "
                           "selection; rerun chapter 3 on it")
-    weights = cell_weights(chosen.stories, chosen.design) if chosen.design else {}
+    weights = cell_weights(stories, design) if design is not None else {}
     return frame.loc[ids, "text"].tolist(), np.array([weights.get(i, 1.0) for i in ids])
 
 
@@ -293,9 +296,13 @@ def corrected_partial_r(model: np.ndarray, baseline: np.ndarray, target: np.ndar
     cov = np.cov(data, rowvar=False)
     cov[:2, :2] = cov[:2, :2] - error
     (mm, mb, my), (_, bb, by), (_, _, yy) = cov
-    if bb <= 0 or mm * bb - mb ** 2 <= 0:
-        return float("nan")  # the noise is as large as the scores' spread: nothing left to correct
-    return float((my * bb - mb * by) / np.sqrt((mm * bb - mb ** 2) * (yy * bb - by ** 2)))
+    if mm <= 0:
+        return float("nan")  # the model's own scores are all sampling noise
+    if bb <= 0:  # the baseline's scores are all sampling noise: nothing of it to partial out
+        return float(np.clip(my / np.sqrt(mm * yy), -1.0, 1.0))
+    if mm * bb - mb ** 2 <= 0 or yy * bb - by ** 2 <= 0:
+        return float("nan")  # the corrected covariances are not a covariance matrix: the error estimate is too large
+    return float(np.clip((my * bb - mb * by) / np.sqrt((mm * bb - mb ** 2) * (yy * bb - by ** 2)), -1.0, 1.0))
 
 
 def baseline_table(model: StoryFeatures, baselines: Sequence[StoryFeatures], rated: pd.DataFrame, n_boot: int = N_BOOT,

@@ -49,6 +49,30 @@ def stimuli() -> dict[str, Any]:
     return json.loads(resources.files("emolib").joinpath("data", "in_context.json").read_text())
 
 
+def restrict(spec: dict[str, Any], emotions: Sequence[str]) -> dict[str, Any]:
+    """The stimuli whose emotions these vectors hold (vectors of a few emotions run what they can; a design left
+    with too little to test is empty, and the chapter says so). The dose template keeps its place when it survives."""
+    have = set(emotions)
+    kept = []
+    for index, template in enumerate(spec["numerical"]):
+        predicted = {e: v for e, v in template["predicted"].items() if e in have}
+        if predicted:
+            kept.append((index, {**template, "predicted": predicted}))
+    dose = spec["dose_tokens"]
+    slot = next((k for k, (index, _) in enumerate(kept) if index == dose["template"]), 0 if kept else None)
+    if slot is None:
+        dose = {**dose, "template": None, "emotion": ""}
+    else:
+        predicted = kept[slot][1]["predicted"]
+        dose = {**dose, "template": slot, "emotion": dose["emotion"] if dose["emotion"] in predicted else next(iter(predicted))}
+    return {**spec, "numerical": [t for _, t in kept], "dose_tokens": dose,
+            "scenarios": [i for i in spec["scenarios"] if i["emotion"] in have],
+            "negation": [e for e in spec["negation"] if e in have],
+            "binding": {**spec["binding"], "pairs": [p for p in spec["binding"]["pairs"] if set(p) <= have]},
+            "speaker": {**spec["speaker"], "messages": [m for m in spec["speaker"]["messages"] if m["emotion"] in have],
+                        "caring": [e for e in spec["speaker"]["caring"] if e in have]}}
+
+
 def frame(tokenizer: Any, user_text: str) -> str:
     """`user_text` as a user's message, rendered up to where the assistant's reply begins: the chat template with
     its generation prompt for an instruct model, "User: … / Assistant:" (after `<bos>`) for a base model."""
@@ -190,13 +214,13 @@ def bow_reader(bow, bow_vectors: np.ndarray, emotions_all: Sequence[str]) -> Rea
     return Reader("bag of words", read)
 
 
-def numerical(reader: Reader, render) -> pd.DataFrame:
+def numerical(reader: Reader, render, spec: dict[str, Any] | None = None) -> pd.DataFrame:
     """Per (template, emotion): the prediction, Spearman ρ of the reading with the number, the exact one-sided p in the
     predicted direction, and whether the sign came out as predicted (ρ = 0 counts as not). The table's `attrs` hold the
     test that counts (`template_test`): the emotions of one template read the same prompts, so the template, not the
     pair, is the unit."""
     rows, per_template = [], []
-    for template in stimuli()["numerical"]:
+    for template in (spec or stimuli())["numerical"]:
         emotions = list(template["predicted"])
         texts = [render(template["template"].format(x=f"{x:,}")) for x in template["values"]]
         scores = reader.read(texts, emotions)
@@ -207,7 +231,7 @@ def numerical(reader: Reader, render) -> pd.DataFrame:
                          "Spearman ρ": rho, "p (one-sided)": spearman_p(template["values"], scores[:, j], int(signs[j])),
                          "predicted sign": bool(signs[j] * rho > 0)})
         per_template.append((template["name"], template["values"], scores, signs))
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["template", "emotion", "predicted", "Spearman ρ", "p (one-sided)", "predicted sign"])
     table.attrs["templates"], table.attrs["overall"] = template_test(per_template)
     return table
 
@@ -234,6 +258,8 @@ def template_test(per_template: list[tuple[str, list, np.ndarray, np.ndarray]], 
                      "p (one-sided, exact)": float(np.mean(null >= observed - 1e-12))})
         nulls.append(null)
         observed_total += observed
+    if not nulls:  # no template has an emotion of these vectors
+        return rows, {"S": float("nan"), "p": float("nan"), "templates": 0, "draws": draws}
     total = np.sum([null[rng.integers(0, len(null), draws)] for null in nulls], axis=0)
     return rows, {"S": observed_total, "p": float((1 + (total >= observed_total - 1e-12).sum()) / (draws + 1)),
                   "templates": len(rows), "draws": draws}
@@ -249,9 +275,12 @@ def sign_count(table: pd.DataFrame) -> dict[str, Any]:
             "templates": table.attrs.get("templates", [])}
 
 
-def dose_by_layer(loaded, vectors, render, layers: Sequence[int]) -> pd.DataFrame:
+def dose_by_layer(loaded, vectors, render, layers: Sequence[int], spec: dict[str, Any] | None = None) -> pd.DataFrame:
     """The medicine-dose template at every layer: ρ of each predicted emotion's reading with the dose."""
-    template = stimuli()["numerical"][stimuli()["dose_tokens"]["template"]]
+    spec = spec or stimuli()
+    if spec["dose_tokens"]["template"] is None:
+        return pd.DataFrame(columns=["layer", "emotion", "predicted", "Spearman ρ"])
+    template = spec["numerical"][spec["dose_tokens"]["template"]]
     texts = [render(template["template"].format(x=f"{x:,}")) for x in template["values"]]
     hidden = np.stack(residuals(loaded, texts, layers))  # (N, L, d)
     rows = []
@@ -263,11 +292,14 @@ def dose_by_layer(loaded, vectors, render, layers: Sequence[int]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def dose_tokens(loaded, vectors, render, layer: int) -> pd.DataFrame:
+def dose_tokens(loaded, vectors, render, layer: int, stimuli_spec: dict[str, Any] | None = None) -> pd.DataFrame:
     """Token by token, the low and the high dose (e.g. 1,000 against 8,000 mg): one emotion's reading at each
     token of the two prompts, side by side where the tokens agree."""
-    spec = stimuli()["dose_tokens"]
-    template = stimuli()["numerical"][spec["template"]]
+    every = stimuli_spec or stimuli()
+    spec = every["dose_tokens"]
+    if spec["template"] is None:
+        return pd.DataFrame()
+    template = every["numerical"][spec["template"]]
     texts = [render(template["template"].format(x=f"{spec[k]:,}")) for k in ("low", "high")]
     unit = units(vectors, [spec["emotion"]], layer)[0]
     columns = {}
@@ -289,12 +321,17 @@ def _zscore(matrix: np.ndarray) -> np.ndarray:
     return centred / np.maximum(centred.std(axis=0, keepdims=True), 1e-12)
 
 
-def scenarios(reader: Reader, render, n_perm: int = 10_000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+def scenarios(reader: Reader, render, n_perm: int = 10_000, seed: int = 0,
+              spec: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The scenario × emotion matrix (each emotion's reading standardised over the scenarios, so an emotion whose
     vector reads high on every prompt does not win every row) and its accuracy: top-1 and top-3 of the right
     emotion among the scenarios' emotions, with chance and a p from shuffling which scenario is which emotion."""
-    items = stimuli()["scenarios"]
+    items = (spec or stimuli())["scenarios"]
     emotions = list(dict.fromkeys(item["emotion"] for item in items))
+    if len(emotions) < 3:  # vectors of a few emotions: no ranking to test
+        return pd.DataFrame(), {"reader": reader.name, "scenarios": len(items), "emotions": len(emotions), "top1": np.nan,
+                                "top3": np.nan, "chance_top1": np.nan, "chance_top3": np.nan, "p_top1": np.nan,
+                                "p_top3": np.nan, "mean_rank": np.nan, "hits_top1": []}
     matrix = _zscore(reader.read([render(item["text"]) for item in items], emotions))
     truth = np.array([emotions.index(item["emotion"]) for item in items])
     order = np.argsort(-matrix, axis=1)
@@ -320,6 +357,8 @@ def against_reader(model: dict[str, Any], other: dict[str, Any]) -> dict[str, An
     """The model's top-1 hits against another reader's on the same scenarios: the difference in accuracy with an exact
     one-sided p from swapping the two readers' results scenario by scenario (predicted: the model does better)."""
     a, b = np.asarray(model["hits_top1"], float), np.asarray(other["hits_top1"], float)
+    if not len(a) or len(a) != len(b):
+        return {"difference": float("nan"), "p": float("nan"), "scenarios differing": 0}
     differing = a != b
     if not differing.any():
         return {"difference": 0.0, "p": 1.0, "scenarios differing": 0}
@@ -327,9 +366,12 @@ def against_reader(model: dict[str, Any], other: dict[str, Any]) -> dict[str, An
             "scenarios differing": int(differing.sum())}
 
 
-def negation(reader: Reader, render) -> tuple[pd.DataFrame, dict[str, Any]]:
+def negation(reader: Reader, render, spec: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """"I am X." against "I am not X.": predicted, X reads higher when affirmed (difference > 0 for every item)."""
-    words = stimuli()["negation"]
+    words = (spec or stimuli())["negation"]
+    if not words:
+        return pd.DataFrame(columns=["emotion", "I am X", "I am not X", "difference"]), _contrast(
+            reader.name, "negation: X reads higher in 'I am X' than in 'I am not X'", np.zeros(0))
     affirmed = reader.read([render(f"I am {w}.") for w in words], words)
     negated = reader.read([render(f"I am not {w}.") for w in words], words)
     difference = np.diag(affirmed) - np.diag(negated)
@@ -338,12 +380,12 @@ def negation(reader: Reader, render) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table, _contrast(reader.name, "negation: X reads higher in 'I am X' than in 'I am not X'", difference)
 
 
-def binding(reader: Reader, render_plain) -> tuple[pd.DataFrame, dict[str, Any]]:
+def binding(reader: Reader, render_plain, stimuli_spec: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """"A felt X, but B felt Y. A few minutes later, A" and the same ending in B: predicted, X reads higher at A's
     mention than at B's and Y higher at B's than at A's. Each emotion pair is told with both names in both roles and
     both emotions in both places of the sentence (so neither a name nor the order of valence can carry the contrast);
     the unit of the test is the emotion pair (its mean over those tellings): an exact sign-flip over the pairs."""
-    spec = stimuli()["binding"]
+    spec = (stimuli_spec or stimuli())["binding"]
     stem = spec["template"].replace("{first}", "")
     rows = []
     for x, y in spec["pairs"]:
@@ -355,19 +397,20 @@ def binding(reader: Reader, render_plain) -> tuple[pd.DataFrame, dict[str, Any]]
                 scores = reader.read(texts, [feel_first, feel_second])  # rows: read at first, at second
                 values.append((scores[0, 0] - scores[1, 0]) + (scores[1, 1] - scores[0, 1]))
         rows.append({"emotion pair": f"{x} / {y}", "tellings": len(values), "difference (mean)": float(np.mean(values))})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["emotion pair", "tellings", "difference (mean)"])
     return table, _contrast(reader.name, "binding: each emotion reads higher at the mention of the person who felt it",
                             table["difference (mean)"].to_numpy())
 
 
-def speaker(reader: Reader, render, tokenizer: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+def speaker(reader: Reader, render, tokenizer: Any, stimuli_spec: dict[str, Any] | None = None
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """An emotional user message read at its own last token and where the assistant's reply begins, each contrast
     taken against the same two positions of neutral user messages (a difference in differences: a reading that only
     grows or shrinks from one position to the other cancels). Predicted: (1) the user's emotion reads higher at the
     user's last token than at the assistant's first, beyond what neutral messages show (the reading follows who
     speaks); (2) the caring emotions (compassionate, sympathetic, kind, loving: an assistant's reaction) rise from the
     user's last token to the assistant's first more than after a neutral message."""
-    spec = stimuli()["speaker"]
+    spec = (stimuli_spec or stimuli())["speaker"]
     emotions = list(dict.fromkeys([m["emotion"] for m in spec["messages"]] + spec["caring"]))
 
     def positions(text: str) -> tuple[str, list[int]]:
@@ -378,6 +421,14 @@ def speaker(reader: Reader, render, tokenizer: Any) -> tuple[pd.DataFrame, dict[
         rendered = [positions(t) for t in texts]
         return np.stack([reader.read([r, r], emotions, at) for r, at in rendered])
 
+    column_user = "user's emotion: user's last − assistant's first, beyond neutral"
+    column_caring = "caring: assistant's first − user's last, beyond neutral"
+    prediction_user = "speaker: the user's emotion reads higher at the user's last token (beyond neutral messages)"
+    prediction_caring = "speaker: caring emotions rise where the assistant's reply begins (beyond neutral messages)"
+    if not spec["messages"]:  # no message's emotion is among these vectors
+        return pd.DataFrame(columns=["message", "emotion", column_user, column_caring]), {
+            "user's emotion follows the speaker": _contrast(reader.name, prediction_user, np.zeros(0)),
+            "caring rises at the assistant's turn": _contrast(reader.name, prediction_caring, np.zeros(0))}
     emotional, neutral = read([m["text"] for m in spec["messages"]]), read(spec["neutral"])
     shift = neutral[:, 0] - neutral[:, 1]  # (neutral, emotions): user's last minus assistant's first
     caring = [emotions.index(e) for e in spec["caring"]]
@@ -385,17 +436,13 @@ def speaker(reader: Reader, render, tokenizer: Any) -> tuple[pd.DataFrame, dict[
     for item, values in zip(spec["messages"], emotional):
         j = emotions.index(item["emotion"])
         rows.append({"message": item["text"][:70] + "…", "emotion": item["emotion"],
-                     "user's emotion: user's last − assistant's first, beyond neutral":
-                         float((values[0, j] - values[1, j]) - shift[:, j].mean()),
-                     "caring: assistant's first − user's last, beyond neutral":
-                         float(np.mean((values[1, caring] - values[0, caring]) + shift[:, caring].mean(axis=0)))})
+                     column_user: float((values[0, j] - values[1, j]) - shift[:, j].mean()),
+                     column_caring: float(np.mean((values[1, caring] - values[0, caring]) + shift[:, caring].mean(axis=0)))
+                     if caring else float("nan")})
     table = pd.DataFrame(rows)
-    return table, {"user's emotion follows the speaker": _contrast(
-        reader.name, "speaker: the user's emotion reads higher at the user's last token (beyond neutral messages)",
-        table["user's emotion: user's last − assistant's first, beyond neutral"].to_numpy()),
-        "caring rises at the assistant's turn": _contrast(
-        reader.name, "speaker: caring emotions rise where the assistant's reply begins (beyond neutral messages)",
-        table["caring: assistant's first − user's last, beyond neutral"].to_numpy())}
+    caring_differences = table[column_caring].to_numpy() if caring else np.zeros(0)
+    return table, {"user's emotion follows the speaker": _contrast(reader.name, prediction_user, table[column_user].to_numpy()),
+                   "caring rises at the assistant's turn": _contrast(reader.name, prediction_caring, caring_differences)}
 
 
 def _last_token_of(tokenizer: Any, rendered: str, message: str) -> int:
@@ -414,12 +461,17 @@ def _last_token_of(tokenizer: Any, rendered: str, message: str) -> int:
 
 def _contrast(reader: str, prediction: str, differences: np.ndarray) -> dict[str, Any]:
     differences = np.asarray(differences, np.float64)
+    if not len(differences):  # no stimulus of this design has its emotions in these vectors
+        return {"reader": reader, "prediction": prediction, "items": 0, "mean difference": float("nan"),
+                "items in the predicted direction": 0, "p (sign-flip, one-sided)": float("nan")}
     return {"reader": reader, "prediction": prediction, "items": int(len(differences)),
             "mean difference": float(differences.mean()), "items in the predicted direction": int((differences > 0).sum()),
             "p (sign-flip, one-sided)": sign_flip_p(differences) if np.any(differences != 0) else 1.0}
 
 
 def verdict(p: float, level: float = LEVEL) -> str:
+    if p != p:
+        return "not computed (no stimulus has its emotions in these vectors)"
     return "as predicted" if p < level else "not detected"
 
 
@@ -486,45 +538,58 @@ def report(loaded, vectors, layer: int, readers: Sequence[Reader], n_perm: int =
     """Every design for every reader (`readers[0]` the model; the others, such as the bag of words, read the raw
     text of the same prompts, since a frame's words carry no emotion)."""
     tokenizer = loaded.tokenizer
+    spec = restrict(stimuli(), vectors.emotions)
     numerical_tables, signs, matrices, accuracy, negations, bindings, speakers, contrasts = {}, {}, {}, {}, {}, {}, {}, {}
     for index, reader in enumerate(readers):
         is_model = index == 0
         render = (lambda text: frame(tokenizer, text)) if is_model else (lambda text: text)
         render_plain = (lambda text: plain(tokenizer, text)) if is_model else (lambda text: text)
-        numerical_tables[reader.name] = numerical(reader, render)
+        numerical_tables[reader.name] = numerical(reader, render, spec)
         signs[reader.name] = sign_count(numerical_tables[reader.name])
-        matrices[reader.name], accuracy[reader.name] = scenarios(reader, render, n_perm, seed)
-        negations[reader.name], negation_contrast = negation(reader, render)
-        bindings[reader.name], binding_contrast = binding(reader, render_plain)
+        matrices[reader.name], accuracy[reader.name] = scenarios(reader, render, n_perm, seed, spec)
+        negations[reader.name], negation_contrast = negation(reader, render, spec)
+        bindings[reader.name], binding_contrast = binding(reader, render_plain, spec)
         if is_model:
-            speakers[reader.name], speaker_contrasts = speaker(reader, render, tokenizer)
+            speakers[reader.name], speaker_contrasts = speaker(reader, render, tokenizer, spec)
         else:  # the same words at both positions: a reader of words cannot tell them apart
             speaker_contrasts = {k: _contrast(reader.name, c["prediction"], np.zeros(c["items"]))
                                  for k, c in speaker_contrasts.items()}
         contrasts[reader.name] = [negation_contrast, binding_contrast, *speaker_contrasts.values()]
     render = lambda text: frame(tokenizer, text)  # noqa: E731
-    return InContextReport(layer, numerical_tables, signs, dose_by_layer(loaded, vectors, render, vectors.layers),
-                           dose_tokens(loaded, vectors, render, layer), matrices, accuracy, negations, bindings, speakers,
+    return InContextReport(layer, numerical_tables, signs, dose_by_layer(loaded, vectors, render, vectors.layers, spec),
+                           dose_tokens(loaded, vectors, render, layer, spec), matrices, accuracy, negations, bindings, speakers,
                            contrasts)
 
 
 def summary_lines(found: InContextReport, model: str) -> list[str]:
-    """The chapter's closing verdicts, one line per design, computed from its numbers."""
+    """The chapter's closing verdicts, one line per design, computed from its numbers (a design none of whose
+    emotions these vectors hold says so instead)."""
     signs, words = found.signs[model], found.signs.get("bag of words")
-    lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
-             f"predicted direction; over the six templates S = {signs['S']:+.2f} (joint permutation p = {signs['p']:.3g}: "
-             f"{verdict(signs['p'])}); {signs['significant']} pairs reached p < {LEVEL} on their own."
-             + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
+    if signs["pairs"]:
+        lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
+                 f"predicted direction; over the {len(signs['templates'])} templates S = {signs['S']:+.2f} (joint permutation "
+                 f"p = {signs['p']:.3g}: {verdict(signs['p'])}); {signs['significant']} pairs reached p < {LEVEL} on their own."
+                 + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
+    else:
+        lines = ["- A number in the prompt: not computed (no template's emotions are among these vectors)."]
     acc = found.scenario_accuracy[model]
     bow = found.scenario_accuracy.get("bag of words")
-    paired = against_reader(acc, bow) if bow else None
-    lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
-                 f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
-                 f"{acc['p_top1']:.3g}: {verdict(acc['p_top1'])}; top-3 {acc['top3']:.0%})" + (
-                     f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
-                     f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {verdict(paired['p'])})." if bow else "."))
+    if acc["top1"] != acc["top1"]:
+        lines.append(f"- Implied situations: not computed (only {acc['emotions']} of the scenarios' emotions are among "
+                     "these vectors; a ranking needs three).")
+    else:
+        paired = against_reader(acc, bow) if bow else None
+        lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
+                     f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
+                     f"{acc['p_top1']:.3g}: {verdict(acc['p_top1'])}; top-3 {acc['top3']:.0%})" + (
+                         f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
+                         f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {verdict(paired['p'])})." if bow else "."))
     for contrast in found.contrasts[model]:
-        lines.append(f"- {contrast['prediction'][0].upper() + contrast['prediction'][1:]}: {contrast['items in the predicted direction']} "
+        said = contrast["prediction"][0].upper() + contrast["prediction"][1:]
+        if not contrast["items"]:
+            lines.append(f"- {said}: not computed (none of its emotions are among these vectors).")
+            continue
+        lines.append(f"- {said}: {contrast['items in the predicted direction']} "
                      f"of {contrast['items']} items in the predicted direction, mean difference {contrast['mean difference']:+.3g} "
                      f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): {verdict(contrast['p (sign-flip, one-sided)'])}.")
     return lines

@@ -110,7 +110,7 @@ class GeometryReport:
         frames = []
         for name, table in self.baselines.items():
             shown = table.copy()
-            shown.insert(0, "words", f"{name} ({int(table['words'].iloc[0])})")
+            shown["words"] = f"{name} ({int(table['words'].iloc[0])})"
             shown["95% CI"] = [f"{low:.2f} to {high:.2f}" for low, high in table["95% CI"]]
             shown["p"] = [format_p(p, n) for p, n in zip(table["p"], table["n_perm"])]
             shown["verdict"] = [B.verdict(row) for row in table.to_dict("records")]

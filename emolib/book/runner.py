@@ -235,7 +235,8 @@ def _execute(root: Path, chapter: str, out_dir: Path, parameters: dict[str, Any]
     try:
         with _progress_to_terminal():
             papermill.execute_notebook(str(root / "notebooks" / f"{chapter}.ipynb"), str(partial), parameters=parameters,
-                                       cwd=str(root), progress_bar=False, kernel_name="python3")
+                                       cwd=str(root), progress_bar=False, kernel_name="python3",
+                                       kernel_manager_class="emolib.book.kernels.LocalKernelManager")
     except papermill.PapermillExecutionError as error:
         failed = out_dir / f".{chapter}.failed.ipynb"
         os.replace(partial, failed)

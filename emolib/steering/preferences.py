@@ -368,7 +368,7 @@ def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_pre
             draws.append(pearson(x[pick], y[pick]))
     interval = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else [np.nan, np.nan]
     band = [float(randoms.min()), float(randoms.max())] if len(randoms) else [np.nan, np.nan]
-    return table.sort_values("mean ΔElo"), {"r": r, "ci": interval, "p": float((1 + (null >= r - 1e-12).sum()) / (len(null) + 1)),
+    return table.sort_values("mean ΔElo"), {"r": r, "ci": interval, "p": float((1 + (null >= r - 1e-12).sum()) / (len(null) + 1)) if r == r else float("nan"),
                                             "emotions": len(table), "random_range_per_unit_alpha": band,
                                             "random_directions": int(len(randoms))}
 

@@ -1,7 +1,7 @@
 """emolib: emotion vectors in open language models, from stories to steering.
 
 The subpackages are the method's stages, in order; each imports only from those before it and from the
-shared base (`errors`, `io`, `stats`):
+shared base (`errors`, `io`, `stats`, `threads`):
 
     stories/     emotions, topics, prompts, the keep rule, the balanced design, the corpus store
     models/      profiles, offline loading, forward-hook helpers, tiny random models
@@ -27,7 +27,7 @@ from .io import EMOLIB_VERSION as __version__  # noqa: E402
 # The rest loads on first use (PEP 562): `import emolib` and `python -m emolib --help` do not import torch.
 _LAZY = {"EmotionVectors": ("extraction.vectors", "EmotionVectors"), "VectorBuild": ("extraction.vectors", "VectorBuild"),
          "build_vectors": ("extraction.stages", "build_vectors"), "load_model": ("models", "load"),
-         "steer": ("steering.steer", None)}
+         "steer": ("steering.steer", None), "steering": ("steering.steer", "steering")}
 
 
 def __getattr__(name: str):
@@ -41,4 +41,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["EmolibError", "EmotionVectors", "MissingWeightsError", "VectorBuild", "build_vectors", "load_model",
-           "steer", "__version__"]
+           "steer", "steering", "__version__"]

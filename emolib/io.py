@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .threads import note
 
 # emolib.__version__, kept here so that the stages below the front door can record it
 EMOLIB_VERSION = "0.2.0"
@@ -88,8 +89,6 @@ def progress_bar(**kwargs: Any):
     runner streams to its terminal) the bar is written there, every 2 s, and not into the executed
     notebook; anywhere else (plain papermill, JupyterLab, scripts) it is the usual bar."""
     from tqdm import tqdm
-
-    from .threads import note
 
     if note() and kwargs.get("desc"):  # the first line says how many threads this process works with, and why
         kwargs["desc"] = f"{kwargs['desc']} [{note()}]"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from emolib.stories import corpus as C
+from emolib.stories import card as data_card
 from emolib.stories import design as D
 from emolib.analysis import fidelity
 from emolib.errors import EmolibError
@@ -303,13 +304,13 @@ def test_deepening_refuses_what_would_change_the_base(runs):
 
 def test_a_deep_extension_gets_a_data_card_that_verifies(runs):
     base, _ = _base_corpus(runs)
-    C.write_data_card(base.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
+    data_card.write_data_card(base.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
     deep = runs / "corpus" / "deep-card"
     D.deepen_corpus(deep, "base", ["happy", "sad"], 3, _leaky(), batch_size=4, progress=False)
-    card = C.write_data_card(deep, made_by="python -m emolib corpus --extends base --per-cell 3", how=["here"])
+    card = data_card.write_data_card(deep, made_by="python -m emolib corpus --extends base --per-cell 3", how=["here"])
     text = card.read_text()
     assert "first in every cell" in text and "the base's data card" in text
-    assert C.verify_data_card(deep)["matches"].all()
+    assert data_card.verify_data_card(deep)["matches"].all()
     assert C.Corpus(deep).read_only  # published: analysing it never writes to it
     (deep / "stories.jsonl").write_text((deep / "stories.jsonl").read_text() + "\n")
-    assert not C.verify_data_card(deep)["matches"].all()
+    assert not data_card.verify_data_card(deep)["matches"].all()

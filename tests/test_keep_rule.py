@@ -13,6 +13,7 @@ from emolib import models
 from emolib.errors import EmolibError, StoreError
 from emolib.extraction import stages
 from emolib.stories import corpus as C
+from emolib.stories import card as data_card
 from emolib.stories import design as D
 from emolib.stories import prompts
 from emolib.writers.generate import Generation
@@ -192,7 +193,7 @@ def test_a_data_card_lists_every_file_with_its_hash_and_makes_the_corpus_read_on
 
     store = _write(tmp_path / "c")
     assert not C.Corpus(store.folder).read_only
-    card = C.write_data_card(store.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
+    card = data_card.write_data_card(store.folder, made_by="python -m emolib corpus --scale quick", how=["on a test machine"])
     text = card.read_text()
     assert text.startswith("---\nlicense:") and "python -m emolib corpus --scale quick" in text
     for name in ("stories.jsonl", "neutral.jsonl", "design.json", "settings.json"):
@@ -203,10 +204,10 @@ def test_a_data_card_lists_every_file_with_its_hash_and_makes_the_corpus_read_on
 
 def test_the_data_card_is_verified_file_by_file(tmp_path):
     store = _write(tmp_path / "c")
-    assert C.verify_data_card(store.folder) is None
-    C.write_data_card(store.folder, made_by="test", how=[])
-    table = C.verify_data_card(store.folder)
+    assert data_card.verify_data_card(store.folder) is None
+    data_card.write_data_card(store.folder, made_by="test", how=[])
+    table = data_card.verify_data_card(store.folder)
     assert table["matches"].all() and {"stories.jsonl", "neutral.jsonl", "design.json"} <= set(table.index)
     with open(store.folder / "neutral.jsonl", "a") as handle:
         handle.write("\n")
-    assert not C.verify_data_card(store.folder).loc["neutral.jsonl", "matches"]
+    assert not data_card.verify_data_card(store.folder).loc["neutral.jsonl", "matches"]

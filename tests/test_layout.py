@@ -10,7 +10,9 @@ import emolib
 PACKAGE = Path(emolib.__file__).parent
 # The stages in order; a module may import from its own stage, the stages before it and the shared base.
 STAGES = ["stories", "models", "writers", "extraction", "analysis", "steering", "book"]
-BASE = {"errors", "io", "stats"}
+BASE = {"errors", "io", "stats", "threads"}
+# The CLI imports a command's stage only when that command runs, so `python -m emolib --help` answers without torch.
+LAZY = {"emolib.__main__"}
 
 
 def _modules() -> dict[str, Path]:
@@ -107,7 +109,8 @@ def test_each_stage_imports_only_from_the_stages_before_it():
 
 
 def test_no_function_level_import_of_emolib():
-    late = [f"{module}:{line} -> {target}" for module in MODULES for target, line, inside in _imports(module) if inside]
+    late = [f"{module}:{line} -> {target}" for module in MODULES if module not in LAZY
+            for target, line, inside in _imports(module) if inside]
     assert not late, "function-level imports of emolib modules (move them to the top): " + ", ".join(late)
 
 

@@ -141,7 +141,7 @@ def test_the_cli_reports_a_wrong_parameter_in_one_line(tmp_path):
                              "--out", str(tmp_path / "o"), "-p", "n_topics", "five"], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "must be int" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "n_topics is a whole number" in result.stderr
 
 
 def _fail_with(error_number: int):

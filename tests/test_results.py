@@ -31,13 +31,16 @@ def _steering(text_slope_low: float, lexicon_p: float | None = None) -> dict:
     """One steered emotion; VADER's slope is significant when `text_slope_low` > 0 (p 0.001, else 0.4); the lexicon's
     p is `lexicon_p` (default: the same as VADER's)."""
     vader_p = 0.001 if text_slope_low > 0 else 0.4
+    lexicon = vader_p if lexicon_p is None else lexicon_p
+    holm = sorted([vader_p, lexicon])  # chapter 7's Holm over its family (one emotion x the two readers)
+    holm_of = {holm[0]: min(1.0, 2 * holm[0]), holm[1]: max(min(1.0, 2 * holm[0]), holm[1])}
     return {"slopes": [
         {"emotion": "happy", "metric": "projection", "slope per unit α": 2000.0, "low": 1000.0, "high": 3000.0,
          "bootstrap p": 0.001},
         {"emotion": "happy", "metric": "valence", "slope per unit α": 0.5, "low": text_slope_low, "high": 0.9,
-         "bootstrap p": vader_p},
+         "bootstrap p": vader_p, "Holm p (text readers)": holm_of[vader_p]},
         {"emotion": "happy", "metric": "lexicon valence", "slope per unit α": 0.2, "low": text_slope_low / 2, "high": 0.4,
-         "bootstrap p": vader_p if lexicon_p is None else lexicon_p},
+         "bootstrap p": lexicon, "Holm p (text readers)": holm_of[lexicon]},
     ], "blackmail": [{"condition": "baseline", "k": 0, "n": 6, "rate": 0.0, "low": 0.0, "high": 0.39}],
         "reward_hacking": {"rates": [{"condition": "baseline", "k": 1, "n": 16, "rate": 1 / 16, "low": 0.01, "high": 0.28},
                                      {"condition": "+desperate 0.05", "k": 2, "n": 16, "rate": 2 / 16, "low": 0.03, "high": 0.36}]}}
@@ -50,14 +53,14 @@ def test_verdicts_follow_the_numbers():
     results = {"a": {"04_geometry": _geometry(0.55, 0.001, max_p=0.01), "07_steering": _steering(0.1)},
                "b": {"04_geometry": _geometry(0.10, 0.3, r_inf=0.5, needed=None), "07_steering": _steering(-0.2)}}
     text = "\n".join(compare.verdicts(results, ["a", "b"], TITLES))
-    assert "PC1 does track human valence (r = 0.55, p = 0.001) — same direction as Anthropic's 0.81, weaker." in text
-    assert "PC1 does not track human valence (r = 0.10, p = 0.3) — unlike Anthropic's 0.81." in text
+    assert "PC1 does track human valence (r = 0.55 [0.45, 0.65], p 0.001) — same direction as Anthropic's 0.81, weaker" in text
+    assert "PC1 does not track human valence (r = 0.10 [0.00, 0.20], p 0.3) — unlike Anthropic's 0.81." in text
     assert "significant once the choice of layer is accounted for (max-over-layers p = 0.01)" in text
     assert "not significant once the choice of layer is accounted for (max-over-layers p = 0.2)" in text
     assert "r = 0.8 would need about 120 stories per emotion" in text
     assert "r = 0.8 lies above the fitted ceiling" in text
     assert "moves with α for happy (both readers: valence rises, as its valence predicts)" in text
-    assert "Holm-corrected over 4 tests" in text
+    assert "Holm-corrected over chapter 7's 2 tests" in text
     assert "does not move detectably with α by either reader" in text
     assert "Reward hacking: baseline 1/16 (Anthropic ~5%)" in text
     assert "**Across families:** the valence axis is found in Model A but not in Model B at the analysis layer." in text
@@ -104,10 +107,10 @@ def test_tables_put_models_beside_the_published_numbers():
     table = compare.comparison_table(results, ["a"], TITLES)
     like = "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)"
     assert table.index[table.index.str.startswith("PC1 vs human valence")].tolist()[0] == like  # like for like first
-    assert table.loc[like, "Model A"].startswith("0.62 (0.52 to 0.72; p=0.002; 45 words)")
+    assert table.loc[like, "Model A"].startswith("0.62 (0.52 to 0.72; p 0.002; 45 words)")
     assert table.loc[like, RS.ANTHROPIC] == "0.81 (45 words)"
     extension = "PC1 vs human valence, r (Warriner's words: the extension)"
-    assert table.loc[extension, "Model A"].startswith("0.55 (0.45 to 0.65; p=0.001; 126 words)")
+    assert table.loc[extension, "Model A"].startswith("0.55 (0.45 to 0.65; p 0.001; 126 words)")
     assert table.loc[extension, RS.ANTHROPIC] == "-"
     assert table.loc["scale (stories per emotion, min)", "Model A"] == "full (24)"
     assert table.loc["split-half reliability (Spearman-Brown)", "Model A"] == "0.57"
@@ -128,21 +131,29 @@ def test_a_text_moving_against_the_emotions_valence_is_said_so():
 
 
 def test_the_texts_valence_needs_both_readers_after_correction():
-    """Issue 23.3: one reader moving is said as such, never as "the text's valence moves"; Holm's correction
-    runs over every model's text tests, so p = 0.02 passes alone (2 tests) but not in a family of 4."""
+    """Issue 23.3: one reader moving is said as such, never as "the text's valence moves". The correction is chapter
+    7's own (Holm over its steered emotions x the two readers, saved with each slope): the comparison states the
+    chapter's verdict, so a second model in the book never changes the first's, and a raw p below 0.05 whose
+    corrected p is not does not count."""
     one = _steering(0.1, lexicon_p=0.5)
     text = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": one}}, ["a"], TITLES))
     assert "happy (VADER only rises)" in text and "both readers" not in text
     weak = _steering(0.1, lexicon_p=0.02)
-    weak["slopes"][1]["bootstrap p"] = 0.02
+    for row in weak["slopes"][1:]:
+        row.update({"bootstrap p": 0.02, "Holm p (text readers)": 0.04})
     alone = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": weak}}, ["a"], TITLES))
-    assert "both readers: valence rises" in alone  # Holm over 2: 0.04 and 0.04
+    assert "both readers: valence rises" in alone and "Holm-corrected over chapter 7's 2 tests" in alone
     family = compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": weak},
                                "b": {"04_geometry": _geometry(0.5, 0.01), "07_steering": _steering(0.1, lexicon_p=0.02)}},
                               ["a", "b"], TITLES)
-    assert "Holm-corrected over 4 tests" in "\n".join(family)
     a_lines = "\n".join(family[: family.index("")])
-    assert "does not move detectably" in a_lines  # 0.02 x 4 = 0.08 > 0.05 for model a's two readers
+    assert "both readers: valence rises" in a_lines  # model b's tests do not enter model a's family
+    corrected_away = _steering(0.1)
+    for row in corrected_away["slopes"][1:]:
+        row.update({"bootstrap p": 0.03, "Holm p (text readers)": 0.06})
+    text = "\n".join(compare.verdicts({"a": {"04_geometry": _geometry(0.5, 0.01), "07_steering": corrected_away}},
+                                      ["a"], TITLES))
+    assert "does not move detectably" in text
 
 
 def test_every_chapter_saves_what_its_schema_names():
@@ -159,7 +170,7 @@ def test_every_chapter_saves_what_its_schema_names():
     for chapter in RS.SCHEMAS:
         saved = json.loads((folder / f"{chapter}.json").read_text())
         RS.check(chapter, saved)
-    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named, self_named_chance; emolib.book.results.LensResults"):
+    with pytest.raises(EmolibError, match=r"chapter 05_logit_lens saves no self_named, self_named_chance, self_named_label_null; emolib.book.results.LensResults"):
         RS.check("05_logit_lens", {"layer": 1, "emotions": 3, "self_named_by_layer": {}})
 
 
@@ -167,10 +178,10 @@ def test_published_numbers_are_typed_once():
     """The comparison's published columns, the chapter-4 table and the verdicts all read results.PUBLISHED."""
     results = {"a": {"04_geometry": _geometry(0.55, 0.001)}}
     table = compare.comparison_table(results, ["a"], TITLES)
-    assert table.loc["PC1 share of variance", RS.RAIN1955] == RS.PUBLISHED["pc1_variance"][RS.RAIN1955].text
+    assert table.loc["PC1 share of variance (cross-validated)", RS.RAIN1955] == RS.PUBLISHED["pc1_variance"][RS.RAIN1955].text
     chapter4 = compare.geometry_beside_published(results["a"]["04_geometry"], "this run")
     assert chapter4.loc["PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)", RS.ANTHROPIC] == "0.81 (45 words)"
-    assert chapter4.loc["PC1 share of variance", "this run"] == "12.0%"
+    assert chapter4.loc["PC1 share of variance (cross-validated)", "this run"] == "12.0%"
     rate = pd.DataFrame({"rate": [0.5], "low": [0.1], "high": [0.9], "k": [1], "n": [2]}, index=["baseline"])
     beside = compare.rates_beside_published(rate, RS.BLACKMAIL, "ours", (RS.ANTHROPIC, RS.GEMOTIONS))
     assert beside.loc["baseline", "ours"] == "50% [10%, 90%] (1/2)"
@@ -209,8 +220,8 @@ def test_verdicts_lead_with_the_like_for_like_words_and_flag_a_self_reading_mode
                "b": {"04_geometry": _geometry(0.30, 0.2), "01_stories": {"writer": "a"}}}
     lines = compare.verdicts(results, ["a", "b"], TITLES)
     text = "\n".join(lines)
-    assert ("- Valence (45 Russell-Mehrabian words, like Anthropic's): PC1 does track human valence (r = 0.55, "
-            "p = 0.001)") in text
+    assert ("- Valence (45 Russell-Mehrabian words, like Anthropic's): PC1 does track human valence (r = 0.55 [0.3, 0.8], "
+            "p 0.001)") in text
     assert "- On 126 Warriner words (the extension): r(PC1, valence) = 0.30 (p = 0.2)" in text
     assert sum("Caveat: Model A reads the stories it wrote itself" in line for line in lines) == 1
     assert not any("Caveat: Model B" in line for line in lines)

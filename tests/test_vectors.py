@@ -187,7 +187,7 @@ def test_published_vectors_carry_a_card_that_verifies(tmp_path, monkeypatch):
     """Issue 24.6: a build published with its data card loads back bit for bit, its control vectors read back,
     and the card's SHA-256s match until a file changes."""
     from emolib.extraction.publish import publish_vectors
-    from emolib.stories.corpus import verify_data_card
+    from emolib.stories.card import verify_data_card
 
     test_a_build_saves_and_loads_whole(tmp_path, monkeypatch)
     built = V.VectorBuild.load(tmp_path / "v", model="tiny")

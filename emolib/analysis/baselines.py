@@ -35,6 +35,8 @@ import pandas as pd
 
 from ..errors import EmolibError
 from ..stats import pearson
+from ..stories.corpus import Corpus, corpus_dir, records_frame
+from ..stories.design import Design, balanced_selection, cell_weights
 from . import circumplex as C
 from . import geometry as G
 from .fidelity import _excluded_words
@@ -122,9 +124,6 @@ def emotion_vectors(acts: np.ndarray, labels: np.ndarray, weights: np.ndarray, n
 def story_texts(build) -> tuple[list[str], np.ndarray]:
     """The texts of a VectorBuild's stories, in `story_activations`' order, and their cell weights (read from the
     corpus chapter 3 built it from, through the same balanced selection)."""
-    from ..stories.corpus import Corpus, corpus_dir, records_frame
-    from ..stories.design import Design, balanced_selection, cell_weights
-
     corpus = build.denoised.metadata.get("corpus")
     if not corpus:
         raise EmolibError("these vectors do not record their corpus; rerun chapter 3 (03_extract)")

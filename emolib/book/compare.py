@@ -40,7 +40,8 @@ def typed(results: Mapping[str, ModelResults | dict[str, dict[str, Any]]]) -> di
 
 
 def _fmt(value: Any, fmt: str = "{:.2f}") -> str:
-    if value is None:
+    """A number as `fmt`; "-" where it was not computed (None, or nan saved as null)."""
+    if value is None or (isinstance(value, float) and value != value):
         return "-"
     return value if isinstance(value, str) else fmt.format(value)
 
@@ -184,6 +185,8 @@ def _signal_share(r: ModelResults) -> str:
 
 def _p_text(p: float, n_perm: int | None) -> str:
     """A permutation p, "≤ floor" where no permutation reached the observed value."""
+    if p is None or p != p:
+        return "-"
     if n_perm:
         floor = 1 / (n_perm + 1)
         if p <= floor + 1e-12:
@@ -218,14 +221,20 @@ def _in_context(read: str) -> Callable[[ModelResults], str]:
         model = next(iter(found["signs"]))
         if read == "numbers":
             s, w = found["signs"][model], found["signs"].get("bag of words")
-            return (f"{s['hits']}/{s['pairs']} pairs with the predicted sign (sign test p {s['p']:.2g})"
-                    + (f"; bag of words {w['hits']}/{w['pairs']}" if w else ""))
+            if not s["pairs"]:
+                return "not computed (no template's emotions among the vectors)"
+            return (f"{s['hits']}/{s['pairs']} pairs with the predicted sign; templates' joint permutation p {s['p']:.2g} "
+                    f"({'as predicted' if s['p'] < 0.05 else 'not detected'})" + (f"; bag of words {w['hits']}/{w['pairs']}" if w else ""))
         if read == "scenarios":
             a, w = found["scenarios"][model], found["scenarios"].get("bag of words")
+            if a.get("top1") is None or a["top1"] != a["top1"]:
+                return "not computed (fewer than three of the scenarios' emotions among the vectors)"
             return (f"top-1 {a['top1']:.0%}, top-3 {a['top3']:.0%} (chance {a['chance_top1']:.0%} / {a['chance_top3']:.0%}; "
                     f"p {a['p_top1']:.2g} / {a['p_top3']:.2g})" + (f"; bag of words {w['top1']:.0%} / {w['top3']:.0%}" if w else ""))
         index = {"negation": 0, "binding": 1, "speaker": 2, "caring": 3}[read]
         c = found["contrasts"][model][index]
+        if not c["items"] or c["p (sign-flip, one-sided)"] is None:
+            return "not computed (none of its emotions among the vectors)"
         return (f"{c['items in the predicted direction']}/{c['items']} items as predicted, p {c['p (sign-flip, one-sided)']:.2g} "
                 f"({'as predicted' if c['p (sign-flip, one-sided)'] < 0.05 else 'not detected'})")
     return cell
@@ -248,20 +257,20 @@ def _preferences(read: str) -> Callable[[ModelResults], str]:
             return "-"
         if read == "ranking":
             rel, dec = found["reliability"], found["decisiveness"]
-            return (f"split-half ρ {rel['split-half ρ']:.2f}; mean |preference| {dec['mean |preference|']:.2f} vs position bias "
-                    f"{dec['mean |position bias|']:.2f}" + (" (noise)" if found["ranking_is_noise"] else ""))
+            return (f"split-half ρ {_fmt(rel['split-half ρ'])}; mean |preference| {_fmt(dec['mean |preference|'])} vs position "
+                    f"bias {_fmt(dec['mean |position bias|'])}" + (" (noise)" if found["ranking_is_noise"] else ""))
         if read == "pattern":
             v = found["valence_pattern"]
-            return f"r(preference r, valence) {v['r']:.2f} (p {v['p']:.2g}; Anthropic: blissful 0.71, hostile −0.74)"
+            return f"r(preference r, valence) {_fmt(v['r'])} (p {_fmt(v['p'], '{:.2g}')}; Anthropic: blissful 0.71, hostile −0.74)"
         if read == "steering":
             a = found["steering"]["across"]
-            return (f"r(preference r, ΔElo) {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] (p {a['p']:.2g}) over "
+            return (f"r(preference r, ΔElo) {_fmt(a['r'])} [{_fmt(a['ci'][0])}, {_fmt(a['ci'][1])}] (p {_fmt(a['p'], '{:.2g}')}) over "
                     f"{a['emotions']} emotions (Anthropic 0.85)")
         rates = {row["condition"]: row for row in found["sycophancy"]["rates"]}
         base = rates.get("baseline")
-        moved = [row for row in found["sycophancy"]["changes"] if row["Holm p"] < 0.05
+        moved = [row for row in found["sycophancy"]["changes"] if (row["Holm p"] or 1.0) < 0.05
                  and not row["condition"].startswith("random direction")]
-        return ((f"baseline switch rate {base['switch rate']:.0%} ({base['switched']}/{base['right unprompted']} answered right "
+        return ((f"baseline switch rate {_fmt(base['switch rate'], '{:.0%}')} ({base['switched']}/{base['right unprompted']} answered right "
                  "unprompted); " if base else "")
                 + ("Holm-significant: " + ", ".join(f"{row['condition']} {row['switched share change']:+.0%}" for row in moved)
                    if moved else "no condition moves it (Holm)"))
@@ -494,8 +503,9 @@ def _geometry_lines(geo: dict[str, Any]) -> list[str]:
             tail = "the curve does not determine how many stories r = 0.8 would need."
         lines.append(f"- More stories: {level}{seen}; {tail}")
     control = _shuffled_control(geo)
-    judged = (f"its shuffled-label control {control['top1']:.1%}" if control else f"chance {geo['probe_chance']:.1%}")
-    lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} against {judged} (chance {geo['probe_chance']:.1%}); "
+    judged = (f"its shuffled-label control {control['top1']:.1%} (chance {geo['probe_chance']:.1%})" if control
+              else f"chance {geo['probe_chance']:.1%}")
+    lines.append(f"- Held-out stories: top-1 {geo['probe_top1']:.1%} against {judged}; "
                  f"valence AUROC {geo['valence_auroc']:.2f}.")
     lines += _beyond_lines(geo)
     return lines
@@ -608,22 +618,20 @@ def _function_lines(r: ModelResults) -> list[str]:
     lines = []
     found = r.in_context
     if found:
-        model = next(iter(found["signs"]))
-        s, a = found["signs"][model], found["scenarios"][model]
-        lines.append(f"- In context (chapter 8; the words cannot answer): {s['hits']}/{s['pairs']} number-in-the-prompt pairs "
-                     f"with the predicted sign (sign test p {s['p']:.2g}); implied situations top-1 {a['top1']:.0%} against "
-                     f"chance {a['chance_top1']:.0%} (p {a['p_top1']:.2g}); "
-                     + "; ".join(f"{c['prediction'].split(':')[0]} {'as predicted' if c['p (sign-flip, one-sided)'] < 0.05 else 'not detected'} "
-                                 f"(p {c['p (sign-flip, one-sided)']:.2g})" for c in found["contrasts"][model]) + ".")
+        lines.append("- In context (chapter 8; the words cannot answer): " + "; ".join(
+            f"{label} {_in_context(read)(r)}" for label, read in (("a number in the prompt:", "numbers"),
+                                                                  ("implied situations:", "scenarios"), ("negation:", "negation"),
+                                                                  ("binding:", "binding"), ("who speaks:", "speaker"),
+                                                                  ("caring at the assistant's turn:", "caring"))) + ".")
     prefs = r.preferences
     if prefs:
         v, a = prefs["valence_pattern"], prefs["steering"]["across"]
-        lines.append(f"- Preferences (chapter 9): the A-vs-B ranking's split-half ρ {prefs['reliability']['split-half ρ']:.2f}"
+        lines.append(f"- Preferences (chapter 9): the A-vs-B ranking's split-half ρ {_fmt(prefs['reliability']['split-half ρ'])}"
                      + (" (mostly noise)" if prefs["ranking_is_noise"] else "")
-                     + f"; emotions' preference r against their valence r = {v['r']:.2f} (p {v['p']:.2g}); steering an "
-                       f"activity's tokens, r(preference r, ΔElo) = {a['r']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] "
-                       "(Anthropic 0.85).")
-        moved = [row for row in prefs["sycophancy"]["changes"] if row["Holm p"] < 0.05
+                     + f"; emotions' preference r against their valence r = {_fmt(v['r'])} (p {_fmt(v['p'], '{:.2g}')}); "
+                       f"steering an activity's tokens, r(preference r, ΔElo) = {_fmt(a['r'])} [{_fmt(a['ci'][0])}, "
+                       f"{_fmt(a['ci'][1])}] (Anthropic 0.85).")
+        moved = [row for row in prefs["sycophancy"]["changes"] if (row["Holm p"] or 1.0) < 0.05
                  and not row["condition"].startswith("random direction")]
         lines.append("- Sycophancy (chapter 9): " + ("; ".join(f"{row['condition']} changes the switched share by "
                                                               f"{row['switched share change']:+.0%}" for row in moved)

@@ -19,6 +19,8 @@ from ..analysis import geometry as G
 from ..analysis import reliability as R
 from ..errors import EmolibError
 from ..extraction.stages import Ready
+from ..stories.corpus import corpus_dir
+from ..stories.design import Design
 from .compare import geometry_beside_published
 
 
@@ -445,9 +447,6 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
     """Issue 37 at chapter 4's layer, over the 45 Russell-Mehrabian words (all of them deepened)."""
     layer = deep.layer
     rated = G.norms_for(deep.vectors.emotions, "russell-mehrabian")
-    from ..stories.corpus import corpus_dir
-    from ..stories.design import Design
-
     design = Design.load(corpus_dir(deep.vectors.metadata.get("corpus", "")))
     if design is None or design.base is None:
         raise EmolibError("these vectors are not from a deep story set (its design.json names no base corpus)")

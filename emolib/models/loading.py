@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import EmolibError
 from ..io import atomic_write_json, cache_dir, file_sha256
+from ..threads import apply as apply_threads
 from .hooks import decoder_layers, text_config
 from .profiles import (
     ModelProfile,
@@ -158,8 +159,6 @@ def load(
     """Load a profile's model and tokenizer, offline. fp32 on CPU (bf16 is ~7x slower on AVX2); `dtype`
     ("auto", "bf16", ...) set explicitly turns a quantized profile (31b: NF4) into a plain load in that
     dtype with device_map="auto" (GPU first, the rest offloaded to CPU memory)."""
-    from ..threads import apply as apply_threads
-
     apply_threads()  # before any work: a shared box gets one thread per process (emolib.threads)
     profile = check_available(name, weights, dtype)
     use_quantization = quantized(profile, dtype)

@@ -37,6 +37,7 @@ from ..analysis.in_context import frame as user_frame
 from ..errors import EmolibError
 from ..models.hooks import decoder_layers, forward_hooks
 from ..stats import pearson
+from .experiments import story_sd
 from .steer import span_steering
 
 ELO_SCALE = 400 / math.log(10)  # Elo points per unit of log-odds strength
@@ -382,8 +383,6 @@ def directions(build, layer: int, emotions: Sequence[str], strength: float, n_nu
     story-to-story SDs of its own stories' projections at that layer (in units of the layer's mean residual norm: the
     push moves the projection there by exactly that many SDs), and `n_null` random unit directions at the emotions'
     median α."""
-    from .experiments import story_sd
-
     spread = story_sd(build, emotions, layer)
     scale = build.residual_norm[layer]
     units = {e: build.denoised.direction(e, layer) for e in emotions}

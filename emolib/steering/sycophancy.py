@@ -30,6 +30,7 @@ import torch
 
 from ..analysis.geometry import wilson
 from ..errors import EmolibError
+from ..stats import holm
 from ..stories.prompts import with_bos
 from ..writers.generate import LocalWriter
 from .steer import SteerTerm, span_steering, steering
@@ -243,8 +244,6 @@ def against_baseline(tables: dict[str, pd.DataFrame], baseline: str = "baseline"
     condition of replies) from the baseline, with an exact McNemar p (the same questions or seeds both ways),
     Holm-corrected over the conditions."""
     from scipy.stats import binomtest
-
-    from ..stats import holm
 
     base = tables[baseline][column].to_numpy(bool)
     rows = []

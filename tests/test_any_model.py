@@ -4,9 +4,6 @@ profile from its config alone; extraction, steering, the lens and resume hold fo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -177,23 +174,6 @@ def test_folders_that_are_not_a_causal_lm_say_so_in_one_line(tmp_path):
         models.get_profile("hf:nobody/not-a-model")
     with pytest.raises(EmolibError, match="or a local Hugging Face checkpoint"):
         models.get_profile("not-a-profile")
-
-
-def test_the_chapters_run_on_a_folder_model(checkpoints, tmp_path):
-    """`python -m emolib run --model <folder>`: the analysis chapters execute on a researcher's checkpoint."""
-    folder = checkpoints["llama"]
-    env = {**os.environ, "EMOLIB_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    tiny = ["-p", "writer", "tiny", "-p", "corpus", "tiny", "-p", "emotions", "quick", "-p", "n_topics", "2",
-            "-p", "dialogue_topics", "2", "-p", "dialogues_per_topic", "2", "-p", "batch_size", "8",
-            "-p", "max_emotion_words", "1000"]
-    out = subprocess.run([sys.executable, "-m", "emolib", "run", "--model", str(folder), "--out", str(tmp_path / "book"),
-                          *tiny], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    executed = sorted(p.stem for p in (tmp_path / "book").glob("*.ipynb"))
-    assert executed == ["01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens",
-                        "06_external_validation", "07_steering", "08_in_context", "09_preferences"]
-    assert not list(folder.rglob("results"))  # nothing is ever written into the model's folder
-    assert (tmp_path / "runs" / "vectors" / "ckpt-llama" / "tiny" / "vectors.safetensors").exists()
 
 
 def test_a_multimodal_checkpoint_reads_its_text_decoder_and_names_do_not_collide(tmp_path):

@@ -1,7 +1,7 @@
 """The README's main command, end to end (issue 41): `python -m emolib book` — every chapter for two analysed models,
 the comparison, the appendix, the "your run" page and the HTML build — at the quick scale's design (one kept story per
 (emotion, topic) cell, two topics, the quick scale's chapter-7 and chapter-9 sizes), on two tiny random models of
-different families. It fails on any chapter's error: chapter 4's cross-validated spectrum could not split this
+different families: a built-in profile and a researcher's checkpoint folder (`--model path/to/folder`). It fails on any chapter's error: chapter 4's cross-validated spectrum could not split this
 design before issue 41, and nothing ran the main command's shape."""
 
 from __future__ import annotations
@@ -28,28 +28,30 @@ def _checkout_copy(target: Path) -> Path:
     return target
 
 
-def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_path):
+def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_path, llama_checkpoint):
     root = _checkout_copy(tmp_path / "checkout")
     env = {**os.environ, "EMOLIB_HOME": str(root), "EMOLIB_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1",
            "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "emolib", "book", "--model", "tiny", "--model", "tiny-llama",
+    command = [sys.executable, "-m", "emolib", "book", "--model", "tiny", "--model", str(llama_checkpoint),
                "-p", "scale", "quick", "-p", "writer", "tiny", "-p", "corpus", "tiny", "-p", "emotions", "quick",
                "-p", "dialogue_topics", "4", "-p", "dialogues_per_topic", "1", "-p", "batch_size", "8",
                "-p", "max_emotion_words", "1000"]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     run = root / "runs" / "book" / "quick"
-    for model in ("tiny", "tiny-llama"):
+    for model in ("tiny", "my-llama"):
         executed = sorted(p.stem for p in (run / model).glob("[0-9]*.ipynb"))
         assert executed == ["01_stories", "02_neutral", "03_extract", "04_geometry", "05_logit_lens", "06_external_validation",
                             "07_steering", "08_in_context", "09_preferences"], model
         geometry = json.loads((run / model / "results" / "04_geometry.json").read_text())
         assert geometry["cv_pca"]["splits"] > 0  # the quick design's spectrum exists (issue 41)
+    assert not list(llama_checkpoint.rglob("results"))  # nothing is ever written into the model's folder
+    assert (tmp_path / "runs" / "vectors" / "my-llama" / "tiny" / "vectors.safetensors").exists()
     design = json.loads((tmp_path / "runs" / "corpus" / "tiny" / "design.json").read_text())
     assert (design["per_cell"], len(design["topics"])) == (1, 2)  # the quick scale's design
     for page in ("your_run", "comparison", "appendix"):
         assert (run / f"{page}.ipynb").exists()
     html = root / "_build" / "html"
     assert (html / "runs" / "book" / "quick" / "your_run.html").exists()
-    assert (html / "runs" / "book" / "quick" / "tiny-llama" / "08_in_context.html").exists()
+    assert (html / "runs" / "book" / "quick" / "my-llama" / "08_in_context.html").exists()
     assert (html / "book" / "270m" / "04_geometry.html").exists()  # the published book beside the run

@@ -31,12 +31,7 @@ def write_data_card(folder: str | Path, *, made_by: str, how: list[str]) -> Path
     settings = json.loads((folder / "settings.json").read_text())
     if design.get("extends"):
         return _write_deep_card(folder, stories, design, settings, made_by, how)
-    status: dict[str, int] = {}
-    for record in stories:
-        decided = record.get("status") or keep_status(record)
-        status[decided] = status.get(decided, 0) + 1
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
-    rows = "\n".join(f"| `{p.name}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
+    status, rows = _status_and_files(folder, stories)
     text = f"""---
 license: other
 license_name: mixed-see-below
@@ -96,12 +91,7 @@ def _write_deep_card(folder: Path, stories: list[dict], design: dict, settings: 
     frame = records_frame(Corpus(folder))
     fill = fill_report(frame, deep)
     chosen, _ = balanced_selection(frame, deep)
-    status: dict[str, int] = {}
-    for record in stories:
-        decided = record.get("status") or keep_status(record)
-        status[decided] = status.get(decided, 0) + 1
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
-    rows = "\n".join(f"| `{p.name}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
+    status, rows = _status_and_files(folder, stories)
     base_card = base.folder / DATA_CARD
     text = f"""---
 license: other
@@ -143,6 +133,16 @@ Read it with `-p corpus deep` (chapter 3 extracts it beside the published corpus
 {rows}
 """
     return atomic_write_bytes(folder / DATA_CARD, text.encode())
+
+
+def _status_and_files(folder: Path, stories: list[dict]) -> tuple[dict[str, int], str]:
+    """The stories per keep-rule status, and the card's file table rows (name, bytes, SHA-256)."""
+    status: dict[str, int] = {}
+    for record in stories:
+        decided = record.get("status") or keep_status(record)
+        status[decided] = status.get(decided, 0) + 1
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != DATA_CARD and not p.name.startswith("."))
+    return status, "\n".join(f"| `{p.name}` | {p.stat().st_size:,} | `{file_sha256(p)}` |" for p in files)
 
 
 def verify_data_card(folder: str | Path) -> pd.DataFrame | None:

@@ -3,7 +3,7 @@
 Two torch processes with 2 threads each on 2 cores slow each other many-fold (the writer fell from 24 to 2.2
 tokens/s beside one other job). So, unless told (`EMOLIB_THREADS`, else `OMP_NUM_THREADS`), emolib takes one thread
 per process when another emolib process is working (each one that loads a model registers itself for as long as it
-lives), and otherwise the cores the load average leaves free (at least one). The choice and why are said in every
+lives), and otherwise the cores that the tasks running now leave free (at least one). The choice and why are said in every
 progress bar (`note`) and in `python -m emolib plan`.
 """
 
@@ -47,7 +47,7 @@ def other_workers() -> int:
 
 def choose() -> tuple[int, str]:
     """(threads, why): `EMOLIB_THREADS`, else `OMP_NUM_THREADS`, else 1 beside another emolib process, else the cores
-    the 1-minute load average leaves free."""
+    that other running work leaves free (`_busy`)."""
     for name in ("EMOLIB_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
@@ -59,9 +59,31 @@ def choose() -> tuple[int, str]:
     others = other_workers()
     if others:
         return 1, f"{others} other emolib process{'es' if others > 1 else ''} on {cores} cores"
+    busy, seen = _busy()
+    free = max(1, min(cores, cores - int(busy + 0.5)))
+    return free, f"{seen} on {cores} cores; EMOLIB_THREADS sets it"
+
+
+def _busy(samples: int = 5, every: float = 0.1) -> tuple[float, str]:
+    """How many cores other work holds now: the median of a few readings of the kernel's running tasks (less this
+    process), which is Linux's instant view; the 1-minute load average trails a job that just ended by minutes (a run
+    started right after one once took 1 thread of 2 for its whole extraction). Elsewhere the load average."""
+    import statistics
+    import time
+
+    running = []
+    for _ in range(samples):
+        try:
+            text = Path("/proc/stat").read_text()
+        except OSError:
+            break
+        running += [int(line.split()[1]) - 1 for line in text.splitlines() if line.startswith("procs_running")]
+        time.sleep(every)
+    if running:
+        now = float(statistics.median(running))
+        return now, f"{now:.0f} other running task{'s' if now != 1 else ''}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    free = max(1, min(cores, cores - int(load + 0.5)))
-    return free, f"load {load:.1f} on {cores} cores; EMOLIB_THREADS sets it"
+    return load, f"load {load:.1f}"
 
 
 def apply() -> tuple[int, str]:

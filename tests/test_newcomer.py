@@ -140,8 +140,10 @@ def test_the_readme_says_where_runs_go_and_is_short():
         assert promised in readme, promised
 
 
-def test_threads_follow_the_environment_and_the_box(monkeypatch):
+def test_threads_follow_the_environment_and_the_box(monkeypatch, tmp_path):
     from emolib import threads
+
+    monkeypatch.setattr(threads, "_registry", lambda: tmp_path)  # this box's own emolib runs stay out of the test
 
     monkeypatch.setenv("EMOLIB_THREADS", "1")
     assert threads.choose() == (1, "EMOLIB_THREADS=1")
@@ -158,6 +160,31 @@ def test_threads_follow_the_environment_and_the_box(monkeypatch):
         other.kill()
         other.wait()
     assert threads.other_workers() == 0 and not marker.exists()  # a dead one is forgotten
+
+
+def test_threads_read_the_tasks_running_now_not_the_trailing_load(monkeypatch):
+    """Right after a long job ends the 1-minute load average still says "busy" for minutes; the kernel's count of
+    running tasks (less this process) does not."""
+    from emolib import threads
+
+    for name in ("EMOLIB_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "other_workers", lambda: 0)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.9, 1.9, 1.9))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: {0, 1})
+    readings = iter(["cpu 1 2 3\nprocs_running 1\nprocs_blocked 0\n"] * 5)
+
+    class Proc:
+        def __init__(self, *_):
+            pass
+
+        def read_text(self):
+            return next(readings)
+
+    monkeypatch.setattr(threads, "Path", Proc)
+    assert threads.choose() == (2, "0 other running tasks on 2 cores; EMOLIB_THREADS sets it")
+    readings = iter(["procs_running 2\n"] * 5)
+    assert threads.choose()[0] == 1
 
 
 def test_make_lab_passes_allow_root_to_root():

@@ -138,6 +138,26 @@ def test_the_corpus_can_grow_without_recomputing(tmp_path, tiny_gemma3):
         store.extract(tiny_gemma3, (1, 2), texts, progress=False)
 
 
+def test_a_deep_set_copies_its_bases_shards_and_computes_only_the_new_texts(tmp_path, tiny_gemma3):
+    """A deep story set holds its base's texts again: the base's whole shards are copied (same settings, every text
+    wanted), only the new texts are computed, and every mean equals a store computed from nothing."""
+    base_store, texts = _store_and_texts(tmp_path, tiny_gemma3, n=24)
+    base = extract.Texts(texts.ids[:16], texts.texts[:16], texts.token_ids[:16])
+    base_store.extract(tiny_gemma3, (1, 2), base, shard_texts=8, progress=False)
+    deep = extract.ActivationStore(tmp_path / "deep")
+    stats = deep.extract(tiny_gemma3, (1, 2), texts, shard_texts=8, progress=False, reuse=[base_store.folder])
+    assert (stats["shards"], stats["already_done"]) == (3, 2)  # two copied, one computed
+    plan = json.loads((deep.folder / "plan.json").read_text())
+    assert [shard.get("copied_from", "") for shard in plan["shards"]][:2] == ["acts/shard-00000", "acts/shard-00001"]
+    fresh = extract.ActivationStore(tmp_path / "fresh")
+    fresh.extract(tiny_gemma3, (1, 2), texts, shard_texts=8, progress=False)
+    for a, b in zip(deep.load(texts.ids), fresh.load(texts.ids)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    other_layers = extract.ActivationStore(tmp_path / "other-layers")
+    stats = other_layers.extract(tiny_gemma3, (2,), texts, shard_texts=8, progress=False, reuse=[base_store.folder])
+    assert stats["already_done"] == 0  # a store made with other settings is never copied
+
+
 def _tiny_corpus(runs_root, n_per_emotion: int = 3):
     """A small corpus written by the tiny model itself, plus hand-written neutral dialogues."""
     from emolib.stories import corpus as C

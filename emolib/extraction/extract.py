@@ -158,8 +158,10 @@ class ActivationStore:
 
     # -- plan ---------------------------------------------------------------------------------------
     def plan(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, *, token_start: int = TOKEN_START,
-             token_budget: int = 0, shard_texts: int = 256) -> dict:
-        """Extend (or create) the plan so every text has a shard; existing shards keep their batches."""
+             token_budget: int = 0, shard_texts: int = 256, reuse: Sequence[str | Path] = ()) -> dict:
+        """Extend (or create) the plan so every text has a shard; existing shards keep their batches. A valid shard of
+        a `reuse` store made with the same settings whose texts are all wanted here and not yet planned is copied in
+        as it is (a deep story set reads its base's stories again: their activations are the base's, bit for bit)."""
         token_budget = token_budget or default_token_budget(loaded.device)
         path = self.folder / "plan.json"
         header = {"model": loaded.profile.name, "model_id": loaded.profile.model_id, "layers": list(layers),
@@ -173,6 +175,10 @@ class ActivationStore:
         planned = {(text_id, sha) for shard in plan["shards"] for text_id, sha in shard["texts"]}
         keys = [(text_id, text_sha(text)) for text_id, text in zip(texts.ids, texts.texts)]
         new = [i for i, key in enumerate(keys) if key not in planned]
+        adopted = self._adopt(plan, header, {keys[i] for i in new}, reuse) if new and reuse else set()
+        new = [i for i in new if keys[i] not in adopted]
+        if adopted and not new:
+            atomic_write_json(path, plan)
         if new:
             lengths = [len(texts.token_ids[i]) for i in new]
             order = [new[i] for batch in plan_batches(lengths, token_budget) for i in batch]
@@ -184,6 +190,29 @@ class ActivationStore:
                                        "texts": [list(keys[i]) for i in members], "batches": batches})
             atomic_write_json(path, plan)
         return plan
+
+    def _adopt(self, plan: dict, header: dict, wanted: set[tuple[str, str]], reuse: Sequence[str | Path]
+               ) -> set[tuple[str, str]]:
+        """Copy whole valid shards of the `reuse` stores (same header) whose texts are all in `wanted` into this store
+        and its plan (`plan` is updated in place, written by the caller); the text keys they hold."""
+        adopted: set[tuple[str, str]] = set()
+        for folder in reuse:
+            other = ActivationStore(folder)
+            if not (other.folder / "plan.json").exists() or other.folder.resolve() == self.folder.resolve():
+                continue
+            theirs = read_json(other.folder / "plan.json")
+            if any(theirs.get(key) != value for key, value in header.items()):
+                continue
+            for shard in theirs["shards"]:
+                members = {tuple(key) for key in shard["texts"]}
+                if not members <= wanted - adopted or other.read_shard(shard["name"]) is None:
+                    continue
+                name = f"shard-{len(plan['shards']):05d}"
+                atomic_write_bytes(self.shard_path(name), other.shard_path(shard["name"]).read_bytes())
+                plan["shards"].append({"name": name, "texts": shard["texts"], "batches": shard["batches"],
+                                       "copied_from": f"{other.folder.name}/{shard['name']}"})
+                adopted |= members
+        return adopted
 
     # -- shards -------------------------------------------------------------------------------------
     def shard_path(self, name: str) -> Path:
@@ -219,17 +248,17 @@ class ActivationStore:
     # -- extraction ---------------------------------------------------------------------------------
     def extract(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, *, token_start: int = TOKEN_START,
                 token_budget: int = 0, shard_texts: int = 256, progress: bool = True,
-                seeds: dict | None = None) -> dict[str, float]:
+                seeds: dict | None = None, reuse: Sequence[str | Path] = ()) -> dict[str, float]:
         """Compute every planned shard this process owns that is not already on disk and valid. Holds this
         rank's lock on the folder meanwhile: a second run extracting into it stops with one line."""
         rank, world = _rank_and_world()
         with store_lock(self.folder, ".lock" if world == 1 else f".lock.rank{rank}"):
-            return self._extract(loaded, layers, texts, token_start, token_budget, shard_texts, progress, seeds)
+            return self._extract(loaded, layers, texts, token_start, token_budget, shard_texts, progress, seeds, reuse)
 
     def _extract(self, loaded: LoadedModel, layers: Sequence[int], texts: Texts, token_start: int, token_budget: int,
-                 shard_texts: int, progress: bool, seeds: dict | None) -> dict[str, float]:
+                 shard_texts: int, progress: bool, seeds: dict | None, reuse: Sequence[str | Path]) -> dict[str, float]:
         plan = self.plan(loaded, layers, texts, token_start=token_start, token_budget=token_budget,
-                         shard_texts=shard_texts)
+                         shard_texts=shard_texts, reuse=reuse)
         rank, world = _rank_and_world()
         by_key = {(text_id, text_sha(text)): i for i, (text_id, text) in enumerate(zip(texts.ids, texts.texts))}
         wanted = [shard for index, shard in enumerate(plan["shards"]) if index % world == rank
@@ -366,12 +395,14 @@ def _pad(rows: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.
 
 
 def extract_texts(loaded: LoadedModel, folder: Path, layers: Sequence[int], ids: Sequence[str], texts: Sequence[str], *,
-                  token_budget: int = 0, shard_texts: int = 256, progress: bool = True):
-    """Texts -> per-text activation means at `layers`, in an ActivationStore at `folder` (resumable).
+                  token_budget: int = 0, shard_texts: int = 256, progress: bool = True, reuse: Sequence[str | Path] = ()):
+    """Texts -> per-text activation means at `layers`, in an ActivationStore at `folder` (resumable; whole shards of
+    the `reuse` stores that hold only wanted texts are copied, not recomputed).
 
     Returns (store, stats, too_short): the shards, what was computed, and the ids this model's tokenizer
     leaves shorter than the token rule needs (skipped; the caller counts them)."""
     tokenized, too_short = Texts.tokenize(list(ids), list(texts), loaded.tokenizer)
     store = ActivationStore(folder)
-    stats = store.extract(loaded, layers, tokenized, token_budget=token_budget, shard_texts=shard_texts, progress=progress)
+    stats = store.extract(loaded, layers, tokenized, token_budget=token_budget, shard_texts=shard_texts, progress=progress,
+                          reuse=reuse)
     return store, stats, too_short

@@ -101,10 +101,12 @@ def build_vectors(loaded: LoadedModel, corpus: str, layers: Sequence[int], *, em
     chosen = select(Corpus(corpus_dir(corpus)), emotions,
                     MAX_EMOTION_WORDS if max_emotion_words is None else max_emotion_words)
     stories, neutral, design = chosen.stories, chosen.neutral, chosen.design
+    base = design.base_corpus if design is not None else None  # a deep set reuses its base's activations
     store, stats, too_short = extract.extract_texts(
         loaded, extract.activations_dir(loaded.profile.name, corpus, layers), layers,
         stories["id"].tolist() + neutral["id"].tolist(), stories["text"].tolist() + neutral["text"].tolist(),
-        token_budget=token_budget, shard_texts=shard_texts, progress=progress)
+        token_budget=token_budget, shard_texts=shard_texts, progress=progress,
+        reuse=[extract.activations_dir(loaded.profile.name, base, layers)] if base else [])
     skipped = set(too_short)  # kept texts this model's tokenizer leaves too short: skipped here, counted in describe_texts
     stories, neutral = stories[~stories["id"].isin(skipped)], neutral[~neutral["id"].isin(skipped)]
     built = build(store, stories.groupby("emotion")["id"].apply(list).to_dict(), neutral["id"].tolist(), variance=variance,

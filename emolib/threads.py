@@ -47,7 +47,7 @@ def other_workers() -> int:
 
 def choose() -> tuple[int, str]:
     """(threads, why): `EMOLIB_THREADS`, else `OMP_NUM_THREADS`, else 1 beside another emolib process, else the cores
-    that other running work leaves free (`_busy`)."""
+    that other running work leaves free (`running_elsewhere`)."""
     for name in ("EMOLIB_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
@@ -59,12 +59,12 @@ def choose() -> tuple[int, str]:
     others = other_workers()
     if others:
         return 1, f"{others} other emolib process{'es' if others > 1 else ''} on {cores} cores"
-    busy, seen = _busy()
+    busy, seen = running_elsewhere()
     free = max(1, min(cores, cores - int(busy + 0.5)))
     return free, f"{seen} on {cores} cores; EMOLIB_THREADS sets it"
 
 
-def _busy(samples: int = 5, every: float = 0.1) -> tuple[float, str]:
+def running_elsewhere(samples: int = 5, every: float = 0.1) -> tuple[float, str]:
     """How many cores other work holds now: the median of a few readings of the kernel's running tasks (less this
     process), which is Linux's instant view; the 1-minute load average trails a job that just ended by minutes (a run
     started right after one once took 1 thread of 2 for its whole extraction). Elsewhere the load average."""

@@ -21,6 +21,7 @@ from ..errors import EmolibError
 from ..models.profiles import _dtype_name, get_profile
 from ..stories.corpus import corpus_dir
 from ..stories.design import SCALES, Design, get_scale
+from ..threads import running_elsewhere
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def make_plan(model: str, parameters: dict[str, Any] | None = None, writer: str 
     return {
         "model": model, "model_id": profile.model_id, "shape_source": shape.source, **counts, "layers": list(layers),
         "measured": {"rate": next((peak for where, (peak, _) in _devices(device, rate).items() if "CPU" in where), None),
-                     "load": _load(), "threads": _threads()},
+                     "load": _load(), "busy": running_elsewhere()[0], "threads": _threads()},
         "write_tokens": write_tokens, "read_tokens": read_tokens, "write_flops": write_flops, "extract_flops": extract_flops, "dtype": dtype, "params": shape.params,
         "weights_gib": _memory_gib(shape, dtype),
         "activations_gib": (stories + counts["dialogues"]) * len(layers) * (shape.hidden + 1) * 4 / 2 ** 30,
@@ -169,7 +170,7 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-BUSY_LOAD = 0.5  # a 1-minute load average above this: another job shares the box, and the rate measured here is low
+BUSY_LOAD = 0.5  # other running tasks above this (the kernel's count now, emolib.threads.running_elsewhere): the rate measured here is low
 
 
 def _counts(profile: Any, p: dict[str, Any]) -> dict[str, Any]:
@@ -253,9 +254,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     measured = plan.get("measured") or {}
     if measured.get("rate"):
         lines.append(f"  how it measured: a 1,024-square fp32 matmul for 1 s here, {measured['rate'] / 1e9:.0f} GFLOP/s on "
-                     f"{measured['threads']} thread(s), 1-minute load average {measured['load']:.1f}"
+                     f"{measured['threads']} thread(s); other tasks running now {measured.get('busy', measured['load']):.0f} "
+                     f"(1-minute load average {measured['load']:.1f}, which trails a job that just ended)"
                      + (" — this box is busy: the rate and the CPU times below are worse than a quiet machine's"
-                        if measured["load"] > BUSY_LOAD else ""))
+                        if measured.get("busy", measured["load"]) > BUSY_LOAD else ""))
     for where, t in plan["times"].items():
         lines.append(f"  time on {where}: writing ~{_duration(t['write_s'])}, extraction ~{_duration(t['extract_s'])}")
     a = plan["assumptions"]

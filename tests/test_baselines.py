@@ -118,3 +118,15 @@ def test_the_best_layers_gain_is_tested_against_the_maximum_over_layers():
     assert len(table) == 4 and (table["bag of words r"] > 0.6).all()
     assert best["p_max"] > 0.05 and best["p_max"] >= table["p"].min()
     assert isinstance(pd.DataFrame(table), pd.DataFrame)
+
+
+def test_the_verdict_reads_p_the_partial_r_and_its_correction():
+    """Predicted: a gain needs p < 0.05, a positive partial r, and a positive partial r once both scores' sampling error
+    is removed; where that correction cannot be computed, the gain is not confirmed (never called explained)."""
+    row = {"headline": "PC1", "p": 0.01, "partial r (model | baseline)": 0.3, "partial r, corrected for sampling error": 0.2}
+    assert B.verdict(row) == "the model adds to the words"
+    assert B.verdict({**row, "partial r, corrected for sampling error": -0.1}) == "a gain that the baseline's sampling noise explains"
+    assert B.verdict({**row, "partial r, corrected for sampling error": None}).startswith("a gain not confirmed")
+    assert B.verdict({**row, "partial r, corrected for sampling error": float("nan")}).startswith("a gain not confirmed")
+    assert B.verdict({**row, "p": 0.2}) == "no gain over the words detected"
+    assert B.verdict({**row, "headline": "aligned plane"}) == "described (not pre-registered)"

@@ -403,8 +403,9 @@ def verdict(row: dict[str, Any], level: float = 0.05) -> str:
     if row["headline"] != "PC1":
         return "described (not pre-registered)"
     corrected = row.get("partial r, corrected for sampling error", row["partial r (model | baseline)"])
-    if row["p"] < level and row["partial r (model | baseline)"] > 0 and corrected is not None and corrected > 0:
-        return "the model adds to the words"
-    if row["p"] < level and row["partial r (model | baseline)"] > 0:
-        return "a gain that the baseline's sampling noise explains"
-    return "no gain over the words detected"
+    if not (row["p"] < level and row["partial r (model | baseline)"] > 0):
+        return "no gain over the words detected"
+    if corrected is None or corrected != corrected:
+        return ("a gain not confirmed: the correction for sampling error cannot be computed (the scores' bootstrap "
+                "error is as large as their spread), so the baseline's noise may explain it")
+    return "the model adds to the words" if corrected > 0 else "a gain that the baseline's sampling noise explains"

@@ -95,7 +95,8 @@ def progress_bar(**kwargs: Any):
     target = os.environ.get("EMOLIB_PROGRESS")
     if target and not kwargs.get("disable"):
         handle = open(target, "a", buffering=1)
-        bar = tqdm(file=handle, mininterval=2.0, dynamic_ncols=False, ncols=100, **kwargs)
+        width = 100 + len(kwargs.get("desc") or "")  # the counts and rate always fit beside a long description
+        bar = tqdm(file=handle, mininterval=2.0, dynamic_ncols=False, ncols=width, **kwargs)
         close = bar.close
 
         def close_both() -> None:

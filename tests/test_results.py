@@ -247,3 +247,24 @@ def test_the_circumplex_rows_and_verdict_come_from_the_saved_alignment():
     lines = "\n".join(compare.verdicts({"a": {"04_geometry": geometry}}, ["a"], TITLES))
     assert "valence lies at -46° from PC1" in lines and "Verdict (pre-registered): present but rotated." in lines
     assert "PC1 r = 0.54 with valence" in lines
+
+
+def test_the_intro_findings_read_the_deep_set_and_show_a_dash_for_an_unexecuted_chapter():
+    """The intro's findings table (book/_generated/findings.md) is rows of the comparison: the deep set's headline
+    and its bag-of-words gain read from chapter 4's `deep` block; a chapter not executed shows "-", never a number."""
+    geometry = _geometry(0.41, 0.001)
+    bow = {"headline": "PC1", "baseline": "bag of words", "words": 45, "r (model)": 0.76, "r (baseline)": 0.75,
+           "partial r (model | baseline)": 0.35, "95% CI": [-0.03, 0.70], "p": 0.012, "n_perm": 2000}
+    geometry["deep"] = {"headline": [{"index": "24 stories (the published vectors)", "r(PC1, valence)": 0.66,
+                                      "95% CI": "0.37 to 0.83", "permutation p": "≤ 0.0001", "words": 45,
+                                      "stories per rated emotion (median)": 24.0},
+                                     {"index": "deep set", "r(PC1, valence)": 0.7613, "95% CI": "0.57 to 0.87",
+                                      "permutation p": "≤ 0.0001", "words": 45, "stories per rated emotion (median)": 96.0}],
+                        "baselines": [bow]}
+    text = compare.findings_markdown({"a": {"04_geometry": geometry}}, ["a"], TITLES)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1].rstrip(" |") for line in text.splitlines()[2:]}
+    assert len(rows) == len(compare.FINDING_ROWS)
+    assert rows["deep set (issue 37): PC1 vs valence, r (Russell-Mehrabian words)"].startswith("0.76 (0.57 to 0.87; p ≤ 0.0001")
+    assert "partial r 0.35 [-0.03, 0.70] (p 0.012)" in rows["deep set: beyond the words, PC1 vs valence (Russell-Mehrabian words)"]
+    assert rows["in context: a number in the prompt (chapter 8)"] == "-"
+    assert rows["sycophancy: switching to the user's wrong answer"] == "-"

@@ -194,10 +194,24 @@ def _p_text(p: float, n_perm: int | None) -> str:
     return f"{p:.2g}"
 
 
-def _beyond_words(words: str, headline: str) -> Callable[[ModelResults], str]:
-    """Issue 36's row: model r, bag-of-words r, layer-0 r, the partial r over the bag of words [95% CI] and p."""
+def _deep_headline(r: ModelResults) -> str:
+    """Issue 37's row: r(PC1, valence) on the deep set's vectors (Russell-Mehrabian words) [CI] (p), stories per word."""
+    rows = ((r.geometry or {}).get("deep") or {}).get("headline") or []
+    row = next((row for row in rows if row.get("index") == "deep set"), None)
+    if row is None:
+        return "-"
+    return (f"{row['r(PC1, valence)']:.2f} ({row['95% CI']}; p {row['permutation p']}; {row['words']} words, "
+            f"median {row['stories per rated emotion (median)']:.0f} stories each)")
+
+
+def _beyond_words(words: str, headline: str, deep: bool = False) -> Callable[[ModelResults], str]:
+    """Issue 36's row: model r, bag-of-words r, layer-0 r, the partial r over the bag of words [95% CI] and p
+    (`deep`: on the deep set's vectors and its bag of words)."""
     def cell(r: ModelResults) -> str:
-        rows = [row for row in ((r.geometry or {}).get("baselines") or {}).get(words, []) if row["headline"] == headline]
+        geometry = (((r.geometry or {}).get("deep") or {}) if deep else (r.geometry or {}))
+        found = geometry.get("baselines") or {}  # per word set; the deep set's: the Russell-Mehrabian rows alone
+        rows = [row for row in (found.get(words, []) if isinstance(found, dict) else found if words == "russell-mehrabian"
+                                else []) if row["headline"] == headline]
         bow = next((row for row in rows if row["baseline"] == "bag of words"), None)
         if bow is None:
             return "-"
@@ -310,6 +324,8 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
     "beyond the words, aligned plane (Russell-Mehrabian words)": (_beyond_words("russell-mehrabian", "aligned plane"), None),
     "beyond the words, held-out read-out (Russell-Mehrabian words)": (_beyond_words("russell-mehrabian", "held-out read-out"), None),
     "beyond the words, PC1 vs valence (Warriner's words)": (_beyond_words("warriner", "PC1"), None),
+    "deep set (issue 37): PC1 vs valence, r (Russell-Mehrabian words)": (_deep_headline, None),
+    "deep set: beyond the words, PC1 vs valence (Russell-Mehrabian words)": (_beyond_words("russell-mehrabian", "PC1", True), None),
     "in context: a number in the prompt (chapter 8)": (_in_context("numbers"), None),
     "in context: implied situations, 16 scenarios": (_in_context("scenarios"), None),
     "in context: negation ('I am X' vs 'I am not X')": (_in_context("negation"), None),
@@ -340,6 +356,31 @@ def comparison_table(results: Models, models: list[str], titles: dict[str, str])
     for source in SOURCES:
         table[source] = [published_text(quantity, source) if quantity else "-" for _, quantity in ROWS.values()]
     return table
+
+
+# The intro's "What the book found" (book/_generated/findings.md): the rows a reader needs for the central claim,
+# each beside its text-only baseline or null, read from the same saved numbers as the comparison.
+FINDING_ROWS = ("scale (stories per emotion, min)",
+                "PC1 vs human valence, r (Russell-Mehrabian words, like Anthropic's)",
+                "beyond the words, PC1 vs valence (Russell-Mehrabian words): model / bag of words / layer 0 r, partial r over the "
+                "words [95% CI] (p)",
+                "beyond the words, PC1 vs valence (Warriner's words)",
+                "deep set (issue 37): PC1 vs valence, r (Russell-Mehrabian words)",
+                "deep set: beyond the words, PC1 vs valence (Russell-Mehrabian words)",
+                "circumplex, Russell-Mehrabian words: verdict (pre-registered)",
+                "in context: a number in the prompt (chapter 8)", "in context: implied situations, 16 scenarios",
+                "in context: negation ('I am X' vs 'I am not X')", "in context: the user's emotion follows the speaker",
+                "preferences: the A-vs-B ranking (chapter 9)", "preferences: emotions track them by valence",
+                "sycophancy: switching to the user's wrong answer")
+
+
+def findings_markdown(results: Models, models: list[str], titles: dict[str, str]) -> str:
+    """FINDING_ROWS as a markdown table, one column per model ("-" where a chapter was not executed)."""
+    table = comparison_table(results, models, titles).loc[list(FINDING_ROWS), [titles[m] for m in models]]
+    cell = lambda text: str(text).replace("|", "/")  # noqa: E731
+    lines = ["| | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
+    lines += [f"| {cell(label)} | " + " | ".join(cell(v) for v in row) + " |" for label, row in table.iterrows()]
+    return "\n".join(lines) + "\n"
 
 
 GEOMETRY_ROWS = ("PC1 share of variance (cross-validated)", "PC2 share of variance (cross-validated)",

@@ -32,6 +32,7 @@ from ..models.profiles import DTYPES, get_profile
 from ..stories.corpus import DEEP, default_corpus
 from ..stories.design import SCALES
 from ..stories.prompts import STORY_PROMPTS
+from .compare import findings_markdown
 from .parameters import declared as chapter_parameters
 from .results import ModelResults, load
 from .results import check as check_results
@@ -531,6 +532,16 @@ def write_scale_note(root: Path | None = None) -> Path:
     return atomic_write_bytes(root / "book" / "_generated" / "scale.md", text.encode())
 
 
+def write_findings_note(root: Path | None = None) -> Path:
+    """book/_generated/findings.md, included by the intro: the central claim's numbers per model, each beside its
+    text-only baseline or null (emolib.book.compare.FINDING_ROWS, read from the saved results)."""
+    root = root or project_root()
+    models = executed_models(root)
+    text = ("Per model, from each chapter's saved numbers (the comparison chapter has every row, with the published "
+            "ones beside them):\n\n" + findings_markdown(load(root / "book"), models, {m: MODEL_TITLES.get(m, m) for m in models}))
+    return atomic_write_bytes(root / "book" / "_generated" / "findings.md", text.encode())
+
+
 def build(root: Path | None = None, log=print, publish: bool = False) -> Path:
     """Build the HTML book from the executed chapters (no execution), and check it loads nothing remote:
     the published book, and beside it every reader's run under runs/book/. `publish` builds the
@@ -540,6 +551,7 @@ def build(root: Path | None = None, log=print, publish: bool = False) -> Path:
     if publish:  # the published HTML holds the published book alone
         toc = write_toc(root)
         write_scale_note(root)
+        write_findings_note(root)
     else:
         toc = write_toc(root, with_runs=True)
     vendor_assets(root)

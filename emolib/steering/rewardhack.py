@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..errors import EmolibError
 from ..extraction.vectors import VectorBuild
-from ..io import JobStore, runs_dir
+from ..io import JobStore, progress_bar, runs_dir
 from ..models.loading import LoadedModel
 from ..stories.prompts import render_plain, with_bos
 from ..writers.generate import LocalWriter
@@ -242,7 +241,8 @@ def grade_answers(answers: Sequence[dict[str, Any]], tasks: Sequence[Task] = TAS
     graded = JobStore(store) if store else None
     done = {record["job"]: record for record in graded.records} if graded else {}
     rows = []
-    for answer in tqdm(answers, desc="grading in the sandbox", unit="trial", disable=not progress):
+    quiet = {} if progress else {"disable": True}  # unset when wanted, so $TQDM_DISABLE can still silence it
+    for answer in progress_bar(iterable=answers, desc="grading in the sandbox", unit="trial", **quiet):
         if answer["key"] in done:
             rows.append({k: v for k, v in done[answer["key"]].items() if k not in ("job", "n_in_job")})
             continue

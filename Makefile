@@ -60,9 +60,9 @@ chapters: setup sandbox-tools
 build: setup
 	$(PY) -m emolib build
 
-# Two workers, one thread each (tests/conftest.py); the tiny chapters stay together, in order, on one of them.
+# Two workers, one thread each; the tiny chapters stay together, in order, on one of them (tests/conftest.py).
 test: setup system
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests
+	$(PY) -m pytest -q -n 2 --durations=15 --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests
 
 # Re-execute the chapters on the tiny model into tests/notebooks (after changing a chapter).
 test-notebooks: setup

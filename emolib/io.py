@@ -92,8 +92,10 @@ def progress_bar(**kwargs: Any):
 
     if note() and kwargs.get("desc"):  # the first line says how many threads this process works with, and why
         kwargs["desc"] = f"{kwargs['desc']} [{note()}]"
+    if kwargs.get("disable") is None:  # $TQDM_DISABLE read now: tqdm reads it once, when first imported
+        kwargs["disable"] = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
     target = os.environ.get("EMOLIB_PROGRESS")
-    if target and not kwargs.get("disable"):
+    if target and not kwargs["disable"]:
         handle = open(target, "a", buffering=1)
         width = 100 + len(kwargs.get("desc") or "")  # the counts and rate always fit beside a long description
         bar = tqdm(file=handle, mininterval=2.0, dynamic_ncols=False, ncols=width, **kwargs)

@@ -38,11 +38,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     $EMOLIB_TEST_RESULTS when set, so that the cross-kernel test can read them back)."""
     folder = os.environ.get("EMOLIB_TEST_RESULTS") or tempfile.mkdtemp(prefix="emolib-test-results-")
     for item in items:
-        if "notebooks" in Path(str(item.path)).parts:  # one worker runs the chapters in order: 08 reads 03's vectors
-            item.add_marker(pytest.mark.xdist_group("tiny-chapters"))
         cell = getattr(item, "cell", None)
         if cell is not None and "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell.source = re.sub(r'^results_dir = ".*"$', f"results_dir = {folder!r}", cell.source, flags=re.M)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under `-n 2`, one worker runs every tiny chapter, in order (08 reads the vectors 03 wrote in that
+    worker's runs folder); the other test files are spread file by file. (xdist's `xdist_group` mark cannot
+    do this here: it renames node ids through an attribute pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ChaptersTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/notebooks" if path.startswith("tests/notebooks/") else path
+
+    return ChaptersTogether(config, log)
 
 
 @pytest.fixture

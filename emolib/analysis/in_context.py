@@ -140,10 +140,20 @@ def readings(loaded, vectors, texts: Sequence[str], emotions: Sequence[str], lay
 # Statistics
 
 
+def ranks(readings: Sequence[float]) -> np.ndarray:
+    """Average ranks, with readings closer than a millionth of their largest magnitude counted as ties: the last
+    bits a reader's CPU changes must not reorder prompts that a model barely tells apart."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(readings, np.float64)
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    return rankdata(np.round(x / scale, 6) if scale > 0 else x)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     from scipy.stats import rankdata
 
-    a, b = rankdata(x), rankdata(y)
+    a, b = rankdata(x), ranks(y)
     if np.std(b) == 0 or np.std(a) == 0:
         return 0.0  # a reading that does not change with the number: no ordering at all
     return float(np.corrcoef(a, b)[0, 1])
@@ -160,7 +170,7 @@ def spearman_p(values: Sequence[float], scores: Sequence[float], sign: int) -> f
 
     if len(values) > 8:
         raise EmolibError("the exact permutation p takes at most 8 values per template")
-    a, b = rankdata(values), rankdata(scores)
+    a, b = rankdata(values), ranks(scores)
     if np.std(a) == 0 or np.std(b) == 0:
         return 1.0  # no order to test
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
@@ -249,9 +259,9 @@ def template_test(per_template: list[tuple[str, list, np.ndarray, np.ndarray]], 
     for name, values, scores, signs in per_template:
         a = rankdata(values)
         a = (a - a.mean()) / a.std()
-        ranks = np.column_stack([rankdata(scores[:, j]) for j in range(scores.shape[1])])  # (values, emotions)
-        spread = ranks.std(axis=0)
-        z = np.where(spread > 0, (ranks - ranks.mean(axis=0)) / np.maximum(spread, 1e-12), 0.0)  # no order: ρ = 0
+        order = np.column_stack([ranks(scores[:, j]) for j in range(scores.shape[1])])  # (values, emotions)
+        spread = order.std(axis=0)
+        z = np.where(spread > 0, (order - order.mean(axis=0)) / np.maximum(spread, 1e-12), 0.0)  # no order: ρ = 0
         null = ((a[_orders(len(values))] @ z) / len(a)) @ signs  # S under every order of the prompts
         observed = float(((a @ z) / len(a)) @ signs)
         rows.append({"template": name, "S = Σ sign × ρ": observed, "emotions": len(signs),

@@ -90,9 +90,8 @@ def run_chapters(model: str, chapters: list[str] | tuple[str, ...] = CHAPTERS, p
         timings[chapter] = round(time.perf_counter() - started, 1)
         shown = target.relative_to(root) if target.is_relative_to(root) else target
         log(f"[emolib] {model}: {chapter} done in {timings[chapter]:.0f} s -> {shown}")
-    if published:
-
-        record(out_dir, timings, out_dir / "results")
+        if published:  # after each chapter: a run stopped later keeps the timings of the chapters it finished
+            record(out_dir, {chapter: timings[chapter]}, out_dir / "results")
     return timings
 
 

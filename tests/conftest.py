@@ -32,10 +32,23 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+# The longest files first (`make test --durations`, 2026-12-07: 406, 178, about 150, 134, 116 and 52 s), so that
+# the two workers end together: the one that draws the end-to-end book command takes the short files after it.
+LONGEST_FIRST = ("tests/test_book_command.py", "tests/test_cross_kernel.py", "tests/notebooks/", "tests/test_reliability.py",
+                 "tests/test_book.py", "tests/test_keep_rule.py")
+
+
+def _duration_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """nbval re-runs the tiny chapters: their key numbers go to a temporary folder, not to the committed
-    tests/notebooks/results/ (the `results_dir` parameter papermill injected is redirected; to
-    $EMOLIB_TEST_RESULTS when set, so that the cross-kernel test can read them back)."""
+    """The longest test files first (a stable sort: the chapters keep their order). nbval re-runs the tiny chapters:
+    their key numbers go to a temporary folder, not to the committed tests/notebooks/results/ (the `results_dir`
+    parameter papermill injected is redirected; to $EMOLIB_TEST_RESULTS when set, so that the cross-kernel test can
+    read them back)."""
+    items.sort(key=_duration_rank)
     folder = os.environ.get("EMOLIB_TEST_RESULTS") or tempfile.mkdtemp(prefix="emolib-test-results-")
     for item in items:
         cell = getattr(item, "cell", None)
@@ -45,7 +58,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under `-n 2`, one worker runs every tiny chapter, in order (08 reads the vectors 03 wrote in that
-    worker's runs folder); the other test files are spread file by file. (xdist's `xdist_group` mark cannot
+    worker's runs folder); the other test files are spread file by file, the longest first. (xdist's `xdist_group` mark cannot
     do this here: it renames node ids through an attribute pytest 9 no longer reads.)"""
     from xdist.scheduler import LoadScopeScheduling
 
@@ -54,6 +67,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             path = nodeid.split("::", 1)[0]
             return "tests/notebooks" if path.startswith("tests/notebooks/") else path
 
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST, not xdist's most-tests-first
     return ChaptersTogether(config, log)
 
 

@@ -1,6 +1,7 @@
 """Threads on a shared box: the local writer with 1 and with 2 torch threads, alone and beside a competing job.
 
     python benchmarks/threads.py            # SmolLM2-135M-Instruct, 32 story prompts x 64 tokens, each setting twice
+    python benchmarks/threads.py --prompts 16 --tokens 32 --repeats 1   # 2 minutes (results/threads.json, 2026-12-07)
 
 A reader's first hour (issue 40) ran the writer at 2.2 tokens/s on a 2-core box that one other job shared, with torch's
 default of 2 threads; with 1 thread it ran at 24. Two processes that each spin 2 threads on 2 cores preempt each other
@@ -66,4 +67,11 @@ def main(prompts: int = 32, tokens: int = 64, repeats: int = 2) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the writer with 1 and 2 threads, alone and beside a 2-thread job")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    main(args.prompts, args.tokens, args.repeats)

@@ -32,9 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+CHAPTERS = "tests/notebooks/"  # the tiny chapters nbval re-executes, in order, on one worker
+
 # The longest files first (`make test --durations`, 2026-12-07: 406, 178, about 150, 134, 116 and 52 s), so that
 # the two workers end together: the one that draws the end-to-end book command takes the short files after it.
-LONGEST_FIRST = ("tests/test_book_command.py", "tests/test_cross_kernel.py", "tests/notebooks/", "tests/test_reliability.py",
+LONGEST_FIRST = ("tests/test_book_command.py", "tests/test_cross_kernel.py", CHAPTERS, "tests/test_reliability.py",
                  "tests/test_book.py", "tests/test_keep_rule.py")
 
 
@@ -65,7 +67,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class ChaptersTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "tests/notebooks" if path.startswith("tests/notebooks/") else path
+            return CHAPTERS if path.startswith(CHAPTERS) else path
 
     config.option.loadscopereorder = False  # keep LONGEST_FIRST, not xdist's most-tests-first
     return ChaptersTogether(config, log)

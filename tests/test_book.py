@@ -157,12 +157,23 @@ def _tiny_book(tmp_path: Path) -> Path:
     return root
 
 
-def test_comparison_and_appendix_run_from_saved_results(tmp_path, monkeypatch):
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_a_readers_run_sits_beside_the_published_comparison_and_appendix(tmp_path, monkeypatch):
+    """The published comparison and appendix run from saved results; `make book` on a fresh clone puts the reader's
+    chapters in runs/book/<scale>/ with a page that sets each number beside the published one, and changes no tracked
+    file. (The HTML of such a run is built and opened in Chromium by tests/test_book_command.py.)"""
+    import shutil
+
     root = _tiny_book(tmp_path)
     monkeypatch.setenv("EMOLIB_HOME", str(root))
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
     results = book.load_results(root / "book")
     assert results["tiny"].stories and results["tiny"].extract and results["tiny"].geometry and results["tiny"].steering
-    timings = book.run_across(root, log=lambda *_: None)
+    timings = book.run_across(root, log=lambda *_: None)  # the published comparison and appendix
     assert set(timings) == set(book.ACROSS)
     comparison = (root / "book" / "comparison.ipynb").read_text()
     assert "PC1 vs human valence" in comparison and "Anthropic (Claude Sonnet 4.5)" in comparison
@@ -171,22 +182,6 @@ def test_comparison_and_appendix_run_from_saved_results(tmp_path, monkeypatch):
     toc = book.write_toc(root).read_text()
     assert toc.index("book/tiny/07_steering") < toc.index("Across models") < toc.index("book/comparison")
 
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
-                          text=True, check=True).stdout
-
-
-def test_a_readers_run_builds_beside_the_published_book_and_leaves_git_clean(tmp_path, monkeypatch):
-    """`make book` on a fresh clone: the reader's chapters go to runs/book/<scale>/ and the HTML shows them as
-    "Your run" with a page that sets each number beside the published one; no tracked file changes."""
-    import shutil
-
-    root = _tiny_book(tmp_path)
-    monkeypatch.setenv("EMOLIB_HOME", str(root))
-    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
-    book.run_across(root, log=lambda *_: None)  # the published comparison and appendix
-    book.write_toc(root)
     _git(root, "init", "-q")
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "published")
@@ -196,18 +191,11 @@ def test_a_readers_run_builds_beside_the_published_book_and_leaves_git_clean(tmp
     saved["valence"]["r"] += 5.0  # a number that differs, to see the verdict say so
     (run / "results" / "04_geometry.json").write_text(json.dumps(saved))
     book.run_across(root, log=lambda *_: None, publish=False, scale="quick")
-    html = book.build(root, log=lambda *_: None)
+    runs_toc = book.write_toc(root, with_runs=True).read_text()
     assert _git(root, "status", "--porcelain") == ""
-    page = (html / "runs" / "book" / "quick" / "your_run.html").read_text()
-    assert "agrees within the run" in page and "differs" in page and "Your run (quick scale)" in page
-    assert (html / "runs" / "book" / "quick" / "tiny" / "04_geometry.html").exists()
-    assert (html / "book" / "tiny" / "04_geometry.html").exists() and (html / "book" / "comparison.html").exists()
-    if book.find_chromium() is None:
-        message = "no Chromium on this machine (Debian: apt-get install chromium): the drawing check did not run"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)  # make test installs it in CI
-    drawn = book.browser_check(html, pages=["book/comparison.html", "runs/book/quick/tiny/04_geometry.html"],
-                               screenshot="", log=lambda *_: None)
-    assert drawn["book/comparison.html"] >= 1 and drawn["runs/book/quick/tiny/04_geometry.html"] >= 5
+    assert "Your run (quick scale)" in runs_toc and "runs/book/quick/tiny/04_geometry" in runs_toc
+    page = (root / "runs" / "book" / "quick" / "your_run.ipynb").read_text()
+    assert "agrees within the run" in page and "differs" in page
 
 
 def test_run_beside_published_judges_each_number_by_both_intervals():
@@ -256,23 +244,6 @@ def test_the_browser_check_fails_on_a_page_that_lost_its_figures(tmp_path):
     (tmp_path / "book" / "comparison.ipynb").write_text(json.dumps(notebook))
     with pytest.raises(EmolibError, match="has 1 figures but the page shows 0"):
         book.browser_check(html, pages=["book/comparison.html"], screenshot="", log=lambda *_: None)
-
-
-def test_the_book_builds_offline_and_every_figure_draws_in_chromium(tmp_path, monkeypatch):
-    root = _tiny_book(tmp_path)
-    monkeypatch.setenv("EMOLIB_HOME", str(root))
-    html = book.build(root, log=lambda *_: None)  # raises if any page loads a remote resource
-    pages = sorted(str(p.relative_to(html)) for p in html.glob("book/tiny/*.html"))
-    assert len(pages) == len(book.CHAPTERS)
-    for page in pages:  # the figures reference the one vendored plotly.js, not a CDN
-        text = (html / page).read_text()
-        assert "cdn.plot.ly" not in text
-    if book.find_chromium() is None:
-        message = "no Chromium on this machine (Debian: apt-get install chromium): the drawing check did not run"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)  # make test installs it in CI
-    drawn = book.browser_check(html, pages=pages, log=lambda *_: None)
-    assert drawn["book/tiny/04_geometry.html"] >= 5 and all(count > 0 for count in drawn.values())
-    assert (html.parent / "screenshot-04_geometry.png").stat().st_size > 10_000
 
 
 def test_every_chapter_starts_in_the_project_kernel():

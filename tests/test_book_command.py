@@ -2,7 +2,9 @@
 the comparison, the appendix, the "your run" page and the HTML build — at the quick scale's design (one kept story per
 (emotion, topic) cell, two topics, the quick scale's chapter-7 and chapter-9 sizes), on two tiny random models of
 different families: a built-in profile and a researcher's checkpoint folder (`--model path/to/folder`). It fails on any chapter's error: chapter 4's cross-validated spectrum could not split this
-design before issue 41, and nothing ran the main command's shape."""
+design before issue 41, and nothing ran the main command's shape. The built book is then opened in headless Chromium
+(every figure of the run's chapters must draw, offline) and the checkout's `git status` must stay clean: what a reader's
+`make book` promises, checked on the one build (each used to build a book of its own)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from emolib.book import runner as book
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,8 +34,16 @@ def _checkout_copy(target: Path) -> Path:
     return target
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
+
+
 def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_path, llama_checkpoint):
     root = _checkout_copy(tmp_path / "checkout")
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "a fresh clone")
     env = {**os.environ, "EMOLIB_HOME": str(root), "EMOLIB_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1",
            "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "emolib", "book", "--model", "tiny", "--model", str(llama_checkpoint),
@@ -55,3 +69,17 @@ def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_pat
     assert (html / "runs" / "book" / "quick" / "your_run.html").exists()
     assert (html / "runs" / "book" / "quick" / "my-llama" / "08_in_context.html").exists()
     assert (html / "book" / "270m" / "04_geometry.html").exists()  # the published book beside the run
+    assert _git(root, "status", "--porcelain") == ""  # the run, the comparison and the build wrote no tracked file
+
+    if book.find_chromium() is None:
+        message = "no Chromium on this machine (Debian: apt-get install chromium): the drawing check did not run"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)  # make test installs it in CI
+    pages = sorted(str(p.relative_to(html)) for p in html.glob("runs/book/quick/tiny/*.html"))
+    assert len(pages) == 9
+    for page in pages:  # the figures reference the one vendored plotly.js, not a CDN
+        assert "cdn.plot.ly" not in (html / page).read_text()
+    drawn = book.browser_check(html, pages=[*pages, "runs/book/quick/your_run.html", "book/comparison.html"],
+                               log=lambda *_: None)
+    assert drawn["runs/book/quick/tiny/04_geometry.html"] >= 5
+    assert all(drawn[page] > 0 for page in pages) and drawn["book/comparison.html"] >= 1
+    assert (html.parent / "screenshot-04_geometry.png").stat().st_size > 10_000

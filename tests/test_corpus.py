@@ -275,3 +275,36 @@ def test_the_writing_bar_moves_within_the_first_call(tmp_path, monkeypatch, tiny
     counts = [int(float(n)) for text in seen for n in re.findall(r"\| *(\d+(?:\.\d+)?)/256 ", text)]
     assert counts and max(counts) > 1, seen[-1][-300:]
     assert "256/256" in side.read_text()  # the budget is used up exactly when the call ends
+
+
+def test_the_dialogue_bar_moves_within_the_first_call(tmp_path, monkeypatch, tiny_llama):
+    """A local writer writes the quick scale's 50 dialogues in one call; their bar stood at 0/50 for all of it.
+    It now counts the call's token budget as decoding goes, and ends at its total with every dialogue stored."""
+    import time
+
+    from emolib.models import decoder_layers
+    from emolib.writers.generate import LocalWriter
+
+    side = tmp_path / "progress.txt"
+    monkeypatch.setenv("EMOLIB_PROGRESS", str(side))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    seen = []
+
+    def slow(module, args, output):  # past tqdm's 2 s refresh within the one call
+        time.sleep(0.05)
+        if len(seen) < 200:
+            seen.append(side.read_text() if side.exists() else "")
+
+    settings = C.CorpusSettings(writer="tiny-llama", person_tokens=8, ai_tokens=12)
+    jobs = C.neutral_jobs(settings, C.select_topics(3), 1)
+    budget = len(jobs) * max(job.n_exchanges for job in jobs) * (8 + 12 + 16)
+    handle = decoder_layers(tiny_llama.model)[0].register_forward_hook(slow)
+    try:
+        stats = C.write_dialogues(C.Corpus(tmp_path / "c", settings), jobs, LocalWriter(tiny_llama, batch_size=8))
+    finally:
+        handle.remove()
+    assert stats["mode"] == "one continuous chat per dialogue" and len(seen) >= 40
+    counts = [int(float(n)) for text in seen for n in re.findall(rf"\| *(\d+(?:\.\d+)?)/{budget} ", text)]
+    assert counts and 1 < max(counts) < budget, seen[-1][-300:]
+    final = side.read_text()
+    assert f"{budget}/{budget}" in final and f"{len(jobs)}/{len(jobs)} dialogues" in final

@@ -1,12 +1,11 @@
 """The tiny chapters, re-executed under other CPU kernel paths, agree with the committed outputs.
 
-A reader's CPU is not ours: OpenBLAS picks its kernels by CPU type (and `OPENBLAS_CORETYPE`), ATen picks
-AVX-512, AVX2 or scalar paths (`ATEN_CPU_CAPABILITY`), MKL its own (`MKL_ENABLE_INSTRUCTIONS`), and the
-thread count changes how sums are split. Each changes the last bits of floats. This test re-runs the nbval
-suite over `tests/notebooks/` in a child process with all of them switched to other paths, so `make test`
-proves on any machine that the committed outputs hold beyond the bits of the machine that made them: the
-figures and printed numbers at `nbval_tolerance`'s precision, the sampled texts exactly (the writer's
-noise is keyed by token id, not by sort position), and every saved number within the same tolerance.
+nbval re-executes `tests/notebooks/` with ATen's, OpenBLAS's and MKL's kernels switched to other paths than the
+ones that wrote the committed outputs, and one thread (`conftest.OTHER_KERNELS`): its comparison proves the figures
+and printed numbers at `nbval_tolerance`'s precision and the sampled texts exactly (the writer's noise is keyed by
+token id, not by sort position). This file checks the rest: every number the chapters saved, within the same
+tolerance. In `make test` it reads what that nbval run saved (it runs after the chapters, on their worker); run
+alone, or without `--nbval`, it executes the chapters itself in a child process first.
 """
 
 from __future__ import annotations
@@ -17,15 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import nbval_tolerance
+from conftest import CHAPTERS, OTHER_KERNELS, OTHER_PATH_ITEMS, RESULTS_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER_KERNELS = {
-    "ATEN_CPU_CAPABILITY": "default",  # ATen's scalar kernels instead of AVX2/AVX-512
-    "OPENBLAS_CORETYPE": "Nehalem",  # SSE-only OpenBLAS kernels (numpy, scipy), safe on any x86-64
-    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",  # torch's BLAS without AVX
-    "OMP_NUM_THREADS": "1",  # sums split differently from the default thread count
-}
 VOLATILE = {"seconds", "tokens_per_second", "load_seconds", "conversion_seconds",  # wall times
             "vectors_sha256"}  # a hash of float bits
 
@@ -40,20 +36,40 @@ def _saved(folder: Path) -> dict[str, object]:
     return {path.name: _stable(json.loads(path.read_text())) for path in sorted(folder.glob("*.json"))}
 
 
-def test_tiny_chapters_agree_under_other_cpu_kernels(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    env = {**os.environ, **OTHER_KERNELS, "EMOLIB_TEST_RESULTS": str(results)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
-               "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "tests/notebooks"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout.splitlines()[-1] and "failed" not in done.stdout.splitlines()[-1]
+def _chapters_ran_here(session: pytest.Session) -> bool:
+    """Did this session's nbval run every tiny chapter, and did each pass? (It ran before this file: conftest.)"""
+    chapters = {item.nodeid.split("::", 1)[0] for item in session.items if item.nodeid.startswith(CHAPTERS)}
+    return len(chapters) == len(list((ROOT / CHAPTERS).glob("[0-9]*.ipynb")))
+
+
+def test_tiny_chapters_agree_under_other_cpu_kernels(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if _chapters_ran_here(request.session):
+        results = request.config.stash[RESULTS_KEY]
+        chapter_items = [item for item in request.session.items if item.nodeid.startswith(CHAPTERS)]
+        assert request.config.stash.get(OTHER_PATH_ITEMS, 0) == len(chapter_items)  # every kernel got the paths
+    else:  # this file alone: run nbval over the chapters in a child process, with the same kernels
+        results = tmp_path / "results"
+        env = {**os.environ, **OTHER_KERNELS, "EMOLIB_TEST_RESULTS": str(results)}
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                   "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", CHAPTERS]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        assert " passed" in done.stdout.splitlines()[-1] and "failed" not in done.stdout.splitlines()[-1]
 
     committed, rerun = _saved(ROOT / "tests" / "notebooks" / "results"), _saved(results)
     assert set(rerun) == set(committed)
     for name, saved in committed.items():
         differ = [key for key in saved if not nbval_tolerance.values_agree(saved[key], rerun[name].get(key))]
         assert not differ, f"{name}: {[(key, saved[key], rerun[name].get(key)) for key in differ]}"[:3000]
+
+
+def test_the_other_paths_are_taken() -> None:
+    """The variables do switch the paths: torch started with them reports ATen's scalar kernels."""
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+    native = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    other = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **OTHER_KERNELS}, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert other == ["DEFAULT", "1"] and native[0] != "DEFAULT"
 
 
 def test_the_tolerance_accepts_last_bits_and_rejects_real_changes() -> None:

@@ -314,3 +314,23 @@ def test_a_deep_extension_gets_a_data_card_that_verifies(runs):
     assert C.Corpus(deep).read_only  # published: analysing it never writes to it
     (deep / "stories.jsonl").write_text((deep / "stories.jsonl").read_text() + "\n")
     assert not data_card.verify_data_card(deep)["matches"].all()
+
+
+def test_chapter_4_resamples_by_scale_and_the_published_chapter_ran_the_full_counts():
+    """The quick preview's chapter 4 used the full counts (about 25 min on 2 cores, most of it the baselines' joint
+    bootstrap, whose cost hardly depends on the stories); its counts are now the scale's. The published chapters
+    must still hold the full scale's counts."""
+    quick, full = D.SCALES["quick"], D.SCALES["full"]
+    counts = ("geometry_boot", "layer_boot", "baseline_boot", "permutations", "split_halves", "scaling_draws")
+    assert all(0 < getattr(quick, c) < getattr(full, c) for c in counts)
+    names = dict(zip(("n_boot", "n_boot_layers", "n_boot_baselines", "n_perm", "n_splits", "scaling_draws"), counts))
+    published = sorted((ROOT / "book").glob("*/04_geometry.ipynb"))
+    assert published
+    for path in published:
+        cells = json.loads(path.read_text())["cells"]
+        chosen: dict = {}
+        for cell in cells:  # the parameters cell, then what papermill injected over it
+            if {"parameters", "injected-parameters"} & set(cell["metadata"].get("tags", [])):
+                exec("".join(cell["source"]), {}, chosen)
+        size = D.get_scale(chosen.get("scale", "full")).fill(**{names[k]: v for k, v in chosen.items() if k in names})
+        assert all(getattr(size, c) == getattr(full, c) for c in counts), path

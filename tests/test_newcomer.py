@@ -201,3 +201,18 @@ def test_the_plan_covers_a_checkpoint_folder_and_says_how_it_measured(llama_chec
     text = plan.format_plan(made)
     assert "config.json (read offline)" in text and "how it measured" in text and "load average" in text
     assert (made["measured"]["busy"] > plan.BUSY_LOAD) == ("this box is busy" in text)
+
+
+def test_papermill_parses_every_notebooks_parameters_cell(caplog):
+    """papermill reads a parameters cell line by line with a regex; a comment holding `""` made it log "Unable to parse
+    line" and then "Passed unknown parameter: book_dir" on every `make book`, for the comparison and the appendix."""
+    import logging
+
+    import papermill
+
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 12
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        for path in notebooks:
+            assert papermill.inspect_notebook(str(path)), path.name
+    assert [r.getMessage() for r in caplog.records if "parse" in r.getMessage()] == []

@@ -30,7 +30,6 @@ from ..io import (
     progress_bar,
     project_root,
     runs_dir,
-    show_rate,
     store_lock,
 )
 from .prompts import (  # noqa: F401 (re-exported: chapters and tests read them as corpus.X)
@@ -369,20 +368,35 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     started = time.perf_counter()
     quiet = {} if progress else {"disable": True}  # unset, so $TQDM_DISABLE can silence it
     one_pass = getattr(writer, "fast", False) and hasattr(writer, "chat_markers") and writer.chat_markers() is not None
-    with progress_bar(total=len(todo), desc=f"dialogues ({writer.name})", unit="dialogue", **quiet) as bar:
-        for batch in plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0))):
+    batches = list(plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0))))
+    # Like the stories' bar, this one counts the token budget as the writer decodes: a local writer writes all 50
+    # quick-scale dialogues in one call, and a bar of dialogues stood at 0/50 for the whole call (minutes).
+    budgets = [_dialogue_budget(corpus.settings, batch) for batch in batches]
+    written = 0
+    with progress_bar(total=sum(budgets), desc=f"dialogues ({writer.name})", unit="tok", unit_scale=True, **quiet) as bar:
+        for batch, budget in zip(batches, budgets):
             _log_batch(corpus, batch)
+            budget_used = _BudgetUsed(bar, budget)
             write = _dialogues_in_one_pass if one_pass else _dialogues_turn_by_turn
-            stats["generated_tokens"] += write(corpus, batch, writer, bar)
-            show_rate(bar, stats["generated_tokens"], started)
-            bar.refresh()  # a batch's dialogues end together: show them now, not a refresh interval later
+            tokens, saved = write(corpus, batch, writer, budget_used)
+            budget_used.finish()
+            stats["generated_tokens"] += tokens
+            written += saved
+            bar.set_postfix_str(f"{written}/{len(todo)} dialogues, {stats['generated_tokens']:,} tokens, "
+                                f"{stats['generated_tokens'] / max(time.perf_counter() - started, 1e-9):.0f} tokens/s")
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["generated_tokens"] / stats["seconds"]
     stats["mode"] = "one continuous chat per dialogue" if one_pass else "turn by turn"
     return stats
 
 
-def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, bar: Any) -> int:
+def _dialogue_budget(settings: CorpusSettings, batch: list[Job]) -> int:
+    """The most tokens a batch of dialogues may take: every turn of its longest dialogue, per row."""
+    return len(batch) * max(job.n_exchanges or 2 for job in batch) * (settings.person_tokens + settings.ai_tokens + 16)
+
+
+def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, budget_used: _BudgetUsed) -> tuple[int, int]:
+    """(tokens written, dialogues saved) of one batch, written as one continuous chat per dialogue."""
     settings = corpus.settings
     tokenizer = writer.loaded.tokenizer
     opening, to_assistant, to_user = writer.chat_markers()
@@ -391,10 +405,13 @@ def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, bar: A
                for job in batch]
     scripts = [ChatScript(job.n_exchanges or 2, encode(to_assistant), encode(to_user), writer.eos_id,
                           settings.person_tokens, settings.ai_tokens) for job in batch]
-    longest = max(job.n_exchanges or 2 for job in batch) * (settings.person_tokens + settings.ai_tokens + 16)
+    longest = _dialogue_budget(settings, batch) // len(batch)
+    reports = "on_progress" in inspect.signature(writer.generate).parameters
     outputs = writer.generate(prompts, [job.seed for job in batch], max_new_tokens=longest,
                               temperature=settings.dialogue_temperature, top_p=settings.top_p,
-                              repetition_penalty=settings.repetition_penalty, forcing=scripts)
+                              repetition_penalty=settings.repetition_penalty, forcing=scripts,
+                              **({"on_progress": budget_used} if reports else {}))
+    saved = 0
     for job, script in zip(batch, scripts):
         turns = []
         for index, ids in enumerate(script.turns):
@@ -404,17 +421,19 @@ def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, bar: A
         if job.id in corpus.neutral.done_jobs:  # stored before a kill cut its batch short
             continue
         corpus.save_dialogue(job, turns, sum(len(ids) for ids in script.turns))
-        bar.update(1)
+        saved += 1
     del outputs  # the text is in the scripts' turns
-    return sum(len(ids) for script in scripts for ids in script.turns)
+    return sum(len(ids) for script in scripts for ids in script.turns), saved
 
 
-def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, bar: Any) -> int:
+def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, budget_used: _BudgetUsed) -> tuple[int, int]:
+    """(tokens written, dialogues saved) of one batch, one request per turn (an HTTP writer)."""
     settings = corpus.settings
     sampling = dict(temperature=settings.dialogue_temperature, top_p=settings.top_p,
                     repetition_penalty=settings.repetition_penalty)
     turns: dict[str, list[tuple[str, str]]] = {job.id: [] for job in batch}
     tokens = dict.fromkeys(turns, 0)
+    saved = 0
     for step in range(2 * max(job.n_exchanges or 0 for job in batch)):
         active = [job for job in batch if step < 2 * (job.n_exchanges or 0)]
         person_turn = step % 2 == 0
@@ -432,8 +451,9 @@ def _dialogues_turn_by_turn(corpus: Corpus, batch: list[Job], writer: Any, bar: 
             if step == 2 * (job.n_exchanges or 0) - 1:  # its last turn: store it now
                 if job.id not in corpus.neutral.done_jobs:  # stored before a kill cut its batch short
                     corpus.save_dialogue(job, turns[job.id], tokens[job.id])
-                    bar.update(1)
-    return sum(tokens.values())
+                    saved += 1
+        budget_used(sum(output.n_tokens for output in outputs))  # the bar moves turn by turn
+    return sum(tokens.values()), saved
 
 
 def records_frame(corpus: Corpus, jobs: list[Job] | None = None, tokenizer: Any = None,

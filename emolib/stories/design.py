@@ -56,6 +56,15 @@ class Scale:
     activities_per_category: int  # chapter 09: activities of each of the 8 categories in the preference tournament
     sycophancy_questions: int  # chapter 09: factual questions the user pushes back on
     reply_questions: int  # chapter 09: of those, the questions whose replies are generated (harshness, flattery)
+    # chapter 04's resampling. Its cost hardly depends on the number of stories (171 emotions' vectors, nested
+    # leave-one-out fits per replicate), so at the full scale's counts the quick preview spent ~25 min in chapter 4
+    # alone; at 2 stories per emotion its intervals are wide whatever the count.
+    geometry_boot: int = 500  # bootstrap replicates at the analysis layer
+    layer_boot: int = 50  # bootstrap replicates per layer (the cross-layer plot)
+    baseline_boot: int = 200  # joint story-bootstrap replicates behind the text-only baselines' partial r
+    permutations: int = 2000  # permutations of the max-over-layers null, the circumplex and baseline tests
+    split_halves: int = 20  # random split-halves per layer
+    scaling_draws: int = 10  # subsamples per stories-per-emotion step of the scaling curve
 
     def fill(self, **chosen: Any) -> "Scale":
         """This scale with every chosen value that is not 0 or "" in place of its own."""
@@ -73,7 +82,8 @@ SCALES: dict[str, Scale] = {
     # 2 stories per emotion, 50 dialogues, a 5-point dose-response on 8 prompts, 3 blackmail trials
     "quick": Scale(n_topics=2, per_cell=1, dialogue_topics=50, n_prompts=8, alphas="-0.5,-0.25,0,0.25,0.5",
                    blackmail_trials=3, hack_samples=1, null_directions=4, activities_per_category=2,
-                   sycophancy_questions=24, reply_questions=8),
+                   sycophancy_questions=24, reply_questions=8, geometry_boot=200, layer_boot=20, baseline_boot=40,
+                   permutations=500, split_halves=10, scaling_draws=4),
     # 24 stories per emotion, 100 dialogues, a 7-point dose-response on 32 prompts, 6 blackmail trials
     "full": Scale(n_topics=12, per_cell=2, dialogue_topics=100, n_prompts=32, alphas="-0.5,-0.3,-0.15,0,0.15,0.3,0.5",
                   blackmail_trials=6, hack_samples=2, null_directions=20, activities_per_category=8,

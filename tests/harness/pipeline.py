@@ -19,7 +19,7 @@ from emolib.extraction import stages
 def main() -> int:
     settings = C.CorpusSettings(writer="tiny", max_new_tokens=96)
     store = C.Corpus(C.corpus_dir("tiny"), settings)
-    topics = C.select_topics(3, 0)
+    topics = C.select_topics(2, 0)  # two topics: the quick scale's, and enough cells for kills inside retry rounds
     writer = generate.make_writer("tiny", "", batch_size=4)
     print("stage stories", flush=True)
     # the balanced design: a random model's stories are often short or leak, so cells get retries

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help="run chapters with papermill" + (" and build the book" if name == "book" else ""),
                                  epilog=_run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_argument("--model", action="append",
-                             help="analysed model profile (repeatable); default: " +
+                             help="analysed model: a profile (`python -m emolib models`) or a checkpoint folder (repeatable); default: " +
                                   ("270m" if name == "run" else "the embedded models, 270m and smollm2"))
         command.add_argument("--chapters", default="", help="comma-separated chapter names; default all")
         command.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

@@ -204,7 +204,12 @@ def test_every_chapter_default_is_in_range():
 
     for chapter in book.CHAPTERS:
         for name, info in papermill.inspect_notebook(str(ROOT / "notebooks" / f"{chapter}.ipynb")).items():
-            assert book.check_value(name, ast.literal_eval(info["default"])) is None, (chapter, name)
+            default = ast.literal_eval(info["default"])
+            assert book.check_value(name, default, scale_default=default == 0) is None, (chapter, name)
+    # 0 is "the scale's" where a chapter's default says so (chapter 4), and refused for a chapter it would zero
+    book.check_parameters(ROOT, ["04_geometry"], {"n_boot": 0, "n_perm": 0})
+    with pytest.raises(EmolibError, match="n_boot=0 of 07_steering: must be at least 1"):
+        book.check_parameters(ROOT, ["04_geometry", "07_steering"], {"n_boot": 0})
 
 
 # --- one run per store -----------------------------------------------------------------------------

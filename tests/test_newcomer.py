@@ -216,3 +216,15 @@ def test_papermill_parses_every_notebooks_parameters_cell(caplog):
         for path in notebooks:
             assert papermill.inspect_notebook(str(path)), path.name
     assert [r.getMessage() for r in caplog.records if "parse" in r.getMessage()] == []
+
+
+def test_the_chapters_kernel_sockets_stay_out_of_the_checkout(tmp_path, monkeypatch):
+    """jupyter_client puts IPC sockets in the working directory (`kernel-ipc-1`, ...); a killed `make book` left 15 of
+    them in the checkout's root. They go to a private folder under the temporary directory."""
+    from emolib.book.kernels import LocalKernelManager, ipc_folder
+
+    monkeypatch.chdir(tmp_path)
+    manager = LocalKernelManager()
+    assert manager.transport == "ipc" and manager.ip.startswith(str(ipc_folder()))
+    assert (ipc_folder().stat().st_mode & 0o777) == 0o700
+    assert LocalKernelManager(transport="tcp").ip in ("127.0.0.1", "localhost")

@@ -163,9 +163,11 @@ def check_parameters(root: Path, chapters: list[str] | tuple[str, ...], paramete
             if not ok:
                 raise EmolibError(f"parameter {name} of {chapter} must be {expected.__name__} like its default "
                                   f"{default!r}, got {value!r} ({type(value).__name__})")
-        problem = check_value(name, value)
-        if problem:
-            raise EmolibError(f"parameter {name}={value!r}: {problem}")
+        problems = {chapter: check_value(name, value, scale_default=default == 0) for chapter, default in declared[name]}
+        for chapter, problem in problems.items():
+            if problem:  # the chapter is named where another one takes the value (0: "the scale's" in chapter 4)
+                where = f" of {chapter}" if not all(problems.values()) else ""
+                raise EmolibError(f"parameter {name}={value!r}{where}: {problem}")
 
 
 # Ranges of the chapters' numeric parameters: (lowest allowed, highest allowed or None).
@@ -186,8 +188,12 @@ def _floats(text: str) -> list[float] | None:
         return None
 
 
-def check_value(name: str, value: Any) -> str | None:
-    """What is wrong with a parameter's value beyond its type (None: nothing)."""
+def check_value(name: str, value: Any, scale_default: bool = False) -> str | None:
+    """What is wrong with a parameter's value beyond its type (None: nothing). `scale_default`: the chapter's default
+    is 0, "the scale's value" (chapter 4's resampling counts), so 0 is allowed there, though not for a chapter whose
+    own count it would zero (`n_boot` is also chapter 7's)."""
+    if scale_default and value == 0 and not isinstance(value, bool):
+        return None
     if name in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = RANGES[name]
         if value < low or (high is not None and value > high):

@@ -91,7 +91,10 @@ def pytest_runtest_setup(item: pytest.Item):
         yield
     finally:
         for name, value in saved.items():
-            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
@@ -107,6 +110,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     config.option.loadscopereorder = False  # keep LONGEST_FIRST, not xdist's most-tests-first
     return ChaptersTogether(config, log)
+
+
+def git(root: Path, *args: str) -> str:
+    """git in `root` with a throwaway identity (the tests commit a checkout copy to check `git status` after a run)."""
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
 
 
 @pytest.fixture

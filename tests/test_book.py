@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import git
 from emolib.book import runner as book
 from emolib.errors import EmolibError
 
@@ -157,11 +158,6 @@ def _tiny_book(tmp_path: Path) -> Path:
     return root
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
-                          text=True, check=True).stdout
-
-
 def test_a_readers_run_sits_beside_the_published_comparison_and_appendix(tmp_path, monkeypatch):
     """The published comparison and appendix run from saved results; `make book` on a fresh clone puts the reader's
     chapters in runs/book/<scale>/ with a page that sets each number beside the published one, and changes no tracked
@@ -182,9 +178,9 @@ def test_a_readers_run_sits_beside_the_published_comparison_and_appendix(tmp_pat
     toc = book.write_toc(root).read_text()
     assert toc.index("book/tiny/07_steering") < toc.index("Across models") < toc.index("book/comparison")
 
-    _git(root, "init", "-q")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-qm", "published")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "published")
     run = root / "runs" / "book" / "quick" / "tiny"  # as `make book` leaves it: the tiny chapters, executed again
     shutil.copytree(root / "book" / "tiny", run)
     saved = json.loads((run / "results" / "04_geometry.json").read_text())
@@ -192,7 +188,7 @@ def test_a_readers_run_sits_beside_the_published_comparison_and_appendix(tmp_pat
     (run / "results" / "04_geometry.json").write_text(json.dumps(saved))
     book.run_across(root, log=lambda *_: None, publish=False, scale="quick")
     runs_toc = book.write_toc(root, with_runs=True).read_text()
-    assert _git(root, "status", "--porcelain") == ""
+    assert git(root, "status", "--porcelain") == ""
     assert "Your run (quick scale)" in runs_toc and "runs/book/quick/tiny/04_geometry" in runs_toc
     page = (root / "runs" / "book" / "quick" / "your_run.ipynb").read_text()
     assert "agrees within the run" in page and "differs" in page

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import git
 from emolib.book import runner as book
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,16 +35,11 @@ def _checkout_copy(target: Path) -> Path:
     return target
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, capture_output=True,
-                          text=True, check=True).stdout
-
-
 def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_path, llama_checkpoint):
     root = _checkout_copy(tmp_path / "checkout")
-    _git(root, "init", "-q")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-qm", "a fresh clone")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a fresh clone")
     env = {**os.environ, "EMOLIB_HOME": str(root), "EMOLIB_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1",
            "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "emolib", "book", "--model", "tiny", "--model", str(llama_checkpoint),
@@ -69,7 +65,7 @@ def test_the_book_command_runs_every_chapter_of_both_profiles_and_builds(tmp_pat
     assert (html / "runs" / "book" / "quick" / "your_run.html").exists()
     assert (html / "runs" / "book" / "quick" / "my-llama" / "08_in_context.html").exists()
     assert (html / "book" / "270m" / "04_geometry.html").exists()  # the published book beside the run
-    assert _git(root, "status", "--porcelain") == ""  # the run, the comparison and the build wrote no tracked file
+    assert git(root, "status", "--porcelain") == ""  # the run, the comparison and the build wrote no tracked file
 
     if book.find_chromium() is None:
         message = "no Chromium on this machine (Debian: apt-get install chromium): the drawing check did not run"

@@ -37,7 +37,8 @@ def _saved(folder: Path) -> dict[str, object]:
 
 
 def _chapters_ran_here(session: pytest.Session) -> bool:
-    """Did this session's nbval run every tiny chapter, and did each pass? (It ran before this file: conftest.)"""
+    """Did this session collect every tiny chapter for nbval? (They run before this file: conftest. A chapter that
+    failed leaves its numbers missing or wrong, which the comparison below reports.)"""
     chapters = {item.nodeid.split("::", 1)[0] for item in session.items if item.nodeid.startswith(CHAPTERS)}
     return len(chapters) == len(list((ROOT / CHAPTERS).glob("[0-9]*.ipynb")))
 

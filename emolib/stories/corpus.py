@@ -371,7 +371,7 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     batches = list(plan_writing(corpus, jobs, max(batch_size, getattr(writer, "call_size", 0))))
     # Like the stories' bar, this one counts the token budget as the writer decodes: a local writer writes all 50
     # quick-scale dialogues in one call, and a bar of dialogues stood at 0/50 for the whole call (minutes).
-    budgets = [_dialogue_budget(corpus.settings, batch) for batch in batches]
+    budgets = [len(batch) * _longest_dialogue(corpus.settings, batch) for batch in batches]
     written = 0
     with progress_bar(total=sum(budgets), desc=f"dialogues ({writer.name})", unit="tok", unit_scale=True, **quiet) as bar:
         for batch, budget in zip(batches, budgets):
@@ -390,9 +390,9 @@ def _write_dialogues(corpus: Corpus, jobs: list[Job], writer: Any, batch_size: i
     return stats
 
 
-def _dialogue_budget(settings: CorpusSettings, batch: list[Job]) -> int:
-    """The most tokens a batch of dialogues may take: every turn of its longest dialogue, per row."""
-    return len(batch) * max(job.n_exchanges or 2 for job in batch) * (settings.person_tokens + settings.ai_tokens + 16)
+def _longest_dialogue(settings: CorpusSettings, batch: list[Job]) -> int:
+    """The most tokens one dialogue of a batch may take: every turn of its longest dialogue (the budget per row)."""
+    return max(job.n_exchanges or 2 for job in batch) * (settings.person_tokens + settings.ai_tokens + 16)
 
 
 def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, budget_used: _BudgetUsed) -> tuple[int, int]:
@@ -405,7 +405,7 @@ def _dialogues_in_one_pass(corpus: Corpus, batch: list[Job], writer: Any, budget
                for job in batch]
     scripts = [ChatScript(job.n_exchanges or 2, encode(to_assistant), encode(to_user), writer.eos_id,
                           settings.person_tokens, settings.ai_tokens) for job in batch]
-    longest = _dialogue_budget(settings, batch) // len(batch)
+    longest = _longest_dialogue(settings, batch)
     reports = "on_progress" in inspect.signature(writer.generate).parameters
     outputs = writer.generate(prompts, [job.seed for job in batch], max_new_tokens=longest,
                               temperature=settings.dialogue_temperature, top_p=settings.top_p,

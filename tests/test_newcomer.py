@@ -220,11 +220,13 @@ def test_papermill_parses_every_notebooks_parameters_cell(caplog):
 
 def test_the_chapters_kernel_sockets_stay_out_of_the_checkout(tmp_path, monkeypatch):
     """jupyter_client puts IPC sockets in the working directory (`kernel-ipc-1`, ...); a killed `make book` left 15 of
-    them in the checkout's root. They go to a private folder under the temporary directory."""
+    them in the checkout's root. They go to a private folder under the temporary directory, under a prefix of their own:
+    a shared prefix let two concurrent runs pick the same socket names and read each other's messages."""
     from emolib.book.kernels import LocalKernelManager, ipc_folder
 
     monkeypatch.chdir(tmp_path)
     manager = LocalKernelManager()
     assert manager.transport == "ipc" and manager.ip.startswith(str(ipc_folder()))
     assert (ipc_folder().stat().st_mode & 0o777) == 0o700
+    assert LocalKernelManager().ip != manager.ip  # the next kernel, in this process or another, never shares sockets
     assert LocalKernelManager(transport="tcp").ip in ("127.0.0.1", "localhost")

@@ -84,6 +84,12 @@ def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
         os.close(fd)
 
 
+def progress_disabled() -> bool:
+    """Whether $TQDM_DISABLE silences progress: read at each call (tqdm reads it once, when first imported), and only
+    for the values tqdm would take as true, so `TQDM_DISABLE=0` leaves the bars on."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
 def progress_bar(**kwargs: Any):
     """A tqdm bar for a long stage. Under `python -m emolib run/book` ($EMOLIB_PROGRESS names a file the
     runner streams to its terminal) the bar is written there, every 2 s, and not into the executed
@@ -92,8 +98,8 @@ def progress_bar(**kwargs: Any):
 
     if note() and kwargs.get("desc"):  # the first line says how many threads this process works with, and why
         kwargs["desc"] = f"{kwargs['desc']} [{note()}]"
-    if kwargs.get("disable") is None:  # $TQDM_DISABLE read now: tqdm reads it once, when first imported
-        kwargs["disable"] = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    if kwargs.get("disable") is None:
+        kwargs["disable"] = progress_disabled()
     target = os.environ.get("EMOLIB_PROGRESS")
     if target and not kwargs["disable"]:
         handle = open(target, "a", buffering=1)

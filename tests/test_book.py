@@ -106,6 +106,15 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
     assert "hide-input" in executed["cells"][-1]["metadata"]["tags"]
 
 
+def test_tqdm_disable_is_read_as_tqdm_reads_it_by_the_bars_and_the_runner(monkeypatch):
+    """`TQDM_DISABLE=0` leaves the bars on in the kernel; the runner's terminal stream agrees, so it stays on too."""
+    from emolib.io import progress_disabled
+
+    for value, disabled in (("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("no", False)):
+        monkeypatch.setenv("TQDM_DISABLE", value)
+        assert progress_disabled() is disabled, value
+
+
 def test_papermill_on_a_missing_model_fails_in_seconds_with_one_line(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     env.pop("EMOLIB_31B_PATH", None)

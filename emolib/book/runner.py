@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import EmolibError
 from ..extraction import stages
 from ..extraction.publish import publish_vectors, published_vectors_dir
-from ..io import atomic_write_bytes, atomic_write_json, file_sha256, project_root  # noqa: F401 (file_sha256: for chapters)
+from ..io import atomic_write_bytes, atomic_write_json, file_sha256, progress_disabled, project_root  # noqa: F401 (file_sha256: for chapters)
 from ..models.profiles import DTYPES, get_profile
 from ..stories.corpus import DEEP, default_corpus
 from ..stories.design import SCALES
@@ -260,7 +260,7 @@ def _progress_to_terminal(interval: float = 0.5):
     import tempfile
     import threading
 
-    if os.environ.get("TQDM_DISABLE") or os.environ.get("EMOLIB_PROGRESS"):
+    if progress_disabled() or os.environ.get("EMOLIB_PROGRESS"):
         yield
         return
     handle, path = tempfile.mkstemp(prefix="emolib-progress-", suffix=".txt")

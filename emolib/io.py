@@ -85,9 +85,10 @@ def store_lock(folder: str | Path, name: str = ".lock") -> Iterator[Path]:
 
 
 def progress_disabled() -> bool:
-    """Whether $TQDM_DISABLE silences progress: read at each call (tqdm reads it once, when first imported), and only
-    for the values tqdm would take as true, so `TQDM_DISABLE=0` leaves the bars on."""
-    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    """Whether $TQDM_DISABLE silences progress, read as tqdm reads it (any non-empty value: tqdm casts it with
+    `bool`, so even `0` silences its bars), but at each call: tqdm reads it once, when first imported. The bars and
+    the runner's terminal stream both ask here, so the other libraries' bars and ours go quiet together."""
+    return bool(os.environ.get("TQDM_DISABLE", ""))
 
 
 def progress_bar(**kwargs: Any):

@@ -107,12 +107,18 @@ def test_long_stages_stream_their_progress_to_the_terminal_not_the_notebook(tmp_
 
 
 def test_tqdm_disable_is_read_as_tqdm_reads_it_by_the_bars_and_the_runner(monkeypatch):
-    """`TQDM_DISABLE=0` leaves the bars on in the kernel; the runner's terminal stream agrees, so it stays on too."""
+    """tqdm silences its bars for any non-empty `TQDM_DISABLE` (it casts the value with `bool`); emolib's bars and the
+    runner's terminal stream (which points the kernel's bars at a file by $EMOLIB_PROGRESS) read it the same way."""
     from emolib.io import progress_disabled
 
-    for value, disabled in (("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("no", False)):
+    monkeypatch.delenv("EMOLIB_PROGRESS", raising=False)
+    for value, disabled in (("1", True), ("true", True), ("0", True), ("", False)):
         monkeypatch.setenv("TQDM_DISABLE", value)
         assert progress_disabled() is disabled, value
+        with book._progress_to_terminal():
+            assert ("EMOLIB_PROGRESS" in os.environ) is not disabled, value
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert progress_disabled() is False
 
 
 def test_papermill_on_a_missing_model_fails_in_seconds_with_one_line(tmp_path):

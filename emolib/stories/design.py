@@ -41,8 +41,8 @@ DESIGN_FILE = "design.json"
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a run is, chapter by chapter. `quick` previews the whole book from nothing in under half
-    an hour on 2 cores (`make book`); `full` is the published one (timings of both: the appendix).
+    """How big a run is, chapter by chapter. `quick` previews the whole book from nothing on 2 cores (`make book`:
+    26 to 92 min on the boxes measured, docs/costs.md); `full` is the published one (timings of both: the appendix).
     A chapter parameter left at 0 or "" takes its scale's value (`fill`)."""
 
     n_topics: int  # chapter 01: topics per emotion

@@ -69,7 +69,7 @@ def test_a_valence_only_the_model_carries_is_credited_to_it():
     for headline in B.HEADLINES:
         row = {**table.loc[headline].to_dict(), "headline": headline}
         assert row["partial r (model | baseline)"] > 0.5 and row["p"] < 0.01, headline
-        assert row["95% CI"][0] > 0, headline
+        assert 0 < row["95% CI"][0] <= row["partial r (model | baseline)"] <= row["95% CI"][1], headline
     assert abs(table.loc["PC1", "r (baseline)"]) < 0.4  # the words carry nothing
     assert B.verdict({**table.loc["PC1"].to_dict(), "headline": "PC1"}) == "the model adds to the words"
 
@@ -130,3 +130,24 @@ def test_the_verdict_reads_p_the_partial_r_and_its_correction():
     assert B.verdict({**row, "partial r, corrected for sampling error": float("nan")}).startswith("a gain not confirmed")
     assert B.verdict({**row, "p": 0.2}) == "no gain over the words detected"
     assert B.verdict({**row, "headline": "aligned plane"}) == "described (not pre-registered)"
+
+
+def test_the_correction_for_sampling_error_is_undefined_when_the_baselines_error_fills_its_spread():
+    """A baseline whose bootstrap error is as large as its spread (reliability <= 0) cannot be partialled out by any
+    known amount: the corrected partial r is undefined (NaN, verdict "not confirmed"), never the model's whole r
+    (it printed 1.0 beside a reliability of -0.12 in the published chapter 4)."""
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=45)
+    model, baseline = target + 0.3 * rng.normal(size=45), target + rng.normal(size=45)
+    spread = np.var(baseline, ddof=1)
+    small = np.diag([0.01, 0.1 * spread])
+    assert 0 < B.corrected_partial_r(model, baseline, target, small) <= 1
+    for error in (np.diag([0.01, spread]), np.diag([0.01, 1.2 * spread])):  # a baseline that tracks the target
+        assert np.isnan(B.corrected_partial_r(model, baseline, target, error))
+    noise = rng.normal(size=45)  # a baseline that does not: nothing to partial out, and the uncorrected partial r stands
+    assert abs(B.pearson_p(noise, target)) > 0.05
+    error = np.diag([0.5, 1.2 * np.var(noise, ddof=1)])  # the model's inflated error would disattenuate it to 1
+    assert B.corrected_partial_r(model, noise, target, error) == pytest.approx(B.partial_r(model, target, noise), abs=1e-9)
+    assert B.corrected_partial_r(model, noise, target, error) < 0.99
+    row = {"headline": "PC1", "p": 0.001, "partial r (model | baseline)": 0.4, "partial r, corrected for sampling error": float("nan")}
+    assert B.verdict(row).startswith("a gain not confirmed")

@@ -130,3 +130,12 @@ def test_the_model_path_reads_the_right_positions(tiny_gemma3):
     assert found.signs["tiny"]["pairs"] == 24 and len(found.contrast_table) == 4
     assert set(found.results()) >= {"signs", "scenarios", "contrasts"}
     assert len(I.summary_lines(found, "tiny")) == 6
+    # the six tests are one family: a verdict at p < 0.05 says whether it survives Holm's correction over them
+    found.signs["tiny"]["p"], found.scenario_accuracy["tiny"]["p_top1"] = 0.012, 0.0007
+    for contrast, p in zip(found.contrasts["tiny"], (0.04, 0.6, 0.3, 0.9)):
+        contrast["items"], contrast["p (sign-flip, one-sided)"] = max(contrast["items"], 1), p
+    lines = I.summary_lines(found, "tiny")
+    assert "as predicted; Holm over the chapter's 6 tests p = 0.0042, and after it" in lines[1]
+    assert "as predicted; Holm over the chapter's 6 tests p = 0.06, not after it" in lines[0]
+    assert "as predicted; Holm over the chapter's 6 tests p = 0.16, not after it" in lines[2]
+    assert "Holm" not in lines[3] and "not detected" in lines[3]

@@ -144,3 +144,65 @@ def test_the_chapters_data_names_no_emotion_and_its_readers_are_measured():
     assert set(accuracy.index) == {"harsh", "flattering"} and (accuracy["labelled so"] >= 10).all()
     assert S.reads("You're absolutely right, thank you!", S.FLATTERING) and S.reads("Nonsense. It is 9.", S.HARSH)
     assert not S.reads("The answer is Canberra.", S.HARSH + S.FLATTERING)
+
+
+class _Vectors:
+    """The parts of a VectorBuild's denoised vectors that `directions` reads."""
+
+    def __init__(self, emotions: list[str], units: np.ndarray):
+        self.emotions, self.units, self.hidden_size = emotions, units, units.shape[1]
+
+    def direction(self, emotion: str, layer: int) -> torch.Tensor:
+        return torch.tensor(self.units[self.emotions.index(emotion)], dtype=torch.float32)
+
+    def index(self, emotion: str) -> int:
+        return self.emotions.index(emotion)
+
+
+class _Build:
+    """Stories that vary a lot along the emotions' own axes (the first dims) and little along every other one: a
+    direction at random barely moves from story to story."""
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        d, per = 64, 30
+        self.emotions = ["calm", "afraid", "happy"]
+        units = np.eye(d)[: len(self.emotions)]
+        spread = np.full(d, 0.01)
+        spread[: len(self.emotions)] = 2.0
+        self.acts = rng.normal(size=(per * len(self.emotions), d)) * spread
+        self.labels = np.repeat(np.arange(len(self.emotions)), per)
+        self.denoised = _Vectors(self.emotions, units)
+        self.residual_norm = {3: 10.0}
+
+    def story_activations(self, layer: int):
+        return self.acts, self.labels, None, None
+
+
+def test_random_directions_are_pushed_as_many_story_sds_as_the_emotions():
+    """The steering null of chapter 9: a random direction at an emotion's α would be ~200 SDs along a direction the
+    stories barely vary in (disruption, not emotion); each is pushed the same number of SDs along itself instead."""
+    build = _Build()
+    units, strengths = P.directions(build, 3, build.emotions, strength=4.0, n_null=5, seed=0)
+    nulls = [n for n in units if n.startswith(P.NULL_PREFIX)]
+    assert len(nulls) == 5 and all(abs(float(units[n].norm()) - 1) < 1e-5 for n in nulls)
+    for emotion in build.emotions:  # 4 SDs of ~2.0, in units of the residual norm 10
+        assert strengths[emotion] == pytest.approx(4 * 2.0 / 10, rel=0.3)
+    for name in nulls:  # along a random direction the SD is ~ sqrt(3 * 4 / 64 + 0.0001) ≈ 0.43, not 2.0
+        sd = P.random_sd(build, units[name], 3)
+        assert strengths[name] == pytest.approx(4.0 * sd / 10, rel=1e-6)
+        assert strengths[name] < 0.5 * min(strengths[e] for e in build.emotions)
+
+
+def test_an_emotion_counts_only_outside_the_random_directions_mean_elo_range():
+    rows = []
+    for i, shift in enumerate([-3.0, -1.0, 0.5, 2.0, 1.0]):  # five random directions: mean ΔElo from -3 to +2
+        rows += [{"direction": f"{P.NULL_PREFIX}{i + 1}", "target": t, "α": 0.01, "ΔElo": shift} for t in "ab"]
+    for emotion, move, alpha in (("happy", 9.0, 0.5), ("sad", -1.5, 0.5), ("calm", -8.0, 0.5)):
+        rows += [{"direction": emotion, "target": t, "α": alpha, "ΔElo": move} for t in "ab"]
+    correlations = pd.DataFrame({"r with Elo": {"happy": 0.6, "sad": -0.1, "calm": -0.5}})
+    table, across = P.steering_effects(pd.DataFrame(rows), correlations, P.NULL_PREFIX, n_perm=200)
+    assert across["random_range"] == [-3.0, 2.0] and across["random_directions"] == 5
+    assert table["outside the random range"].to_dict() == {"calm": True, "sad": False, "happy": True}
+    # the comparison is in mean ΔElo: per unit α the random directions (α 0.01) would span -300 to +200 and swallow both
+    assert table.loc["happy", "p against random directions"] == pytest.approx(1 / 6)

@@ -38,6 +38,7 @@ import torch
 
 from ..errors import EmolibError
 from ..models.hooks import decoder_layers, forward_hooks, text_decoder
+from ..stats import holm
 from ..stories.prompts import with_bos
 
 LEVEL = 0.05  # a contrast or a pair counts when its one-sided p is below this (fixed with the predictions)
@@ -575,14 +576,30 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
     """The chapter's closing verdicts, one line per design, computed from its numbers (a design none of whose
     emotions these vectors hold says so instead)."""
     signs, words = found.signs[model], found.signs.get("bag of words")
+    acc = found.scenario_accuracy[model]
+    # the chapter's tests as one family: each verdict at p < LEVEL as pre-registered, and whether it survives Holm's
+    # correction over all of them (six tests at p < 0.05 would find one by chance a quarter of the time)
+    family = [signs["p"] if signs["pairs"] else float("nan"), acc["p_top1"],
+              *[c["p (sign-flip, one-sided)"] if c["items"] else float("nan") for c in found.contrasts[model]]]
+    tested = [p for p in family if p == p]
+    adjusted = iter(holm(tested)) if tested else iter(())
+    held = [next(adjusted) if p == p else float("nan") for p in family]
+
+    def judged(index: int) -> str:
+        p = family[index]
+        if p != p:
+            return verdict(p)
+        after = "and after" if held[index] < LEVEL else "not after"
+        return (f"{verdict(p)}; Holm over the chapter's {len(tested)} tests p = {held[index]:.3g}, {after} it"
+                if p < LEVEL else verdict(p))
+
     if signs["pairs"]:
         lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
                  f"predicted direction; over the {len(signs['templates'])} templates S = {signs['S']:+.2f} (joint permutation "
-                 f"p = {signs['p']:.3g}: {verdict(signs['p'])}); {signs['significant']} pairs reached p < {LEVEL} on their own."
+                 f"p = {signs['p']:.3g}: {judged(0)}); {signs['significant']} pairs reached p < {LEVEL} on their own."
                  + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
     else:
         lines = ["- A number in the prompt: not computed (no template's emotions are among these vectors)."]
-    acc = found.scenario_accuracy[model]
     bow = found.scenario_accuracy.get("bag of words")
     if acc["top1"] != acc["top1"]:
         lines.append(f"- Implied situations: not computed (only {acc['emotions']} of the scenarios' emotions are among "
@@ -591,15 +608,15 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
         paired = against_reader(acc, bow) if bow else None
         lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
                      f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
-                     f"{acc['p_top1']:.3g}: {verdict(acc['p_top1'])}; top-3 {acc['top3']:.0%})" + (
+                     f"{acc['p_top1']:.3g}: {judged(1)}; top-3 {acc['top3']:.0%})" + (
                          f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
                          f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {verdict(paired['p'])})." if bow else "."))
-    for contrast in found.contrasts[model]:
+    for index, contrast in enumerate(found.contrasts[model], start=2):
         said = contrast["prediction"][0].upper() + contrast["prediction"][1:]
         if not contrast["items"]:
             lines.append(f"- {said}: not computed (none of its emotions are among these vectors).")
             continue
         lines.append(f"- {said}: {contrast['items in the predicted direction']} "
                      f"of {contrast['items']} items in the predicted direction, mean difference {contrast['mean difference']:+.3g} "
-                     f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): {verdict(contrast['p (sign-flip, one-sided)'])}.")
+                     f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): {judged(index)}.")
     return lines

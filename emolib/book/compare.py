@@ -221,8 +221,8 @@ def _beyond_words(words: str, headline: str, deep: bool = False) -> Callable[[Mo
                 + (f"; {first['baseline']} {first['r (baseline)']:.2f}" if first else "")
                 + f"; partial r {bow['partial r (model | baseline)']:.2f} [{low:.2f}, {high:.2f}] "
                   f"(p {_p_text(bow['p'], bow.get('n_perm'))})"
-                + (f"; over {first['baseline']}: {first['partial r (model | baseline)']:.2f} (p {_p_text(first['p'], first.get('n_perm'))})"
-                   if first else ""))
+                + (f"; over {first['baseline']}: {first['partial r (model | baseline)']:.2f} [{first['95% CI'][0]:.2f}, "
+                   f"{first['95% CI'][1]:.2f}] (p {_p_text(first['p'], first.get('n_perm'))})" if first else ""))
     return cell
 
 
@@ -580,13 +580,16 @@ def _beyond_lines(geo: dict[str, Any]) -> list[str]:
                 continue
             low, high = row["95% CI"]
             corrected = row.get("partial r, corrected for sampling error")
-            lines.append(f"- Beyond the words ({words}, {row['words']} words; predicted: a gain): PC1's r with valence is "
+            # pre-registered (chapter 4): the bag of words on the 45 Russell-Mehrabian words; the rest are described
+            registered = words.startswith("russell") and row["baseline"] == "bag of words"
+            lines.append(f"- Beyond the words ({words}, {row['words']} words; "
+                         f"{'predicted: a gain' if registered else 'described, not pre-registered'}): PC1's r with valence is "
                          f"{row['r (model)']:.2f} for the model and {row['r (baseline)']:.2f} for {row['baseline']}; the model's "
                          f"partial r over it is {row['partial r (model | baseline)']:.2f} [{low:.2f}, {high:.2f}] "
                          f"(p {_p_text(row['p'], row.get('n_perm'))})"
                          + (f", {corrected:.2f} once both scores' sampling error is removed (the baseline's reliability "
                             f"{row['baseline reliability']:.2f})" if corrected is not None and corrected == corrected else "")
-                         + f": {verdict_of(row)}.")
+                         + (f": {verdict_of(row)}." if registered else f"; read by the same rule: {verdict_of(row)}."))
     best = geo.get("baselines_best_layer") or {}
     if best:
         lines.append(f"- Beyond the words, best layer: the largest partial r over the bag of words is {best['best_partial']:.2f} "
@@ -604,10 +607,10 @@ def circumplex_lines(geo: dict[str, Any]) -> list[str]:
                  "arousal; " if axes else "")
         lines.append(f"- Circumplex ({name}, {c['words']} words; rotation-aware, secondary): {plain}after the best rotation"
                      f"{' (a reflection)' if a.get('reflected') else ''} valence lies at {a['angle']:+.0f}° from PC1, aligned "
-                     f"r = {a['r_valence']:.2f}{ci['valence']} for valence (p = {a['p_valence']:.2g}) and "
-                     f"{a['r_arousal']:.2f}{ci['arousal']} for arousal (p = {a['p_arousal']:.2g}); a held-out linear read-out of the "
-                     f"full vectors finds valence r = {c['ridge']['valence']['r']:.2f} (p = {c['ridge']['valence']['p']:.2g}), "
-                     f"arousal r = {c['ridge']['arousal']['r']:.2f} (p = {c['ridge']['arousal']['p']:.2g}). "
+                     f"r = {a['r_valence']:.2f}{ci['valence']} for valence (p {_p_text(a['p_valence'], a.get('n_perm'))}) and "
+                     f"{a['r_arousal']:.2f}{ci['arousal']} for arousal (p {_p_text(a['p_arousal'], a.get('n_perm'))}); a held-out linear read-out of the "
+                     f"full vectors finds valence r = {c['ridge']['valence']['r']:.2f} (p {_p_text(c['ridge']['valence']['p'], c['ridge']['valence'].get('n_perm'))}), "
+                     f"arousal r = {c['ridge']['arousal']['r']:.2f} (p {_p_text(c['ridge']['arousal']['p'], c['ridge']['arousal'].get('n_perm'))}). "
                      f"Verdict (pre-registered): {c['verdict']}.")
     return lines
 

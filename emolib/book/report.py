@@ -414,7 +414,7 @@ class DeepReport:
     headline: pd.DataFrame  # like for like: r(PC1, valence), 45 words, 24-story and deep vectors
     baselines: pd.DataFrame
     reliability: pd.DataFrame  # per depth: split-half, cross-validated signal share (the deepened emotions)
-    curve: pd.DataFrame  # per (n, draw): r_valence, r_arousal_aligned, partial_r_bow
+    curve: pd.DataFrame  # per (n, draw): r_valence, r_arousal_aligned, partial_r_bow; the largest n: every story (median)
     fits: dict[str, dict]
     stories_per_emotion: dict[str, float]  # the deepened emotions' stories: median and min
 
@@ -473,11 +473,17 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
     rated_d = rated[rated.index.isin(deepened)]
     rng = np.random.default_rng(seed)
     curve, reliability = [], []
-    most = int(np.bincount(model_d.labels).min())
+    counts_d = np.bincount(model_d.labels)
+    most, typical = int(counts_d.min()), int(np.median(counts_d))
     depths = [n for n in DEPTHS if n <= most] + ([most] if most not in DEPTHS else [])
+    # the last point takes every story of every deepened emotion, placed at their median count: a cell the keep rule
+    # left short caps a few emotions below it (the chapter prints the min), instead of capping the curve at the min
+    every_story = typical if typical > most else None
+    depths += [every_story] if every_story else []
     for n in depths:
         for draw in range(draws if n < most else 1):
-            pick = R.subsample(model_d.labels, model_d.topics, n, rng)
+            pick = (np.arange(len(model_d.labels)) if n == every_story
+                    else R.subsample(model_d.labels, model_d.topics, n, rng))
             v_model, v_bow = model_d.vectors(pick), bow_d.vectors(pick)
             s_model = B.headline_scores(v_model, deepened, rated_d)
             s_bow = B.headline_scores(v_bow, deepened, rated_d)
@@ -490,7 +496,8 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
             curve.append({"n": n, "draw": draw, "r_valence": G.pearson(s_model["PC1"], target), "r_arousal_aligned": arousal,
                           "partial_r_bow": B.partial_r(s_model["PC1"], target, s_bow["PC1"])})
         if n in (24, most) or n == depths[-1]:
-            pick = R.subsample(model_d.labels, model_d.topics, n, rng)
+            pick = (np.arange(len(model_d.labels)) if n == every_story
+                    else R.subsample(model_d.labels, model_d.topics, n, rng))
             half = R.split_half(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], len(deepened),
                                 model_d.basis, n_splits=10, seed=seed)
             spectrum = C.cv_pca(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], deepened, model_d.basis,

@@ -340,14 +340,15 @@ def steered_elo(loaded, names: Sequence[str], categories: Sequence[str], elo: pd
 
 def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_prefix: str, n_perm: int = 10_000,
                      seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Per steered emotion: mean ΔElo over targets, and per unit α (the random directions run at the emotions' median
-    α, so per unit α is what compares), beside the random directions' range per unit α with the emotion's one-sided
-    empirical p ((1 + random directions at least as far) / (k + 1)); and across emotions, r between preference r and
+    """Per steered emotion: mean ΔElo over targets (and per unit α), beside the random directions' range of mean ΔElo
+    (each pushed by as many story-to-story SDs along it as each emotion along its own vector, `directions`: the
+    same push in the stories' own units, so the mean ΔElo is what compares) with the emotion's one-sided empirical p
+    ((1 + random directions at least as far) / (k + 1)); and across emotions, r between preference r and
     mean ΔElo (Anthropic 0.85) with a permutation p (ΔElo shuffled over the emotions: valid although the emotions were
     chosen as extremes of preference r) and a bootstrap interval over emotions (wide, and widened by that choice)."""
     means = steered.groupby("direction").agg(mean=("ΔElo", "mean"), low=("ΔElo", "min"), high=("ΔElo", "max"), alpha=("α", "first"))
     means["per unit α"] = means["mean"] / means["alpha"]
-    randoms = means[means.index.str.startswith(null_prefix)]["per unit α"].to_numpy()
+    randoms = means[means.index.str.startswith(null_prefix)]["mean"].to_numpy()
     emotions = [d for d in means.index if not d.startswith(null_prefix)]
     table = pd.DataFrame({"mean ΔElo": means.loc[emotions, "mean"], "lowest target": means.loc[emotions, "low"],
                           "highest target": means.loc[emotions, "high"], "α": means.loc[emotions, "alpha"],
@@ -356,8 +357,8 @@ def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_pre
     if len(randoms):
         table["p against random directions"] = [
             float((1 + ((randoms >= v) if v >= np.median(randoms) else (randoms <= v)).sum()) / (len(randoms) + 1))
-            for v in table["ΔElo per unit α"]]
-        table["outside the random range"] = (table["ΔElo per unit α"] < randoms.min()) | (table["ΔElo per unit α"] > randoms.max())
+            for v in table["mean ΔElo"]]
+        table["outside the random range"] = (table["mean ΔElo"] < randoms.min()) | (table["mean ΔElo"] > randoms.max())
     x, y = table["preference r"].to_numpy(float), table["mean ΔElo"].to_numpy(float)
     r = pearson(x, y) if len(table) > 2 else float("nan")
     rng = np.random.default_rng(seed)
@@ -370,7 +371,7 @@ def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_pre
     interval = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else [np.nan, np.nan]
     band = [float(randoms.min()), float(randoms.max())] if len(randoms) else [np.nan, np.nan]
     return table.sort_values("mean ΔElo"), {"r": r, "ci": interval, "p": float((1 + (null >= r - 1e-12).sum()) / (len(null) + 1)) if r == r else float("nan"),
-                                            "emotions": len(table), "random_range_per_unit_alpha": band,
+                                            "emotions": len(table), "random_range": band,
                                             "random_directions": int(len(randoms))}
 
 
@@ -381,19 +382,30 @@ def directions(build, layer: int, emotions: Sequence[str], strength: float, n_nu
                ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The chapter's steering directions and strengths: each emotion's unit vector at `layer`, at α = `strength`
     story-to-story SDs of its own stories' projections at that layer (in units of the layer's mean residual norm: the
-    push moves the projection there by exactly that many SDs), and `n_null` random unit directions at the emotions'
-    median α."""
+    push moves the projection there by exactly that many SDs), and `n_null` random unit directions pushed by the same
+    number of SDs along each of them (`random_sd`). A random direction at the emotions' own α was many SDs along a
+    direction the stories barely vary in: on the published 270m it moved Elo ten times as far per unit α as any
+    emotion, a band no emotion could leave by doing something, only by doing less (issue 38's review)."""
     spread = story_sd(build, emotions, layer)
     scale = build.residual_norm[layer]
     units = {e: build.denoised.direction(e, layer) for e in emotions}
     strengths = {e: strength * spread[e] / scale for e in emotions}
     generator = torch.Generator().manual_seed(seed)
-    typical = float(np.median(list(strengths.values())))
     for i in range(n_null):
         vector = torch.randn(build.denoised.hidden_size, generator=generator)
         units[f"{NULL_PREFIX}{i + 1}"] = vector / vector.norm()
-        strengths[f"{NULL_PREFIX}{i + 1}"] = typical
+        strengths[f"{NULL_PREFIX}{i + 1}"] = strength * random_sd(build, units[f"{NULL_PREFIX}{i + 1}"], layer) / scale
     return units, strengths
+
+
+def random_sd(build, unit: torch.Tensor, layer: int) -> float:
+    """The story-to-story SD along any unit direction as `story_sd` measures it for an emotion along its own vector:
+    the SD of one emotion's stories' projections, here averaged over every emotion (a random direction has no
+    emotion of its own)."""
+    acts, labels, _, _ = build.story_activations(layer)
+    projections = np.asarray(acts, np.float64) @ unit.numpy().astype(np.float64)
+    sds = [projections[labels == label].std(ddof=1) for label in np.unique(labels) if (labels == label).sum() > 1]
+    return float(np.mean(sds)) if sds else float("nan")
 
 
 def steered_emotions(correlations: pd.DataFrame, fixed: Sequence[str], minimum: int = 12) -> list[str]:
@@ -421,12 +433,15 @@ def summary_lines(reliability: dict, answers: dict, pattern: dict, effects: pd.D
     """Chapter 9's closing verdicts, each against its prediction."""
     lines = [f"- The ranking: split-half ρ {reliability['split-half ρ']:.2f}; mean |preference| {answers['mean |preference|']:.3f} "
              f"against mean |position bias| {answers['mean |position bias|']:.3f} — "
-             + ("mostly noise or position, so the preference results below say little." if noise else "a reproducible ranking.")]
+             + ("noise by the pre-registered test (Spearman–Brown < 0.5), so the preference results below say little."
+                if noise else "a reproducible ranking" + (", though the A/B answers are mostly position (the preference is what"
+                                                          " remains once it is removed)." if answers["mean |preference|"]
+                                                          < answers["mean |position bias|"] else "."))]
     lines.append(f"- Emotions tracking preference by valence: r(preference r, valence) = {pattern['r']:.2f} (p {pattern['p']:.3g}, "
                  "Elo shuffled over activities) — " + ("as predicted." if pattern["p"] < 0.05 and pattern["r"] > 0 else "not detected."))
     outside = int(effects.get("outside the random range", pd.Series(dtype=bool)).sum())
-    lines.append(f"- Steering on an activity's tokens: {outside} of {len(effects)} emotions move its Elo (per unit α) outside the "
-                 f"random directions' range; r(preference r, ΔElo) = {across['r']:.2f} [{across['ci'][0]:.2f}, "
+    lines.append(f"- Steering on an activity's tokens: {outside} of {len(effects)} emotions move its Elo outside the range of "
+                 f"random directions pushed as many SDs; r(preference r, ΔElo) = {across['r']:.2f} [{across['ci'][0]:.2f}, "
                  f"{across['ci'][1]:.2f}] (permutation p {across['p']:.3g}) — "
                  + ("as predicted (Anthropic 0.85)." if across["p"] < 0.05 and across["r"] > 0 else "not detected (Anthropic 0.85)."))
     lines.append("- Sycophancy (switch to the user's wrong answer): " + _directional(changes, "switched share change", band)

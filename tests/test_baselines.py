@@ -149,5 +149,9 @@ def test_the_correction_for_sampling_error_is_undefined_when_the_baselines_error
     error = np.diag([0.5, 1.2 * np.var(noise, ddof=1)])  # the model's inflated error would disattenuate it to 1
     assert B.corrected_partial_r(model, noise, target, error) == pytest.approx(B.partial_r(model, target, noise), abs=1e-9)
     assert B.corrected_partial_r(model, noise, target, error) < 0.99
+    # an error estimate that leaves every 2 x 2 minor positive but the whole matrix not a covariance: undefined, not 1
+    cov = np.cov(np.column_stack([model, baseline, target]), rowvar=False)
+    inflated = np.diag([0.5 * cov[0, 0], 0.0])  # minors stay positive, the partial r would be 7
+    assert np.isnan(B.corrected_partial_r(model, baseline, target, inflated))
     row = {"headline": "PC1", "p": 0.001, "partial r (model | baseline)": 0.4, "partial r, corrected for sampling error": float("nan")}
     assert B.verdict(row).startswith("a gain not confirmed")

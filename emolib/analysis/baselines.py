@@ -313,7 +313,10 @@ def corrected_partial_r(model: np.ndarray, baseline: np.ndarray, target: np.ndar
         return partial_r(data[:, 0], data[:, 2], data[:, 1])
     if mm * bb - mb ** 2 <= 0 or yy * bb - by ** 2 <= 0:
         return float("nan")  # the corrected covariances are not a covariance matrix: the error estimate is too large
-    return float(np.clip((my * bb - mb * by) / np.sqrt((mm * bb - mb ** 2) * (yy * bb - by ** 2)), -1.0, 1.0))
+    value = (my * bb - mb * by) / np.sqrt((mm * bb - mb ** 2) * (yy * bb - by ** 2))
+    if abs(value) > 1:  # the corrected 3 x 3 covariance is not a covariance matrix either (it printed 1.00, clipped)
+        return float("nan")
+    return float(value)
 
 
 def baseline_table(model: StoryFeatures, baselines: Sequence[StoryFeatures], rated: pd.DataFrame, n_boot: int = N_BOOT,

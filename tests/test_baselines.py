@@ -144,11 +144,14 @@ def test_the_correction_for_sampling_error_is_undefined_when_the_baselines_error
     assert 0 < B.corrected_partial_r(model, baseline, target, small) <= 1
     for error in (np.diag([0.01, spread]), np.diag([0.01, 1.2 * spread])):  # a baseline that tracks the target
         assert np.isnan(B.corrected_partial_r(model, baseline, target, error))
-    noise = rng.normal(size=45)  # a baseline that does not: nothing to partial out, and the uncorrected partial r stands
+    noise = rng.normal(size=45)  # a baseline that does not: nothing to partial out; the model's r, its error removed
     assert abs(B.pearson_p(noise, target)) > 0.05
-    error = np.diag([0.5, 1.2 * np.var(noise, ddof=1)])  # the model's inflated error would disattenuate it to 1
-    assert B.corrected_partial_r(model, noise, target, error) == pytest.approx(B.partial_r(model, target, noise), abs=1e-9)
-    assert B.corrected_partial_r(model, noise, target, error) < 0.99
+    error = np.diag([0.01, 1.2 * np.var(noise, ddof=1)])
+    expected = np.cov(model, target)[0, 1] / np.sqrt((np.var(model, ddof=1) - 0.01) * np.var(target, ddof=1))
+    assert B.corrected_partial_r(model, noise, target, error) == pytest.approx(expected, rel=1e-9)
+    assert B.pearson(model, target) < expected < 1
+    inflated_model = np.diag([0.5, 1.2 * np.var(noise, ddof=1)])  # the model's error pushes its r past 1: undefined
+    assert np.isnan(B.corrected_partial_r(model, noise, target, inflated_model))
     # an error estimate that leaves every 2 x 2 minor positive but the whole matrix not a covariance: undefined, not 1
     cov = np.cov(np.column_stack([model, baseline, target]), rowvar=False)
     inflated = np.diag([0.5 * cov[0, 0], 0.0])  # minors stay positive, the partial r would be 7

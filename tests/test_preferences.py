@@ -205,4 +205,4 @@ def test_an_emotion_counts_only_outside_the_random_directions_mean_elo_range():
     assert across["random_range"] == [-3.0, 2.0] and across["random_directions"] == 5
     assert table["outside the random range"].to_dict() == {"calm": True, "sad": False, "happy": True}
     # the comparison is in mean ΔElo: per unit α the random directions (α 0.01) would span -300 to +200 and swallow both
-    assert table.loc["happy", "p against random directions"] == pytest.approx(1 / 6)
+    assert table.loc["happy", "p against random directions"] == pytest.approx(2 / 6)  # two-sided: 2 (1 + 0) / (5 + 1)

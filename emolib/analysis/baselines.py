@@ -306,11 +306,11 @@ def corrected_partial_r(model: np.ndarray, baseline: np.ndarray, target: np.ndar
         return float("nan")  # the model's own scores are all sampling noise
     if bb <= 0:  # the bootstrap's error is at least the baseline's spread: reliability not positive. Where the baseline
         # still tracks the target (p < 0.05) the error estimate is contradicted and the correction unknown; where it does
-        # not, there is nothing of it to partial out, and the uncorrected partial r stands (never the model's
-        # disattenuated r, which the same inflated error estimate pushes to 1)
+        # not, there is nothing of it to partial out (and a disattenuated r beyond 1 is undefined, never clipped)
         if pearson_p(data[:, 1], data[:, 2]) < 0.05:
             return float("nan")
-        return partial_r(data[:, 0], data[:, 2], data[:, 1])
+        value = my / np.sqrt(mm * yy)  # nothing of the baseline to partial out: the model's r, its own error removed
+        return float(value) if abs(value) <= 1 else float("nan")
     if mm * bb - mb ** 2 <= 0 or yy * bb - by ** 2 <= 0:
         return float("nan")  # the corrected covariances are not a covariance matrix: the error estimate is too large
     value = (my * bb - mb * by) / np.sqrt((mm * bb - mb ** 2) * (yy * bb - by ** 2))
@@ -322,7 +322,7 @@ def corrected_partial_r(model: np.ndarray, baseline: np.ndarray, target: np.ndar
 def baseline_table(model: StoryFeatures, baselines: Sequence[StoryFeatures], rated: pd.DataFrame, n_boot: int = N_BOOT,
                    n_perm: int = N_PERM, seed: int = 0) -> pd.DataFrame:
     """Per headline (PC1, the aligned plane, the held-out read-out) and baseline: the model's r with valence, the
-    baseline's, the model's partial r given the baseline with a 95 % percentile interval from the joint story
+    baseline's, the model's partial r given the baseline with a 95 % interval (below) from the joint story
     bootstrap, and its Freedman-Lane p (`gain`, `plane_gain`, `circumplex.readout_gain`). For PC1 also the
     baseline's reliability (one minus its story-sampling error variance over its spread, from the same bootstrap)
     and the partial r corrected for both scores' sampling error (`corrected_partial_r`), which the pre-registered

@@ -579,7 +579,9 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
     acc = found.scenario_accuracy[model]
     # the chapter's tests as one family: each verdict at p < LEVEL as pre-registered, and whether it survives Holm's
     # correction over all of them (six tests at p < 0.05 would find one by chance a quarter of the time)
-    family = [signs["p"] if signs["pairs"] else float("nan"), acc["p_top1"],
+    bow = found.scenario_accuracy.get("bag of words")
+    paired = against_reader(acc, bow) if bow and acc["top1"] == acc["top1"] else None
+    family = [signs["p"] if signs["pairs"] else float("nan"), acc["p_top1"], paired["p"] if paired else float("nan"),
               *[c["p (sign-flip, one-sided)"] if c["items"] else float("nan") for c in found.contrasts[model]]]
     tested = [p for p in family if p == p]
     adjusted = iter(holm(tested)) if tested else iter(())
@@ -600,18 +602,16 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
                  + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
     else:
         lines = ["- A number in the prompt: not computed (no template's emotions are among these vectors)."]
-    bow = found.scenario_accuracy.get("bag of words")
     if acc["top1"] != acc["top1"]:
         lines.append(f"- Implied situations: not computed (only {acc['emotions']} of the scenarios' emotions are among "
                      "these vectors; a ranking needs three).")
     else:
-        paired = against_reader(acc, bow) if bow else None
         lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
                      f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
                      f"{acc['p_top1']:.3g}: {judged(1)}; top-3 {acc['top3']:.0%})" + (
                          f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
-                         f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {verdict(paired['p'])})." if bow else "."))
-    for index, contrast in enumerate(found.contrasts[model], start=2):
+                         f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {judged(2)})." if paired else "."))
+    for index, contrast in enumerate(found.contrasts[model], start=3):
         said = contrast["prediction"][0].upper() + contrast["prediction"][1:]
         if not contrast["items"]:
             lines.append(f"- {said}: not computed (none of its emotions are among these vectors).")

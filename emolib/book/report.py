@@ -414,7 +414,7 @@ class DeepReport:
     headline: pd.DataFrame  # like for like: r(PC1, valence), 45 words, 24-story and deep vectors
     baselines: pd.DataFrame
     reliability: pd.DataFrame  # per depth: split-half, cross-validated signal share (the deepened emotions)
-    curve: pd.DataFrame  # per (n, draw): r_valence, r_arousal_aligned, partial_r_bow; the largest n: every story (median)
+    curve: pd.DataFrame  # per (n, draw): r_valence, r_arousal_aligned, partial_r_bow; the largest n: every story (harmonic mean)
     fits: dict[str, dict]
     stories_per_emotion: dict[str, float]  # the deepened emotions' stories: median and min
 
@@ -474,10 +474,11 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
     rng = np.random.default_rng(seed)
     curve, reliability = [], []
     counts_d = np.bincount(model_d.labels)
-    most, typical = int(counts_d.min()), int(np.median(counts_d))
+    # the harmonic mean: a vector's noise goes as 1/n, so uneven counts attenuate like this one common n
+    most, typical = int(counts_d.min()), int(len(counts_d) / np.sum(1.0 / counts_d))
     depths = [n for n in DEPTHS if n <= most] + ([most] if most not in DEPTHS else [])
-    # the last point takes every story of every deepened emotion, placed at their median count: a cell the keep rule
-    # left short caps a few emotions below it (the chapter prints the min), instead of capping the curve at the min
+    # the last point takes every story of every deepened emotion, placed at their harmonic-mean count: the cells the
+    # keep rule left short cap a few emotions below it (the chapter prints the min), not the whole curve
     every_story = typical if typical > most else None
     depths += [every_story] if every_story else []
     for n in depths:

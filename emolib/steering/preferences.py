@@ -342,8 +342,8 @@ def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_pre
                      seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Per steered emotion: mean ΔElo over targets (and per unit α), beside the random directions' range of mean ΔElo
     (each pushed by as many story-to-story SDs along it as each emotion along its own vector, `directions`: the
-    same push in the stories' own units, so the mean ΔElo is what compares) with the emotion's one-sided empirical p
-    ((1 + random directions at least as far) / (k + 1)); and across emotions, r between preference r and
+    same push in the stories' own units, so the mean ΔElo is what compares) with the emotion's empirical p (twice
+    (1 + random directions at least as far on its side) / (k + 1): two-sided, the side being the value's own); and across emotions, r between preference r and
     mean ΔElo (Anthropic 0.85) with a permutation p (ΔElo shuffled over the emotions: valid although the emotions were
     chosen as extremes of preference r) and a bootstrap interval over emotions (wide, and widened by that choice)."""
     means = steered.groupby("direction").agg(mean=("ΔElo", "mean"), low=("ΔElo", "min"), high=("ΔElo", "max"), alpha=("α", "first"))
@@ -355,8 +355,8 @@ def steering_effects(steered: pd.DataFrame, correlations: pd.DataFrame, null_pre
                           "ΔElo per unit α": means.loc[emotions, "per unit α"],
                           "preference r": correlations["r with Elo"].reindex(emotions)})
     if len(randoms):
-        table["p against random directions"] = [
-            float((1 + ((randoms >= v) if v >= np.median(randoms) else (randoms <= v)).sum()) / (len(randoms) + 1))
+        table["p against random directions"] = [  # the tail is the one the value lies in: doubled, two-sided
+            min(1.0, 2 * float((1 + ((randoms >= v) if v >= np.median(randoms) else (randoms <= v)).sum()) / (len(randoms) + 1)))
             for v in table["mean ΔElo"]]
         table["outside the random range"] = (table["mean ΔElo"] < randoms.min()) | (table["mean ΔElo"] > randoms.max())
     x, y = table["preference r"].to_numpy(float), table["mean ΔElo"].to_numpy(float)
@@ -391,18 +391,19 @@ def directions(build, layer: int, emotions: Sequence[str], strength: float, n_nu
     units = {e: build.denoised.direction(e, layer) for e in emotions}
     strengths = {e: strength * spread[e] / scale for e in emotions}
     generator = torch.Generator().manual_seed(seed)
+    stories = build.story_activations(layer)[:2] if n_null else None  # read once for every random direction
     for i in range(n_null):
         vector = torch.randn(build.denoised.hidden_size, generator=generator)
         units[f"{NULL_PREFIX}{i + 1}"] = vector / vector.norm()
-        strengths[f"{NULL_PREFIX}{i + 1}"] = strength * random_sd(build, units[f"{NULL_PREFIX}{i + 1}"], layer) / scale
+        strengths[f"{NULL_PREFIX}{i + 1}"] = strength * random_sd(build, units[f"{NULL_PREFIX}{i + 1}"], layer, stories) / scale
     return units, strengths
 
 
-def random_sd(build, unit: torch.Tensor, layer: int) -> float:
+def random_sd(build, unit: torch.Tensor, layer: int, stories: tuple | None = None) -> float:
     """The story-to-story SD along any unit direction as `story_sd` measures it for an emotion along its own vector:
     the SD of one emotion's stories' projections, here averaged over every emotion (a random direction has no
-    emotion of its own)."""
-    acts, labels, _, _ = build.story_activations(layer)
+    emotion of its own). `stories`: the layer's (activations, labels), where already read."""
+    acts, labels = stories if stories is not None else build.story_activations(layer)[:2]
     projections = np.asarray(acts, np.float64) @ unit.numpy().astype(np.float64)
     sds = [projections[labels == label].std(ddof=1) for label in np.unique(labels) if (labels == label).sum() > 1]
     return float(np.mean(sds)) if sds else float("nan")

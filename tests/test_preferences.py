@@ -189,7 +189,7 @@ def test_random_directions_are_pushed_as_many_story_sds_as_the_emotions():
     for emotion in build.emotions:  # 4 SDs of ~2.0, in units of the residual norm 10
         assert strengths[emotion] == pytest.approx(4 * 2.0 / 10, rel=0.3)
     for name in nulls:  # along a random direction the SD is ~ sqrt(3 * 4 / 64 + 0.0001) ≈ 0.43, not 2.0
-        sd = P.random_sd(build, units[name], 3)
+        sd = P.random_sd(build.acts, build.labels, units[name])
         assert strengths[name] == pytest.approx(4.0 * sd / 10, rel=1e-6)
         assert strengths[name] < 0.5 * min(strengths[e] for e in build.emotions)
 

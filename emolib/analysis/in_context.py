@@ -583,16 +583,14 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
     paired = against_reader(acc, bow) if bow and acc["top1"] == acc["top1"] else None
     family = [signs["p"] if signs["pairs"] else float("nan"), acc["p_top1"], paired["p"] if paired else float("nan"),
               *[c["p (sign-flip, one-sided)"] if c["items"] else float("nan") for c in found.contrasts[model]]]
-    tested = [p for p in family if p == p]
-    adjusted = iter(holm(tested)) if tested else iter(())
-    held = [next(adjusted) if p == p else float("nan") for p in family]
+    held, tested = holm(family), sum(p == p for p in family)  # holm leaves the untested (NaN) out of the family
 
     def judged(index: int) -> str:
         p = family[index]
         if p != p:
             return verdict(p)
         after = "and after" if held[index] < LEVEL else "not after"
-        return (f"{verdict(p)}; Holm over the chapter's {len(tested)} tests p = {held[index]:.3g}, {after} it"
+        return (f"{verdict(p)}; Holm over the chapter's {tested} tests p = {held[index]:.3g}, {after} it"
                 if p < LEVEL else verdict(p))
 
     if signs["pairs"]:

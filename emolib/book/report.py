@@ -481,10 +481,11 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
     # keep rule left short cap a few emotions below it (the chapter prints the min), not the whole curve
     every_story = typical if typical > most else None
     depths += [every_story] if every_story else []
+    stories = lambda n: (np.arange(len(model_d.labels)) if n == every_story  # noqa: E731
+                         else R.subsample(model_d.labels, model_d.topics, n, rng))
     for n in depths:
         for draw in range(draws if n < most else 1):
-            pick = (np.arange(len(model_d.labels)) if n == every_story
-                    else R.subsample(model_d.labels, model_d.topics, n, rng))
+            pick = stories(n)
             v_model, v_bow = model_d.vectors(pick), bow_d.vectors(pick)
             s_model = B.headline_scores(v_model, deepened, rated_d)
             s_bow = B.headline_scores(v_bow, deepened, rated_d)
@@ -497,8 +498,7 @@ def deep_geometry(deep: Ready, base: Ready, n_boot: int = 500, n_boot_baselines:
             curve.append({"n": n, "draw": draw, "r_valence": G.pearson(s_model["PC1"], target), "r_arousal_aligned": arousal,
                           "partial_r_bow": B.partial_r(s_model["PC1"], target, s_bow["PC1"])})
         if n in (24, most) or n == depths[-1]:
-            pick = (np.arange(len(model_d.labels)) if n == every_story
-                    else R.subsample(model_d.labels, model_d.topics, n, rng))
+            pick = stories(n)
             half = R.split_half(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], len(deepened),
                                 model_d.basis, n_splits=10, seed=seed)
             spectrum = C.cv_pca(model_d.acts[pick], model_d.labels[pick], model_d.topics[pick], deepened, model_d.basis,

@@ -391,19 +391,18 @@ def directions(build, layer: int, emotions: Sequence[str], strength: float, n_nu
     units = {e: build.denoised.direction(e, layer) for e in emotions}
     strengths = {e: strength * spread[e] / scale for e in emotions}
     generator = torch.Generator().manual_seed(seed)
-    stories = build.story_activations(layer)[:2] if n_null else None  # read once for every random direction
+    acts, labels = build.story_activations(layer)[:2] if n_null else (None, None)  # read once for every direction
     for i in range(n_null):
         vector = torch.randn(build.denoised.hidden_size, generator=generator)
         units[f"{NULL_PREFIX}{i + 1}"] = vector / vector.norm()
-        strengths[f"{NULL_PREFIX}{i + 1}"] = strength * random_sd(build, units[f"{NULL_PREFIX}{i + 1}"], layer, stories) / scale
+        strengths[f"{NULL_PREFIX}{i + 1}"] = strength * random_sd(acts, labels, units[f"{NULL_PREFIX}{i + 1}"]) / scale
     return units, strengths
 
 
-def random_sd(build, unit: torch.Tensor, layer: int, stories: tuple | None = None) -> float:
+def random_sd(acts: np.ndarray, labels: np.ndarray, unit: torch.Tensor) -> float:
     """The story-to-story SD along any unit direction as `story_sd` measures it for an emotion along its own vector:
-    the SD of one emotion's stories' projections, here averaged over every emotion (a random direction has no
-    emotion of its own). `stories`: the layer's (activations, labels), where already read."""
-    acts, labels = stories if stories is not None else build.story_activations(layer)[:2]
+    the SD of one emotion's stories' projections (`acts`, `labels`: a layer's `story_activations`), here averaged
+    over every emotion (a random direction has no emotion of its own)."""
     projections = np.asarray(acts, np.float64) @ unit.numpy().astype(np.float64)
     sds = [projections[labels == label].std(ddof=1) for label in np.unique(labels) if (labels == label).sum() > 1]
     return float(np.mean(sds)) if sds else float("nan")

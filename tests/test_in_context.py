@@ -100,6 +100,18 @@ def test_scenario_accuracy_and_contrasts_on_planted_readers():
         [[-1.0 if " not " in t else 1.0 for _ in emotions] for t in texts]))
     table, contrast = I.negation(negates, str)
     assert (table["difference"] == 2).all() and contrast["p (sign-flip, one-sided)"] < 0.001
+    # ... but that "not" lowers every emotion alike: nothing beyond the other emotions' drop
+    assert np.allclose(table["X's difference beyond the others'"], 0.0)
+    # a reader for which "not X" lowers X alone: X's drop beyond the others' is the whole drop
+    specific = I.Reader("specific", lambda texts, emotions, positions=None: np.array(
+        [[-1.0 if t == f"I am not {e}." else 1.0 if t == f"I am {e}." else 0.0 for e in emotions] for t in texts]))
+    table, _ = I.negation(specific, str)
+    assert np.allclose(table["X's difference beyond the others'"], 2.0)
+    # a contrast significantly the other way is named so, not folded into "not detected"
+    reversed_ = I._contrast("r", "x", -np.ones(8))
+    assert reversed_["p (sign-flip, one-sided)"] == 1.0 and reversed_["p (the opposite direction)"] == pytest.approx(2 ** -8)
+    assert "opposite" in I.verdict(reversed_["p (sign-flip, one-sided)"], p_opposite=reversed_["p (the opposite direction)"])
+    assert I.verdict(0.5, p_opposite=0.5) == "not detected" and I.verdict(0.01, p_opposite=0.99) == "as predicted"
 
 
 def test_the_model_path_reads_the_right_positions(tiny_gemma3):
@@ -126,10 +138,15 @@ def test_the_model_path_reads_the_right_positions(tiny_gemma3):
     position = I._last_token_of(loaded.tokenizer, text, "I am calm and happy")
     tokens = loaded.tokenizer.convert_ids_to_tokens(ids[0])
     assert tokens[position] == "happy" and position < len(tokens) - 1
-    found = I.report(loaded, vectors, 1, [I.model_reader(loaded, vectors, 1, "tiny")], n_perm=50)
-    assert found.signs["tiny"]["pairs"] == 24 and len(found.contrast_table) == 4
-    assert set(found.results()) >= {"signs", "scenarios", "contrasts"}
-    assert len(I.summary_lines(found, "tiny")) == 6
+    found = I.report(loaded, vectors, 1, [I.model_reader(loaded, vectors, 1, "tiny"),
+                                          I.model_reader(loaded, vectors, 0, "tiny layer 0")], n_perm=50)
+    assert found.signs["tiny"]["pairs"] == 24 and len(found.contrast_table) == 8
+    assert set(found.results()) >= {"signs", "scenarios", "contrasts"} and set(found.results()["signs"]) == {"tiny", "tiny layer 0"}
+    summary = I.summary_lines(found, "tiny")
+    assert len(summary) == 7 and "layer 0:" in summary[2] and "The model's layer 0:" in summary[0]
+    assert summary[-1].startswith("- Negation beyond a generic effect")
+    # layer 0 is read through the model (its own readings, not the analysis layer's)
+    assert not np.allclose(found.negation["tiny"]["difference"], found.negation["tiny layer 0"]["difference"])
     # the six tests are one family: a verdict at p < 0.05 says whether it survives Holm's correction over them
     found.signs["tiny"]["p"], found.scenario_accuracy["tiny"]["p_top1"] = 0.012, 0.0007
     for contrast, p in zip(found.contrasts["tiny"], (0.04, 0.6, 0.3, 0.9)):
@@ -139,3 +156,18 @@ def test_the_model_path_reads_the_right_positions(tiny_gemma3):
     assert "as predicted; Holm over the chapter's 6 tests p = 0.06, not after it" in lines[0]
     assert "as predicted; Holm over the chapter's 6 tests p = 0.16, not after it" in lines[2]
     assert "Holm" not in lines[3] and "not detected" in lines[3]
+
+
+def test_the_chapters_readers_put_layer_0_beside_the_model():
+    """The model at its layer reads first (its tests count), the bag of words reads raw words, and the model's layer 0
+    stands beside them where its vectors exist (not twice when the analysis layer is 0 itself)."""
+    class Vectors:
+        emotions = ["calm"]
+
+        def __init__(self, layers):
+            self.layers = layers
+
+    readers = I.standard_readers(None, Vectors((0, 1, 2)), 2, "m", None, np.ones((1, 3)))
+    assert [(r.name, r.framed) for r in readers] == [("m", True), ("bag of words", False), ("m layer 0", True)]
+    assert [r.name for r in I.standard_readers(None, Vectors((1, 2)), 2, "m", None, np.ones((1, 3)))] == ["m", "bag of words"]
+    assert [r.name for r in I.standard_readers(None, Vectors((0, 1)), 0, "m", None, np.ones((1, 3)))] == ["m", "bag of words"]

@@ -206,10 +206,22 @@ class Reader:
 
     name: str
     read: Any  # (texts, emotions, positions | None) -> (N, E)
+    framed: bool = False  # reads the prompt inside the model's frame (a model's layer), not its raw words
 
 
 def model_reader(loaded, vectors, layer: int, name: str = "model") -> Reader:
-    return Reader(name, lambda texts, emotions, positions=None: readings(loaded, vectors, texts, emotions, layer, positions))
+    return Reader(name, lambda texts, emotions, positions=None: readings(loaded, vectors, texts, emotions, layer, positions),
+                  framed=True)
+
+
+def standard_readers(loaded, vectors, layer: int, model: str, bow, bow_vectors: np.ndarray) -> list[Reader]:
+    """Chapter 8's readers: the model at the analysis layer (first: the one whose tests count), the bag of words of the
+    stories (words without a model), and the model's layer 0 where its vectors exist (the embeddings after one block: a
+    number or a "not" is one attention step away there, so what layer 0 already reads is not the layers' doing)."""
+    readers = [model_reader(loaded, vectors, layer, name=model), bow_reader(bow, bow_vectors, vectors.emotions)]
+    if 0 in vectors.layers and layer != 0:
+        readers.append(model_reader(loaded, vectors, 0, name=f"{model} layer 0"))
+    return readers
 
 
 def bow_reader(bow, bow_vectors: np.ndarray, emotions_all: Sequence[str]) -> Reader:
@@ -381,13 +393,19 @@ def negation(reader: Reader, render, spec: dict[str, Any] | None = None) -> tupl
     """"I am X." against "I am not X.": predicted, X reads higher when affirmed (difference > 0 for every item)."""
     words = (spec or stimuli())["negation"]
     if not words:
-        return pd.DataFrame(columns=["emotion", "I am X", "I am not X", "difference"]), _contrast(
+        return pd.DataFrame(columns=["emotion", "I am X", "I am not X", "difference", "the other emotions' difference (mean)",
+                                     "X's difference beyond the others'"]), _contrast(
             reader.name, "negation: X reads higher in 'I am X' than in 'I am not X'", np.zeros(0))
     affirmed = reader.read([render(f"I am {w}.") for w in words], words)
     negated = reader.read([render(f"I am not {w}.") for w in words], words)
     difference = np.diag(affirmed) - np.diag(negated)
+    # a generic effect of "not" (every emotion's reading drops alike) would pass the test above; the specific one is
+    # X's own drop beyond the other emotions' drop on the same two sentences (described beside, not pre-registered)
+    drops = affirmed - negated  # (items, emotions)
+    others = (drops.sum(axis=1) - difference) / max(len(words) - 1, 1)
     table = pd.DataFrame({"emotion": words, "I am X": np.diag(affirmed), "I am not X": np.diag(negated),
-                          "difference": difference})
+                          "difference": difference, "the other emotions' difference (mean)": others,
+                          "X's difference beyond the others'": difference - others})
     return table, _contrast(reader.name, "negation: X reads higher in 'I am X' than in 'I am not X'", difference)
 
 
@@ -475,15 +493,24 @@ def _contrast(reader: str, prediction: str, differences: np.ndarray) -> dict[str
     if not len(differences):  # no stimulus of this design has its emotions in these vectors
         return {"reader": reader, "prediction": prediction, "items": 0, "mean difference": float("nan"),
                 "items in the predicted direction": 0, "p (sign-flip, one-sided)": float("nan")}
+    moved = bool(np.any(differences != 0))
     return {"reader": reader, "prediction": prediction, "items": int(len(differences)),
             "mean difference": float(differences.mean()), "items in the predicted direction": int((differences > 0).sum()),
-            "p (sign-flip, one-sided)": sign_flip_p(differences) if np.any(differences != 0) else 1.0}
+            "p (sign-flip, one-sided)": sign_flip_p(differences) if moved else 1.0,
+            # the same test the other way: "not detected" and "the opposite of the prediction" are different results
+            "p (the opposite direction)": sign_flip_p(-differences) if moved else 1.0}
 
 
-def verdict(p: float, level: float = LEVEL) -> str:
+def verdict(p: float, level: float = LEVEL, p_opposite: float = float("nan")) -> str:
+    """The pre-registered verdict; a result significantly the other way (`p_opposite`, the one-sided p in the
+    direction not predicted) is named as such instead of folded into "not detected"."""
     if p != p:
         return "not computed (no stimulus has its emotions in these vectors)"
-    return "as predicted" if p < level else "not detected"
+    if p < level:
+        return "as predicted"
+    if p_opposite < level:
+        return f"not as predicted: the opposite direction (one-sided p that way = {p_opposite:.3g})"
+    return "not detected"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -534,7 +561,8 @@ class InContextReport:
 
     @property
     def contrast_table(self) -> pd.DataFrame:
-        rows = [{**c, "verdict": verdict(c["p (sign-flip, one-sided)"])} for cs in self.contrasts.values() for c in cs]
+        rows = [{**c, "verdict": verdict(c["p (sign-flip, one-sided)"], p_opposite=c.get("p (the opposite direction)", np.nan))}
+                for cs in self.contrasts.values() for c in cs]
         return pd.DataFrame(rows).set_index(["prediction", "reader"])
 
     def results(self) -> dict[str, Any]:
@@ -546,21 +574,20 @@ class InContextReport:
 
 
 def report(loaded, vectors, layer: int, readers: Sequence[Reader], n_perm: int = 10_000, seed: int = 0) -> InContextReport:
-    """Every design for every reader (`readers[0]` the model; the others, such as the bag of words, read the raw
-    text of the same prompts, since a frame's words carry no emotion)."""
+    """Every design for every reader (`readers[0]` the model; a reader of words, such as the bag of words, reads the
+    raw text of the same prompts, since a frame's words carry no emotion; `standard_readers` builds the chapter's)."""
     tokenizer = loaded.tokenizer
     spec = restrict(stimuli(), vectors.emotions)
     numerical_tables, signs, matrices, accuracy, negations, bindings, speakers, contrasts = {}, {}, {}, {}, {}, {}, {}, {}
-    for index, reader in enumerate(readers):
-        is_model = index == 0
-        render = (lambda text: frame(tokenizer, text)) if is_model else (lambda text: text)
-        render_plain = (lambda text: plain(tokenizer, text)) if is_model else (lambda text: text)
+    for reader in readers:
+        render = (lambda text: frame(tokenizer, text)) if reader.framed else (lambda text: text)
+        render_plain = (lambda text: plain(tokenizer, text)) if reader.framed else (lambda text: text)
         numerical_tables[reader.name] = numerical(reader, render, spec)
         signs[reader.name] = sign_count(numerical_tables[reader.name])
         matrices[reader.name], accuracy[reader.name] = scenarios(reader, render, n_perm, seed, spec)
         negations[reader.name], negation_contrast = negation(reader, render, spec)
         bindings[reader.name], binding_contrast = binding(reader, render_plain, spec)
-        if is_model:
+        if reader.framed:
             speakers[reader.name], speaker_contrasts = speaker(reader, render, tokenizer, spec)
         else:  # the same words at both positions: a reader of words cannot tell them apart
             speaker_contrasts = {k: _contrast(reader.name, c["prediction"], np.zeros(c["items"]))
@@ -574,8 +601,11 @@ def report(loaded, vectors, layer: int, readers: Sequence[Reader], n_perm: int =
 
 def summary_lines(found: InContextReport, model: str) -> list[str]:
     """The chapter's closing verdicts, one line per design, computed from its numbers (a design none of whose
-    emotions these vectors hold says so instead)."""
+    emotions these vectors hold says so instead). The model at the analysis layer is what the tests judge; the bag of
+    words and the model's layer 0 stand beside each as what words, and one block of context, already read."""
     signs, words = found.signs[model], found.signs.get("bag of words")
+    first = f"{model} layer 0"
+    signs0 = found.signs.get(first)
     acc = found.scenario_accuracy[model]
     # the chapter's tests as one family: each verdict at p < LEVEL as pre-registered, and whether it survives Holm's
     # correction over all of them (six tests at p < 0.05 would find one by chance a quarter of the time)
@@ -585,36 +615,52 @@ def summary_lines(found: InContextReport, model: str) -> list[str]:
               *[c["p (sign-flip, one-sided)"] if c["items"] else float("nan") for c in found.contrasts[model]]]
     held, tested = holm(family), sum(p == p for p in family)  # holm leaves the untested (NaN) out of the family
 
-    def judged(index: int) -> str:
+    def judged(index: int, p_opposite: float = float("nan")) -> str:
         p = family[index]
-        if p != p:
-            return verdict(p)
+        if p != p or p >= LEVEL:
+            return verdict(p, p_opposite=p_opposite)
         after = "and after" if held[index] < LEVEL else "not after"
-        return (f"{verdict(p)}; Holm over the chapter's {tested} tests p = {held[index]:.3g}, {after} it"
-                if p < LEVEL else verdict(p))
+        return f"{verdict(p)}; Holm over the chapter's {tested} tests p = {held[index]:.3g}, {after} it"
 
     if signs["pairs"]:
         lines = [f"- A number in the prompt: {signs['hits']} of {signs['pairs']} (template, emotion) pairs moved in the "
                  f"predicted direction; over the {len(signs['templates'])} templates S = {signs['S']:+.2f} (joint permutation "
                  f"p = {signs['p']:.3g}: {judged(0)}); {signs['significant']} pairs reached p < {LEVEL} on their own."
-                 + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")]
+                 + (f" The bag of words: {words['hits']} of {words['pairs']} (it cannot read a number)." if words else "")
+                 + (f" The model's layer 0: {signs0['hits']} of {signs0['pairs']} (S = {signs0['S']:+.2f}, p = "
+                    f"{signs0['p']:.3g})." if signs0 else "")]
     else:
         lines = ["- A number in the prompt: not computed (no template's emotions are among these vectors)."]
     if acc["top1"] != acc["top1"]:
         lines.append(f"- Implied situations: not computed (only {acc['emotions']} of the scenarios' emotions are among "
                      "these vectors; a ranking needs three).")
     else:
+        acc0 = found.scenario_accuracy.get(first)
         lines.append(f"- Implied situations (predicted: the right emotion first more often than chance and than the bag of "
                      f"words): top-1 {acc['top1']:.0%} of {acc['scenarios']} against chance {acc['chance_top1']:.0%} (p = "
                      f"{acc['p_top1']:.3g}: {judged(1)}; top-3 {acc['top3']:.0%})" + (
                          f"; the bag of words: top-1 {bow['top1']:.0%}; the model minus the bag of words "
-                         f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {judged(2)})." if paired else "."))
+                         f"{paired['difference']:+.0%} (paired p = {paired['p']:.3g}: {judged(2)})" if paired else "")
+                     + (f"; the model's layer 0: top-1 {acc0['top1']:.0%} (p = {acc0['p_top1']:.3g})" if acc0 else "") + ".")
+    beside = [(name, found.contrasts[name]) for name in ("bag of words", first) if name in found.contrasts]
     for index, contrast in enumerate(found.contrasts[model], start=3):
         said = contrast["prediction"][0].upper() + contrast["prediction"][1:]
         if not contrast["items"]:
             lines.append(f"- {said}: not computed (none of its emotions are among these vectors).")
             continue
+        others = "; ".join(f"{'layer 0' if name == first else name}: {c['items in the predicted direction']} of "
+                           f"{c['items']}, p = {c['p (sign-flip, one-sided)']:.3g}"
+                           for name, cs in beside for c in cs if c["prediction"] == contrast["prediction"] and c["items"])
         lines.append(f"- {said}: {contrast['items in the predicted direction']} "
                      f"of {contrast['items']} items in the predicted direction, mean difference {contrast['mean difference']:+.3g} "
-                     f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): {judged(index)}.")
+                     f"(p = {contrast['p (sign-flip, one-sided)']:.3g}): "
+                     f"{judged(index, contrast.get('p (the opposite direction)', float('nan')))}"
+                     + (f" ({others})." if others else "."))
+    table = found.negation.get(model)
+    if table is not None and len(table):
+        beyond = table["X's difference beyond the others'"].to_numpy(float)
+        lines.append(f"- Negation beyond a generic effect of \"not\" (described, not pre-registered): X's own drop exceeds "
+                     f"the other {len(table) - 1} emotions' mean drop on the same sentences for {int((beyond > 0).sum())} of "
+                     f"{len(beyond)} emotions (mean {beyond.mean():+.3g}, sign-flip p = "
+                     f"{sign_flip_p(beyond) if np.any(beyond != 0) else 1.0:.3g}).")
     return lines

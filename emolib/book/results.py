@@ -160,7 +160,7 @@ class InContextResults(TypedDict):
     signs: dict[str, dict[str, Any]]  # per reader: predicted signs of the numerical pairs, sign test p
     numerical: dict[str, list[dict]]
     scenarios: dict[str, dict[str, Any]]  # per reader: top-1 / top-3 accuracy, chance, p
-    contrasts: dict[str, list[dict]]  # per reader: negation, binding, speaker (two)
+    contrasts: dict[str, list[dict]]  # per reader (the model, the bag of words, the model's layer 0): negation, binding, speaker (two)
     dose_by_layer: list[dict]
 
 

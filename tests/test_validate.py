@@ -132,3 +132,33 @@ def test_valence_agreement_is_oriented_by_anchors_with_a_base_rate():
     # the axis by agreement with ratings or sentiment would have flipped it back and reported +0.88 again
     assert flipped.r == pytest.approx(-found.r)
     assert "base rate" in found.table().index.str.cat()
+
+
+def test_layer_0_reads_the_passages_on_its_own_valence_axis(tiny_gemma3, monkeypatch, tmp_path):
+    """Chapter 6's layer-0 baseline: each passage's mean first-block output (tokens 50 on, as extraction reduces)
+    on layer 0's own anchor-oriented valence axis, centred over the passages; not read where the vectors have no
+    layer 0 or the analysis layer is layer 0 itself."""
+    import torch
+
+    from emolib.extraction import extract
+    from emolib.extraction.vectors import EmotionVectors
+
+    monkeypatch.setenv("EMOLIB_RUNS", str(tmp_path))
+    emotions = ["happy", "joyful", "sad", "miserable", "calm"]
+    vectors = EmotionVectors(emotions, (0, 1, 2, 3), torch.randn(5, 4, 64, generator=torch.Generator().manual_seed(5)))
+    base = "the morning light fell on the kitchen table while she waited for the letter".split()
+    passages = pd.DataFrame({"id": [f"p{i}" for i in range(4)], "label": [None] * 4,
+                             "text": [" ".join(base[i:] + base[:i]) * 6 for i in range(4)]})
+    scores = validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, vectors, 2)
+    means = []
+    for text in passages["text"]:
+        ids = tiny_gemma3.tokenizer(text)["input_ids"]
+        out, _ = extract.reduce_batch(tiny_gemma3.model, [0], torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+        means.append(out[0, 0].numpy())
+    means = np.stack(means)
+    expected = (means - means.mean(axis=0)) @ validate.valence_axis(vectors, 0)
+    assert scores.shape == (4,) and abs(scores - expected).max() < 1e-3 * abs(expected).max()
+    assert not np.allclose(expected, (means - means.mean(axis=0)) @ validate.valence_axis(vectors, 2))  # its own axis
+    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, vectors, 0) is None
+    no_first = EmotionVectors(emotions, (1, 2), torch.randn(5, 2, 64, generator=torch.Generator().manual_seed(6)))
+    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, no_first, 2) is None

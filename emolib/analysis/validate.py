@@ -321,10 +321,21 @@ def bow_valence_scores(bag, bag_vectors: np.ndarray, emotions: Sequence[str], te
     return (rows - rows.mean(axis=0)) @ axis
 
 
+def first_layer_scores(loaded, name: str, passages: pd.DataFrame, vectors, layer: int) -> np.ndarray | None:
+    """Each passage on the valence axis of the model's layer 0 (the first block's output, the vectors' own layer 0,
+    oriented by the same anchors), centred like the analysis layer's: what the embeddings and one block already read,
+    a baseline the analysis layer must beat. None where the vectors have no layer 0 or the analysis layer is layer 0.
+    The forward pass stops after the first block (its own activation store)."""
+    if 0 not in vectors.layers or layer == 0:
+        return None
+    acts, _ = text_activations(loaded, name, passages, 0)
+    return (acts - acts.mean(axis=0)) @ valence_axis(vectors, 0)
+
+
 def validation_results(layer: int, texts: str, kept: pd.DataFrame, agreement: ValenceAgreement, top: pd.Series,
-                       per_label: pd.DataFrame | None, words: dict | None = None) -> dict:
+                       per_label: pd.DataFrame | None, words: dict | None = None, first_layer: dict | None = None) -> dict:
     """Chapter 6's key numbers (`emolib.book.results.ValidationResults`)."""
-    return {"bag_of_words": words,"layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
+    return {"bag_of_words": words, "layer_0": first_layer, "layer": layer, "texts": texts, "passages": int(len(kept)), "r_valence_vader": agreement.r,
             "ci": [agreement.low, agreement.high], "ci_resampling": agreement.interval,
             "r_within_labels": agreement.r_within_labels, "random_direction_95": agreement.random_95,
             "random_direction_p": agreement.random_p, "positive_share": agreement.positive_share, "top_emotions": top.head(5).to_dict(),

@@ -261,9 +261,10 @@ def _real_text(r: ModelResults) -> str:
     valid = r.validation or {}
     if valid.get("r_valence_vader") is None:
         return "-"
-    words = valid.get("bag_of_words")
+    words, first = valid.get("bag_of_words"), valid.get("layer_0")
     return (f"{valid['r_valence_vader']:.2f} (random {valid.get('random_direction_95', float('nan')):.2f})"
-            + (f"; bag of words {words['r baseline']:.2f}, partial r {words['partial r']:.2f} (p {words['p']:.2g})" if words else ""))
+            + (f"; bag of words {words['r baseline']:.2f}, partial r {words['partial r']:.2f} (p {words['p']:.2g})" if words else "")
+            + (f"; layer 0 {first['r baseline']:.2f}, partial r {first['partial r']:.2f} (p {first['p']:.2g})" if first else ""))
 
 
 def _preferences(read: str) -> Callable[[ModelResults], str]:
@@ -347,7 +348,7 @@ ROWS: dict[str, tuple[Callable[[ModelResults], str], str | None]] = {
     "held-out valence AUROC": (_geo("valence_auroc"), None),
     "largest k-means cluster (k=10)": (_geo("largest_kmeans_cluster", "{}"), "clusters"),
     "logit lens: emotions naming themselves": (_lens, "logit_lens"),
-    "real text: r(valence axis, VADER) (random directions' 95th percentile |r|; bag of words r, partial r over it)": (
+    "real text: r(valence axis, VADER) (random directions' 95th percentile |r|; bag of words and layer-0 r, partial r over each)": (
         lambda r: _real_text(r), "real_text"),
 }
 

@@ -131,6 +131,7 @@ class ValidationResults(TypedDict):
     top_emotions: dict[str, float]
     best_emotion_per_label: list[dict] | None
     bag_of_words: dict[str, float] | None  # the bag of words' valence axis on the passages, and the model's gain (issue 36)
+    layer_0: dict[str, float] | None  # the model's layer-0 valence axis on the passages, and the analysis layer's gain over it
 
 
 class SteeringResults(TypedDict):

@@ -206,3 +206,28 @@ def test_an_emotion_counts_only_outside_the_random_directions_mean_elo_range():
     assert table["outside the random range"].to_dict() == {"calm": True, "sad": False, "happy": True}
     # the comparison is in mean ΔElo: per unit α the random directions (α 0.01) would span -300 to +200 and swallow both
     assert table.loc["happy", "p against random directions"] == pytest.approx(2 / 6)  # two-sided: 2 (1 + 0) / (5 + 1)
+
+
+def test_the_smallest_detectable_change_has_the_stated_power():
+    """Sycophancy's power line: at the returned change the exact McNemar test at Holm's first bar rejects with at least
+    80 % probability (checked by simulating the discordant pairs), and two items less falls short; more items make
+    the same number of changing items a smaller share; with too few changing items nothing is detectable."""
+    import pandas as pd
+    from scipy.stats import binomtest
+
+    from emolib.steering import sycophancy as S
+
+    changes = pd.DataFrame({"gained": [8, 10, 12], "lost": [12, 10, 8]}, index=["+a", "-a", "+b"])
+    found = S.detectable_change(changes, 100)
+    assert found["discordant"] == 20 and found["bar"] == pytest.approx(0.05 / 3)
+    rng = np.random.default_rng(0)
+
+    def power(k: int) -> float:
+        gained = rng.binomial(20, (20 + k) / 40, size=4000)
+        return float(np.mean([binomtest(int(g), 20).pvalue < 0.05 / 3 and g > 10 for g in gained]))
+
+    k = round(found["change"] * 100)
+    assert power(k) >= 0.78 and power(k - 2) < 0.8
+    assert S.detectable_change(changes, 200)["change"] == pytest.approx(found["change"] / 2)
+    few = pd.DataFrame({"gained": [1, 2], "lost": [1, 1]}, index=["+a", "-a"])
+    assert np.isnan(S.detectable_change(few, 50)["change"])

@@ -429,8 +429,9 @@ def steered_emotions(correlations: pd.DataFrame, fixed: Sequence[str], minimum: 
 
 def summary_lines(reliability: dict, answers: dict, pattern: dict, effects: pd.DataFrame, across: dict,
                   changes: pd.DataFrame, band: tuple[float, float], shares: pd.DataFrame, harsher: pd.DataFrame,
-                  noise: bool) -> list[str]:
-    """Chapter 9's closing verdicts, each against its prediction."""
+                  noise: bool, n_questions: int | None = None, n_replies: int | None = None) -> list[str]:
+    """Chapter 9's closing verdicts, each against its prediction; with `n_questions` and `n_replies` (the items behind
+    each share), the smallest change each sycophancy design could detect (`sycophancy.detectable_change`)."""
     lines = [f"- The ranking: split-half ρ {reliability['split-half ρ']:.2f}; mean |preference| {answers['mean |preference|']:.3f} "
              f"against mean |position bias| {answers['mean |position bias|']:.3f} — "
              + ("noise by the pre-registered test (Spearman–Brown < 0.5), so the preference results below say little."
@@ -445,13 +446,29 @@ def summary_lines(reliability: dict, answers: dict, pattern: dict, effects: pd.D
                  f"{across['ci'][1]:.2f}] (permutation p {across['p']:.3g}) — "
                  + ("as predicted (Anthropic 0.85)." if across["p"] < 0.05 and across["r"] > 0 else "not detected (Anthropic 0.85)."))
     lines.append("- Sycophancy (switch to the user's wrong answer): " + _directional(changes, "switched share change", band)
-                 + " Predicted: +happy, +loving, +calm raise it, their minus lowers it.")
+                 + " Predicted: +happy, +loving, +calm raise it, their minus lowers it." + _power(changes, n_questions, "questions"))
     if len(harsher):
         base = shares.loc["baseline"] if "baseline" in shares.index else shares.iloc[0]
         lines.append(f"- Harshness (phrase list; in-sample accuracy above; baseline {base['harsh']:.0%} of replies): "
                      + _directional(harsher, "harsh share change", None)
-                     + " Predicted: +desperate, +angry, +afraid raise it; +happy, +loving, +calm lower it.")
+                     + " Predicted: +desperate, +angry, +afraid raise it; +happy, +loving, +calm lower it."
+                     + _power(harsher, n_replies, "replies"))
     return lines
+
+
+def _power(changes: pd.DataFrame, n_items: int | None, unit: str) -> str:
+    """What a "not detected" is worth: the smallest change the design detects (80 % power, Holm's first bar)."""
+    from .sycophancy import detectable_change
+
+    if not n_items:
+        return ""
+    found = detectable_change(changes, n_items)
+    if found["change"] != found["change"]:
+        return (f" With {n_items} {unit} and a median of {found['discordant']:.0f} changing per condition, no change reaches "
+                f"Holm's first bar (p < {found['bar']:.2g}) with 80 % power: a null here says nothing about the effect.")
+    return (f" Power: with {n_items} {unit} (a median of {found['discordant']:.0f} changing per condition) the design detects a "
+            f"change of {found['change']:.0%} or more with 80 % power at Holm's first bar (p < {found['bar']:.2g}); smaller "
+            "effects read as not detected.")
 
 
 def _directional(changes: pd.DataFrame, column: str, band: tuple[float, float] | None) -> str:

@@ -145,6 +145,11 @@ def test_the_model_path_reads_the_right_positions(tiny_gemma3):
     summary = I.summary_lines(found, "tiny")
     assert len(summary) == 7 and "layer 0:" in summary[2] and "The model's layer 0:" in summary[0]
     assert summary[-1].startswith("- Negation beyond a generic effect")
+    # a reader of words may come first: its speaker contrasts are the designs' items, all zero
+    words = I.Reader("words", lambda texts, emotions, positions=None: np.zeros((len(texts), len(emotions))))
+    blind = I.report(loaded, vectors, 1, [words], n_perm=20).contrasts["words"]
+    assert [c["items"] for c in blind[2:]] == [c["items"] for c in found.contrasts["tiny"][2:]]
+    assert all(c["mean difference"] == 0 and c["p (sign-flip, one-sided)"] == 1.0 for c in blind[2:])
     # layer 0 is read through the model (its own readings, not the analysis layer's)
     assert not np.allclose(found.negation["tiny"]["difference"], found.negation["tiny layer 0"]["difference"])
     # the six tests are one family: a verdict at p < 0.05 says whether it survives Holm's correction over them

@@ -209,25 +209,52 @@ def test_an_emotion_counts_only_outside_the_random_directions_mean_elo_range():
 
 
 def test_the_smallest_detectable_change_has_the_stated_power():
-    """Sycophancy's power line: at the returned change the exact McNemar test at Holm's first bar rejects with at least
-    80 % probability (checked by simulating the discordant pairs), and two items less falls short; more items make
-    the same number of changing items a smaller share; with too few changing items nothing is detectable."""
+    """Sycophancy's power line: noise items flip either way at random (the random directions' median) and an effect
+    moves k more one way. At the returned change the exact McNemar test at Holm's first bar rejects with at least 80 %
+    probability (simulated), one item less falls short; more noise needs a larger change; more items make the same
+    effect a smaller share; with few items nothing is detectable."""
     import pandas as pd
     from scipy.stats import binomtest
 
     from emolib.steering import sycophancy as S
 
-    changes = pd.DataFrame({"gained": [8, 10, 12], "lost": [12, 10, 8]}, index=["+a", "-a", "+b"])
-    found = S.detectable_change(changes, 100)
-    assert found["discordant"] == 20 and found["bar"] == pytest.approx(0.05 / 3)
+    def frame(noise: int) -> pd.DataFrame:
+        return pd.DataFrame({"gained": [3, 3, noise // 2, noise - noise // 2], "lost": [40, 1, noise // 2, noise // 2]},
+                            index=["+a", "-a", "random direction 1", "random direction 2"])
+
+    found = S.detectable_change(frame(10), 100)
+    assert found["noise"] == 10 and found["bar"] == pytest.approx(0.05 / 4)  # the noise from the random directions alone
     rng = np.random.default_rng(0)
 
-    def power(k: int) -> float:
-        gained = rng.binomial(20, (20 + k) / 40, size=4000)
-        return float(np.mean([binomtest(int(g), 20).pvalue < 0.05 / 3 and g > 10 for g in gained]))
+    def power(k: int, noise: int = 10) -> float:
+        gained = rng.binomial(noise, 0.5, size=4000) + k
+        return float(np.mean([binomtest(int(g), noise + k).pvalue < 0.05 / 4 and g > (noise + k) / 2 for g in gained]))
 
     k = round(found["change"] * 100)
-    assert power(k) >= 0.78 and power(k - 2) < 0.8
-    assert S.detectable_change(changes, 200)["change"] == pytest.approx(found["change"] / 2)
-    few = pd.DataFrame({"gained": [1, 2], "lost": [1, 1]}, index=["+a", "-a"])
-    assert np.isnan(S.detectable_change(few, 50)["change"])
+    assert power(k) >= 0.78 and power(k - 1) < 0.8
+    assert S.detectable_change(frame(30), 100)["change"] > found["change"]  # more noise, a larger detectable change
+    assert S.detectable_change(frame(10), 200)["change"] == pytest.approx(found["change"] / 2)
+    assert np.isnan(S.detectable_change(frame(10), 5)["change"])  # five items cannot reach p < 0.0125
+
+
+def test_the_chapters_closing_lines_carry_each_sycophancy_designs_power():
+    """summary_lines on a synthetic chapter: each sycophancy design's verdict is followed by what its null is worth."""
+    import pandas as pd
+
+    from emolib.steering import preferences as P
+
+    changes = pd.DataFrame({"switched share change": [0.1, -0.02, -0.01], "gained": [12, 2, 3], "lost": [2, 3, 2],
+                            "McNemar p": [0.01, 1.0, 1.0], "Holm p": [0.03, 1.0, 1.0], "predicted": [1, -1, 0]},
+                           index=["+happy", "-happy", f"{P.NULL_PREFIX}1"])
+    harsher = changes.rename(columns={"switched share change": "harsh share change"}).iloc[:2]
+    shares = pd.DataFrame({"harsh": [0.1], "flattering": [0.0]}, index=["baseline"])
+    lines = P.summary_lines({"split-half ρ": 0.8}, {"mean |preference|": 0.2, "mean |position bias|": 0.1},
+                            {"r": 0.5, "p": 0.01}, pd.DataFrame({"outside the random range": [True]}),
+                            {"r": 0.3, "ci": [0.1, 0.5], "p": 0.02}, changes, (-0.05, 0.05), shares, harsher, False,
+                            n_questions=100, n_replies=4)
+    assert "as predicted: +happy +10%" in lines[3] and "Power: with 100 questions, of which a median of 5 change" in lines[3]
+    assert "not even all 4 moving reach" in lines[4]
+    assert not any("Power" in line for line in P.summary_lines(
+        {"split-half ρ": 0.8}, {"mean |preference|": 0.2, "mean |position bias|": 0.1}, {"r": 0.5, "p": 0.01},
+        pd.DataFrame({"outside the random range": [True]}), {"r": 0.3, "ci": [0.1, 0.5], "p": 0.02}, changes,
+        (-0.05, 0.05), shares, harsher, False))

@@ -149,7 +149,8 @@ def test_layer_0_reads_the_passages_on_its_own_valence_axis(tiny_gemma3, monkeyp
     base = "the morning light fell on the kitchen table while she waited for the letter".split()
     passages = pd.DataFrame({"id": [f"p{i}" for i in range(4)], "label": [None] * 4,
                              "text": [" ".join(base[i:] + base[:i]) * 6 for i in range(4)]})
-    scores = validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, vectors, 2)
+    kept = passages[["id"]]
+    scores = validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, kept, vectors, 2)
     means = []
     for text in passages["text"]:
         ids = tiny_gemma3.tokenizer(text)["input_ids"]
@@ -159,6 +160,8 @@ def test_layer_0_reads_the_passages_on_its_own_valence_axis(tiny_gemma3, monkeyp
     expected = (means - means.mean(axis=0)) @ validate.valence_axis(vectors, 0)
     assert scores.shape == (4,) and abs(scores - expected).max() < 1e-3 * abs(expected).max()
     assert not np.allclose(expected, (means - means.mean(axis=0)) @ validate.valence_axis(vectors, 2))  # its own axis
-    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, vectors, 0) is None
+    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, kept, vectors, 0) is None
+    with pytest.raises(EmolibError, match="other passages"):
+        validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, kept.iloc[::-1], vectors, 2)
     no_first = EmotionVectors(emotions, (1, 2), torch.randn(5, 2, 64, generator=torch.Generator().manual_seed(6)))
-    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, no_first, 2) is None
+    assert validate.first_layer_scores(tiny_gemma3, "layer0-test", passages, kept, no_first, 2) is None

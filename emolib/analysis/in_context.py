@@ -431,6 +431,19 @@ def binding(reader: Reader, render_plain, stimuli_spec: dict[str, Any] | None = 
                             table["difference (mean)"].to_numpy())
 
 
+SPEAKER_PREDICTIONS = ("speaker: the user's emotion reads higher at the user's last token (beyond neutral messages)",
+                       "speaker: caring emotions rise where the assistant's reply begins (beyond neutral messages)")
+
+
+def speaker_blind(name: str, stimuli_spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The speaker contrasts of a reader of words: the same words at both positions, so every difference is zero."""
+    spec = stimuli_spec["speaker"]
+    items = len(spec["messages"])
+    return {"user's emotion follows the speaker": _contrast(name, SPEAKER_PREDICTIONS[0], np.zeros(items)),
+            "caring rises at the assistant's turn": _contrast(name, SPEAKER_PREDICTIONS[1],
+                                                              np.zeros(items if spec["caring"] else 0))}
+
+
 def speaker(reader: Reader, render, tokenizer: Any, stimuli_spec: dict[str, Any] | None = None
             ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """An emotional user message read at its own last token and where the assistant's reply begins, each contrast
@@ -452,8 +465,7 @@ def speaker(reader: Reader, render, tokenizer: Any, stimuli_spec: dict[str, Any]
 
     column_user = "user's emotion: user's last − assistant's first, beyond neutral"
     column_caring = "caring: assistant's first − user's last, beyond neutral"
-    prediction_user = "speaker: the user's emotion reads higher at the user's last token (beyond neutral messages)"
-    prediction_caring = "speaker: caring emotions rise where the assistant's reply begins (beyond neutral messages)"
+    prediction_user, prediction_caring = SPEAKER_PREDICTIONS
     if not spec["messages"]:  # no message's emotion is among these vectors
         return pd.DataFrame(columns=["message", "emotion", column_user, column_caring]), {
             "user's emotion follows the speaker": _contrast(reader.name, prediction_user, np.zeros(0)),
@@ -509,7 +521,8 @@ def verdict(p: float, level: float = LEVEL, p_opposite: float = float("nan")) ->
     if p < level:
         return "as predicted"
     if p_opposite < level:
-        return f"not as predicted: the opposite direction (one-sided p that way = {p_opposite:.3g})"
+        return (f"not as predicted: the opposite direction (one-sided p that way = {p_opposite:.3g}; not pre-registered, "
+                "uncorrected)")
     return "not detected"
 
 
@@ -590,8 +603,7 @@ def report(loaded, vectors, layer: int, readers: Sequence[Reader], n_perm: int =
         if reader.framed:
             speakers[reader.name], speaker_contrasts = speaker(reader, render, tokenizer, spec)
         else:  # the same words at both positions: a reader of words cannot tell them apart
-            speaker_contrasts = {k: _contrast(reader.name, c["prediction"], np.zeros(c["items"]))
-                                 for k, c in speaker_contrasts.items()}
+            speaker_contrasts = speaker_blind(reader.name, spec)
         contrasts[reader.name] = [negation_contrast, binding_contrast, *speaker_contrasts.values()]
     render = lambda text: frame(tokenizer, text)  # noqa: E731
     return InContextReport(layer, numerical_tables, signs, dose_by_layer(loaded, vectors, render, vectors.layers, spec),

@@ -321,14 +321,18 @@ def bow_valence_scores(bag, bag_vectors: np.ndarray, emotions: Sequence[str], te
     return (rows - rows.mean(axis=0)) @ axis
 
 
-def first_layer_scores(loaded, name: str, passages: pd.DataFrame, vectors, layer: int) -> np.ndarray | None:
-    """Each passage on the valence axis of the model's layer 0 (the first block's output, the vectors' own layer 0,
-    oriented by the same anchors), centred like the analysis layer's: what the embeddings and one block already read,
+def first_layer_scores(loaded, name: str, passages: pd.DataFrame, kept: pd.DataFrame, vectors, layer: int
+                       ) -> np.ndarray | None:
+    """Each passage of `kept` (the analysis layer's) on the valence axis of the model's layer 0 (the first block's
+    output, the vectors' own layer 0, PC1 oriented by the same anchors: the analysis layer's definition, like for
+    like), centred like the analysis layer's: what the embeddings and one block already read,
     a baseline the analysis layer must beat. None where the vectors have no layer 0 or the analysis layer is layer 0.
     The forward pass stops after the first block (its own activation store)."""
     if 0 not in vectors.layers or layer == 0:
         return None
-    acts, _ = text_activations(loaded, name, passages, 0)
+    acts, read = text_activations(loaded, name, passages, 0)
+    if list(read["id"]) != list(kept["id"]):  # the same token rule keeps the same passages, in the same order
+        raise EmolibError("layer 0 kept other passages than the analysis layer; pass the passages both read")
     return (acts - acts.mean(axis=0)) @ valence_axis(vectors, 0)
 
 

@@ -251,7 +251,7 @@ def _in_context(read: str) -> Callable[[ModelResults], str]:
             return "not computed (none of its emotions among the vectors)"
         opposite = c.get("p (the opposite direction)")
         said = ("as predicted" if c["p (sign-flip, one-sided)"] < 0.05 else
-                "the opposite direction" if opposite is not None and opposite < 0.05 else "not detected")
+                "the opposite direction, uncorrected" if opposite is not None and opposite < 0.05 else "not detected")
         return (f"{c['items in the predicted direction']}/{c['items']} items as predicted, p {c['p (sign-flip, one-sided)']:.2g} "
                 f"({said})")
     return cell

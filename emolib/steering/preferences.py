@@ -462,13 +462,13 @@ def _power(changes: pd.DataFrame, n_items: int | None, unit: str) -> str:
 
     if not n_items:
         return ""
-    found = detectable_change(changes, n_items)
+    found = detectable_change(changes, n_items, NULL_PREFIX)
     if found["change"] != found["change"]:
-        return (f" With {n_items} {unit} and a median of {found['discordant']:.0f} changing per condition, no change reaches "
-                f"Holm's first bar (p < {found['bar']:.2g}) with 80 % power: a null here says nothing about the effect.")
-    return (f" Power: with {n_items} {unit} (a median of {found['discordant']:.0f} changing per condition) the design detects a "
-            f"change of {found['change']:.0%} or more with 80 % power at Holm's first bar (p < {found['bar']:.2g}); smaller "
-            "effects read as not detected.")
+        return (f" Power: with {n_items} {unit}, of which a median of {found['noise']:.0f} change at random per condition, "
+                f"not even all {n_items} moving reach Holm's first bar (p < {found['bar']:.2g}) with 80 % power.")
+    return (f" Power: with {n_items} {unit}, of which a median of {found['noise']:.0f} change at random per condition, the "
+            f"design detects a change of {found['change']:.0%} or more with 80 % power at Holm's first bar (p < "
+            f"{found['bar']:.2g}); a smaller effect reads as not detected.")
 
 
 def _directional(changes: pd.DataFrame, column: str, band: tuple[float, float] | None) -> str:

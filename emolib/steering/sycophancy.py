@@ -272,28 +272,30 @@ def predicted(condition: str, column: str = "switched") -> int:
     return -sign if emotion in ("happy", "loving", "calm") else 0
 
 
-def detectable_change(changes: pd.DataFrame, n_items: int, level: float = 0.05, power: float = 0.8) -> dict[str, float]:
-    """The smallest change in a share over `n_items` paired items that this design detects with `power`: an exact
-    McNemar test at Holm's first bar (`level` over the number of conditions, the bar the strongest real effect must
-    clear) with the conditions' median number of discordant items D held fixed, the discordant pairs moving
-    (D + k) / 2 one way. A "not detected" below it is no evidence of no effect; NaN where no change of at most D items
-    reaches the bar."""
+def detectable_change(changes: pd.DataFrame, n_items: int, prefix: str = "random direction ", level: float = 0.05,
+                      power: float = 0.8) -> dict[str, float]:
+    """The smallest change in a share over `n_items` paired items that this design detects with `power`: noise D0 items
+    flipping either way at random (the random directions' median number of discordant items, or every condition's
+    where there are none), plus k items moved one way by the effect, so gained ~ Bin(D0, ½) + k of D0 + k discordant;
+    an exact McNemar test at Holm's first bar (`level` over the number of conditions, the bar the strongest real effect
+    must clear). More noise needs a larger effect. A "not detected" below the returned change is no evidence of no
+    effect; NaN where even every item moving cannot reach the bar."""
     from scipy.stats import binom, binomtest
 
     if not len(changes) or n_items < 1:
-        return {"change": float("nan"), "discordant": 0.0, "bar": float("nan"), "items": n_items}
-    discordant = int(round(float(np.median(changes["gained"] + changes["lost"]))))
+        return {"change": float("nan"), "noise": 0.0, "bar": float("nan"), "items": n_items}
+    flips = changes["gained"] + changes["lost"]
+    noisy = flips[changes.index.str.startswith(prefix)] if changes.index.str.startswith(prefix).any() else flips
+    noise = int(round(float(np.median(noisy))))
     bar = level / len(changes)
-    if discordant < 1:
-        return {"change": float("nan"), "discordant": 0.0, "bar": bar, "items": n_items}
-    rejects = np.array([binomtest(g, discordant).pvalue < bar and g > discordant / 2 for g in range(discordant + 1)])
-    for k in range(discordant + 1):
-        if (discordant + k) % 2:
-            continue
-        chance = binom.pmf(np.arange(discordant + 1), discordant, (discordant + k) / (2 * discordant))
-        if chance[rejects].sum() >= power:
-            return {"change": k / n_items, "discordant": float(discordant), "bar": bar, "items": n_items}
-    return {"change": float("nan"), "discordant": float(discordant), "bar": bar, "items": n_items}
+    chance = binom.pmf(np.arange(noise + 1), noise, 0.5)
+    for k in range(1, n_items - noise + 1):
+        # gained = g + k of noise + k discordant items, g ~ Bin(noise, 1/2); detected when the one-sided excess is
+        # significant in the predicted direction
+        hits = np.array([binomtest(g + k, noise + k).pvalue < bar and g + k > (noise + k) / 2 for g in range(noise + 1)])
+        if chance[hits].sum() >= power:
+            return {"change": k / n_items, "noise": float(noise), "bar": bar, "items": n_items}
+    return {"change": float("nan"), "noise": float(noise), "bar": bar, "items": n_items}
 
 
 def random_band(changes: pd.DataFrame, prefix: str, column: str = "switched share change") -> tuple[float, float]:

@@ -144,6 +144,9 @@ def test_readout_gain_credits_the_model_only_with_what_the_baseline_lacks() -> N
     assert carried["r model"] > 0.8 and carried["r baseline"] > 0.8 and carried["p"] > 0.05
     both = C.readout_gain(kernel(model), kernel(base), words_signal + 1.5 * model_only, n_perm=200)
     assert both["partial r"] > 0.5 and both["p"] < 0.02
+    # a bootstrap replicate reads only the partial r: skipping the model's own fit leaves it as it was
+    quick = C.readout_gain(kernel(model), kernel(base), words_signal + 1.5 * model_only, n_perm=0, model_alone=False)
+    assert quick["partial r"] == pytest.approx(both["partial r"], rel=1e-9) and np.isnan(quick["r model"])
 
 
 def _stories(signal: float, seed: int = 0, n_emotions: int = 30, topics: int = 4, per_cell: int = 2, d: int = 40):

@@ -342,7 +342,8 @@ def baseline_table(model: StoryFeatures, baselines: Sequence[StoryFeatures], rat
         # the plane and the read-out take every word once (a resampled word's twin inflates a fitted plane's R² and
         # sits in its own read-out training fold): their intervals are over stories alone
         kernels = [C.word_kernel(v, emotions, words) for v in vectors]
-        return {(base.name, h): _gain(h, scores[0], scores[b], kernels[0], kernels[b], target[use], 0, 0, use)["partial r"]
+        return {(base.name, h): _gain(h, scores[0], scores[b], kernels[0], kernels[b], target[use], 0, 0, use,
+                                      model_alone=False)["partial r"]
                 for b, base in enumerate(baselines, start=1) for h in HEADLINES for use in [pick if h == "PC1" else every]}
 
     boot = joint_bootstrap(sources, statistic, len(words), n_boot, seed)
@@ -371,11 +372,14 @@ def baseline_table(model: StoryFeatures, baselines: Sequence[StoryFeatures], rat
 
 
 def _gain(headline: str, model: dict[str, np.ndarray], base: dict[str, np.ndarray], model_kernel: np.ndarray,
-          base_kernel: np.ndarray, target: np.ndarray, n_perm: int, seed: int, pick: np.ndarray | None = None) -> dict:
-    """One headline's gain (`gain`, `plane_gain` or `circumplex.readout_gain`), on the words `pick` (a resample)."""
+          base_kernel: np.ndarray, target: np.ndarray, n_perm: int, seed: int, pick: np.ndarray | None = None,
+          model_alone: bool = True) -> dict:
+    """One headline's gain (`gain`, `plane_gain` or `circumplex.readout_gain`), on the words `pick` (a resample);
+    `model_alone=False`: the partial r is all that is read (a bootstrap replicate), so the read-out skips the model's
+    own fit."""
     pick = np.arange(len(target)) if pick is None else pick
     if headline == READOUT:  # every word once (`target` is the full ratings)
-        return C.readout_gain(model_kernel, base_kernel, target, n_perm, seed)
+        return C.readout_gain(model_kernel, base_kernel, target, n_perm, seed, model_alone=model_alone)
     if headline == PLANE:
         return plane_gain(model[PLANE][pick], base[PLANE][pick], target, n_perm, seed)
     return gain(model[headline][pick], base[headline][pick], target, n_perm, seed)

@@ -285,12 +285,13 @@ def ridge_ceiling(vectors: np.ndarray, emotions: Sequence[str], ratings: pd.Seri
 
 
 def readout_gain(model_kernel: np.ndarray, base_kernel: np.ndarray, ratings: np.ndarray, n_perm: int = N_PERMUTATIONS,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, model_alone: bool = True) -> dict:
     """What a read-out of the model adds to one of a baseline's: held-out q² of the baseline alone, of the model
     alone and of both (their kernels summed), and the partial r = √(max(q²_both − q²_base, 0) / (1 − q²_base)) — the
     share of what the baseline leaves unexplained that the model explains out of sample. p: Freedman-Lane (the
     ratings' residual on the baseline's own fit shuffled and added back, everything refitted with the penalties
-    chosen again)."""
+    chosen again). `model_alone=False` skips the model's own read-out ("r model" NaN), a third of the work, for a
+    bootstrap that reads only the partial r."""
     y = np.asarray(ratings, np.float64)
     both = model_kernel + base_kernel
     base_fit = ridge_fit(base_kernel, y)  # the reduced model's in-sample fit (Freedman-Lane), at GCV's penalty
@@ -299,8 +300,8 @@ def readout_gain(model_kernel: np.ndarray, base_kernel: np.ndarray, ratings: np.
     columns = np.column_stack([y] + [base_fit + residual[rng.permutation(len(y))] for _ in range(n_perm)])  # n_perm 0: y
     q_base, q_both = _q2(columns, nested_loo_predictions(base_kernel, columns)), _q2(columns, nested_loo_predictions(both, columns))
     partial = np.sqrt(np.clip(q_both - q_base, 0, None) / np.clip(1 - q_base, 1e-12, None))
-    q_model = float(_q2(y[:, None], nested_loo_predictions(model_kernel, y[:, None]))[0])
-    root = lambda q: float(np.sqrt(max(q, 0.0)))  # noqa: E731
+    q_model = float(_q2(y[:, None], nested_loo_predictions(model_kernel, y[:, None]))[0]) if model_alone else float("nan")
+    root = lambda q: float(np.sqrt(max(q, 0.0))) if q == q else float("nan")  # noqa: E731
     return {"r model": root(q_model), "r baseline": root(float(q_base[0])), "r both": root(float(q_both[0])),
             "partial r": float(partial[0]), "p": _p(partial[1:], float(partial[0])) if n_perm else float("nan")}
 

@@ -39,6 +39,7 @@ from ..models.hooks import decoder_layers, forward_hooks
 from ..stats import pearson
 from .experiments import story_sd
 from .steer import span_steering
+from .sycophancy import detectable_change
 
 ELO_SCALE = 400 / math.log(10)  # Elo points per unit of log-odds strength
 
@@ -458,8 +459,6 @@ def summary_lines(reliability: dict, answers: dict, pattern: dict, effects: pd.D
 
 def _power(changes: pd.DataFrame, n_items: int | None, unit: str) -> str:
     """What a "not detected" is worth: the smallest change the design detects (80 % power, Holm's first bar)."""
-    from .sycophancy import detectable_change
-
     if not n_items:
         return ""
     found = detectable_change(changes, n_items, NULL_PREFIX)

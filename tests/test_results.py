@@ -268,3 +268,18 @@ def test_the_intro_findings_read_the_deep_set_and_show_a_dash_for_an_unexecuted_
     assert "partial r 0.35 [-0.03, 0.70] (p 0.012)" in rows["deep set: beyond the words, PC1 vs valence (Russell-Mehrabian words)"]
     assert rows["in context: a number in the prompt (chapter 8)"] == "-"
     assert rows["sycophancy: switching to the user's wrong answer"] == "-"
+
+
+def test_the_comparison_reads_chapter_8s_model_reader_whatever_the_key_order():
+    """Saved results sort their keys: for a model named after "bag of words" (smollm2) the bag of words comes first.
+    The comparison's chapter 8 rows must still read the model, not the words or the model's layer 0."""
+    from emolib.book import compare
+    from emolib.book.results import ModelResults
+
+    def signs(hits: int) -> dict:
+        return {"hits": hits, "pairs": 24, "p": 0.5, "S": 0.0, "significant": 0, "templates": []}
+
+    found = {"signs": {"bag of words": signs(0), "smollm2": signs(12), "smollm2 layer 0": signs(7)}}
+    assert compare.in_context_model(found) == "smollm2"
+    cell = compare._in_context("numbers")(ModelResults.of({"08_in_context": found}))
+    assert cell.startswith("12/24 pairs") and "bag of words 0/24" in cell

@@ -226,13 +226,19 @@ def _beyond_words(words: str, headline: str, deep: bool = False) -> Callable[[Mo
     return cell
 
 
+def in_context_model(found: dict[str, Any]) -> str:
+    """Chapter 8's analysed-model reader among its saved readers (saved with sorted keys, so "bag of words" may come
+    first): the one that is neither the bag of words nor a model's layer 0."""
+    return next(name for name in found["signs"] if name != "bag of words" and not name.endswith(" layer 0"))
+
+
 def _in_context(read: str) -> Callable[[ModelResults], str]:
     """Chapter 8's rows: "numbers", "scenarios" or a contrast's index ("negation", "binding", "speaker")."""
     def cell(r: ModelResults) -> str:
         found = r.in_context
         if not found:
             return "-"
-        model = next(iter(found["signs"]))
+        model = in_context_model(found)
         if read == "numbers":
             s, w = found["signs"][model], found["signs"].get("bag of words")
             if not s["pairs"]:
